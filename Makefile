@@ -1,0 +1,35 @@
+# cxdi: set-up, tests, benchmark, man pages and the demo pipeline.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test test-fast bench man install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+man: $(STAMP)
+	$(BIN)/python -m cxdi_cli.commands._man man
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh examples/demo.sh
+
+clean:
+	rm -rf demo build dist *.egg-info

@@ -1,0 +1,1 @@
+"""The `cxdi` command line: one module per subcommand, installed as `cxdi_cli.commands`."""

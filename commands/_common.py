@@ -1,0 +1,199 @@
+"""What every subcommand shares: option types, the error wrapper, progress, stderr messages, --json.
+
+Commands are leaves: they import this module and the library, never each other. Heavy modules
+(numpy, h5py, pyfftw) are imported inside functions so `cxdi --help` stays fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import json
+import os
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+
+# --------------------------------------------------------------------------- shared option types
+
+InputArg = Annotated[str, typer.Argument(help="Input file: FILE, FILE::/dataset/path, or - for stdin.",
+                                         show_default=False)]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output file (- for stdout).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for random numbers (reproducible runs).")]
+
+_COMMON = [
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=Annotated[bool, typer.Option("-q", "--quiet",
+                                                              help="No progress bars or messages on stderr.")]),
+    inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=Annotated[bool, typer.Option("--debug",
+                                                              help="Show the full traceback on errors.")]),
+    inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[Optional[int], typer.Option(
+                          "--threads", min=1, help="CPU threads for FFTs [default: all cores].")]),
+    inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[Optional[Path], typer.Option(
+                          "--config", help="TOML file of option values; command-line options win.",
+                          show_default=False)]),
+]
+
+
+class _State:
+    quiet = False
+    command = "cxdi"
+
+
+STATE = _State()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def say(message: str) -> None:
+    """An informational line on stderr (silenced by --quiet)."""
+    if not STATE.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr; shown even with --quiet."""
+    print(f"{STATE.command}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def usage_error(message: str) -> typer.Exit:
+    """Print a usage error line and return an Exit(2) for the caller to raise."""
+    print(f"{STATE.command}: error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(2)
+
+
+def check_stdout(output: str | None, json_report: bool) -> None:
+    """stdout carries the data (-o -) or the --json report, never both."""
+    if output == "-" and json_report:
+        raise usage_error("-o - and --json both want stdout; write the data to a file or drop --json")
+
+
+def report(enabled: bool, schema: str, **data: Any) -> None:
+    """Print the --json report (one object, versioned schema) on stdout."""
+    if enabled:
+        from cxdi_cli.io.cxi import _jsonable  # noqa: PLC0415
+
+        print(json.dumps({"schema": schema, **_jsonable(data)}, indent=1))
+
+
+def command_line() -> str:
+    """The exact command line, for provenance."""
+    return " ".join(shlex.quote(a) for a in ["cxdi"] + sys.argv[1:]) if sys.argv else "cxdi"
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """Yield a tick(advance=1, **fields) callback; draws a rich bar on stderr only on a terminal."""
+    if STATE.quiet or not sys.stderr.isatty():
+        yield lambda *a, **k: None
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total, info="")
+
+        def tick(advance: int = 1, total: int | None = None, info: str = "", **_: Any) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.update(task, advance=advance, info=info)
+
+        yield tick
+
+
+# --------------------------------------------------------------------------- the wrapper
+
+
+def _apply_config(fn: Callable, kwargs: dict[str, Any], config: Path | None, ctx: Any) -> None:
+    if config is None:
+        return
+    try:
+        import tomllib  # noqa: PLC0415
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # noqa: PLC0415
+
+    try:
+        values = tomllib.loads(Path(config).read_text())
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{config}: no such file", param_hint="--config") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from None
+    section = values.get(fn.__name__.replace("_", "-"), values.get(fn.__name__, {}))
+    merged = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    merged.update(section if isinstance(section, dict) else {})
+    names = set(inspect.signature(fn).parameters)
+    for key, val in merged.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise typer.BadParameter(f"{config}: unknown option {key!r} for this command", param_hint="--config")
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        if source is None or getattr(source, "name", "") in ("DEFAULT", "DEFAULT_MAP"):
+            kwargs[name] = val
+
+
+def cli_command(name: str, fn: Callable) -> Callable:
+    """Wrap a command: add the common options, apply --config, map errors to one line and an exit code."""
+    sig = inspect.signature(fn, eval_str=True)  # resolve string annotations in fn's own module
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = kwargs.pop("quiet", False)
+        debug = kwargs.pop("debug", False) or os.environ.get("CXDI_DEBUG") == "1"
+        threads = kwargs.pop("threads", None)
+        config = kwargs.pop("config", None)
+        ctx = kwargs.pop("cxdi_ctx", None)
+        STATE.quiet = quiet
+        STATE.command = f"cxdi {name}"
+        _apply_config(fn, kwargs, config, ctx)
+        if threads is not None:
+            os.environ["CXDI_THREADS"] = str(threads)
+        try:
+            if threads is not None:
+                from cxdi_cli import fft  # noqa: PLC0415
+
+                fft.set_threads(threads)
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            print(f"cxdi {name}: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+            from cxdi_cli.model import CxdiError  # noqa: PLC0415
+
+            if debug:
+                traceback.print_exc()
+            if isinstance(exc, CxdiError):
+                print(f"cxdi {name}: error: {exc}", file=sys.stderr, flush=True)
+                raise typer.Exit(exc.exit_code) from None
+            if isinstance(exc, MemoryError):
+                print(f"cxdi {name}: error: out of memory", file=sys.stderr, flush=True)
+                raise typer.Exit(1) from None
+            if isinstance(exc, typer.BadParameter) or type(exc).__name__ in ("BadParameter", "UsageError"):
+                raise
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"cxdi {name}: error: internal error: {type(exc).__name__}: {msg} "
+                  "(rerun with --debug for the traceback)", file=sys.stderr, flush=True)
+            raise typer.Exit(1) from None
+        finally:
+            if "cxdi_cli.fft" in sys.modules:
+                sys.modules["cxdi_cli.fft"].flush_wisdom()
+
+    params = list(sig.parameters.values())
+    names = {p.name for p in params}
+    params += [p for p in _COMMON if p.name not in names]
+    params.append(inspect.Parameter("cxdi_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -1,0 +1,602 @@
+"""CXI files: diffraction patterns and reconstructions as DESIGN §3 lays them out, plus generic arrays.
+
+Readers accept what cxdi writes, what PyNX writes (mask non-zero = bad, energy in J) and cxidb files;
+`FILE::/path` picks a dataset, `-` reads standard input. Writers are atomic (temporary file + rename).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from typing import Any, Iterable
+
+import numpy as np
+
+from cxdi_cli import __version__
+from cxdi_cli.io.paths import atomic_output, local_input, sniff, split_url
+from cxdi_cli.model import (
+    DataError,
+    EV_J,
+    Geometry,
+    InputError,
+    Pattern,
+    Reconstruction,
+    Run,
+    kev_from_wavelength,
+    wavelength_from_kev,
+)
+
+DET = "/entry_1/instrument_1/detector_1"
+SRC = "/entry_1/instrument_1/source_1"
+
+
+def _h5py():
+    import h5py  # noqa: PLC0415 - heavy import, only when a file is touched
+
+    try:
+        import hdf5plugin  # noqa: F401  registers bitshuffle/LZ4/Blosc filters for detector files
+    except ImportError:  # pragma: no cover - optional at run time
+        pass
+    return h5py
+
+
+def open_h5(name: str):
+    """Open an HDF5 file read-only with one-line errors (missing, directory, truncated, not HDF5)."""
+    h5py = _h5py()
+    path = local_input(name)
+    kind = sniff(path)
+    if kind != "hdf5":
+        raise InputError(f"{name}: not an HDF5 file (looks like {kind})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        msg = str(exc)
+        if "truncated" in msg or "eof" in msg.lower() or "signature" in msg:
+            raise InputError(f"{name}: HDF5 file is truncated or corrupt") from None
+        raise InputError(f"{name}: cannot open as HDF5 ({msg.splitlines()[0]})") from None
+
+
+def list_datasets(f, min_ndim: int = 0) -> list[str]:
+    """Paths of the numeric datasets in an open file (external links followed where they resolve)."""
+    h5py = _h5py()
+    out: list[str] = []
+
+    def visit(group, prefix: str, depth: int) -> None:
+        if depth > 12:
+            return
+        for key in group:
+            path = f"{prefix}/{key}"
+            try:
+                obj = group[key]
+            except (KeyError, OSError):
+                continue  # dangling external link
+            if isinstance(obj, h5py.Dataset):
+                if obj.dtype.kind in "biufc" and obj.ndim >= min_ndim:
+                    out.append(path)
+            elif isinstance(obj, h5py.Group):
+                visit(obj, path, depth + 1)
+
+    visit(f, "", 0)
+    return out
+
+
+def _get_dataset(f, path: str, name: str):
+    h5py = _h5py()
+    try:
+        obj = f[path]
+    except (KeyError, OSError):
+        holds = ", ".join(list_datasets(f, 2)[:12]) or "no image datasets"
+        raise InputError(f"{name}: no dataset {path} (the file holds: {holds})") from None
+    if not isinstance(obj, h5py.Dataset):
+        holds = ", ".join(p for p in list_datasets(f, 2) if p.startswith(path))[:400] or "nothing numeric"
+        raise InputError(f"{name}: {path} is a group, not a dataset (under it: {holds})")
+    return obj
+
+
+def nexus_default(f) -> str | None:
+    """Follow NeXus `default` / `signal` attributes from the root to the dataset a viewer would show."""
+    h5py = _h5py()
+    group = f
+    path = ""
+    for _ in range(6):
+        default = group.attrs.get("default")
+        if default is None:
+            break
+        default = default.decode() if isinstance(default, bytes) else str(default)
+        path = f"{path}/{default}"
+        obj = f.get(path)
+        if obj is None:
+            return None
+        if isinstance(obj, h5py.Dataset):
+            return path
+        group = obj
+    signal = group.attrs.get("signal") if group is not f else None
+    if signal is not None:
+        signal = signal.decode() if isinstance(signal, bytes) else str(signal)
+        if isinstance(group.get(signal), h5py.Dataset):
+            return f"{path}/{signal}"
+    return None
+
+
+def _scalar(f, path: str) -> float | None:
+    if path in f:
+        try:
+            v = np.asarray(f[path][()]).ravel()
+            return float(v[0]) if v.size else None
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return _text(value.ravel()[0]) if value.size else ""
+    return str(value)
+
+
+# --------------------------------------------------------------------------- geometry / provenance
+
+
+def read_geometry(f, entry: str = "/entry_1") -> Geometry:
+    """Geometry stored in a CXI entry (cxdi, PyNX or cxidb layout); missing values stay None."""
+    det = f"{entry}/instrument_1/detector_1"
+    src = f"{entry}/instrument_1/source_1"
+    wl = _scalar(f, f"{src}/wavelength")
+    energy = _scalar(f, f"{src}/energy")
+    if wl is None and energy:
+        wl = wavelength_from_kev(_energy_kev(energy))
+    dist = _scalar(f, f"{det}/distance")
+    px = _scalar(f, f"{det}/x_pixel_size")
+    py = _scalar(f, f"{det}/y_pixel_size") or px
+    centre = None
+    if f"{det}/beam_center" in f:
+        centre = tuple(float(v) for v in np.ravel(f[f"{det}/beam_center"][()]))
+    qp = None
+    if f"{entry}/data_1/q_pitch" in f:
+        qp = tuple(float(v) for v in np.ravel(f[f"{entry}/data_1/q_pitch"][()]))
+    return Geometry(wavelength=wl, distance=dist, pixel=(py, px) if px else None, centre=centre, q_pitch=qp)
+
+
+def _energy_kev(value: float) -> float:
+    """Energy in keV from a stored value in J (CXI), eV or keV, told apart by magnitude."""
+    if value < 1e-10:
+        return value / EV_J / 1e3
+    return value / 1e3 if value > 200 else value
+
+
+def read_provenance(f) -> list[dict[str, Any]]:
+    """The provenance chain stored in `/entry_1/process_K/json` (oldest step first)."""
+    steps = []
+    entry = f.get("/entry_1")
+    if entry is None:
+        return steps
+    keys = sorted((k for k in entry if re.fullmatch(r"process_\d+", k)), key=lambda k: int(k.split("_")[1]))
+    for k in keys:
+        g = entry[k]
+        if "json" in g:
+            try:
+                steps.append(json.loads(_text(g["json"][()])))
+                continue
+            except ValueError:
+                pass
+        steps.append({k2: _text(g[k2][()]) for k2 in g if hasattr(g[k2], "shape")})
+    return steps
+
+
+def make_step(command: str, parameters: dict[str, Any] | None = None,
+              inputs: Iterable[str] = ()) -> dict[str, Any]:
+    """A provenance step for this program run."""
+    return {
+        "program": "cxdi",
+        "version": __version__,
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": _jsonable(parameters or {}),
+        "inputs": list(inputs),
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist() if obj.size <= 64 else f"<array {obj.shape} {obj.dtype}>"
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _write_provenance(f, chain: list[dict[str, Any]]) -> None:
+    entry = f.require_group("/entry_1")
+    for k, step in enumerate(chain, start=1):
+        g = entry.create_group(f"process_{k}")
+        g.attrs["NX_class"] = "NXprocess"
+        for key in ("program", "version", "command", "date"):
+            g.create_dataset(key, data=str(step.get(key, "")))
+        g.create_dataset("json", data=json.dumps(_jsonable(step)))
+
+
+def _root(f) -> None:
+    f.create_dataset("cxi_version", data=160)
+    f.attrs["default"] = "entry_1"
+    f.attrs["creator"] = f"cxdi {__version__}"
+    f.attrs["HDF5_Version"] = _h5py().version.hdf5_version
+
+
+def _write_geometry(f, geometry: Geometry) -> None:
+    det = f.require_group(DET)
+    det.attrs["NX_class"] = "NXdetector"
+    src = f.require_group(SRC)
+    src.attrs["NX_class"] = "NXsource"
+    if geometry.distance is not None:
+        det.create_dataset("distance", data=float(geometry.distance)).attrs["units"] = "m"
+    if geometry.pixel is not None:
+        det.create_dataset("y_pixel_size", data=float(geometry.pixel[0])).attrs["units"] = "m"
+        det.create_dataset("x_pixel_size", data=float(geometry.pixel[1])).attrs["units"] = "m"
+    if geometry.centre is not None:
+        det.create_dataset("beam_center", data=np.asarray(geometry.centre, float)).attrs["units"] = "pixel"
+    if geometry.wavelength is not None:
+        src.create_dataset("wavelength", data=float(geometry.wavelength)).attrs["units"] = "m"
+        energy = kev_from_wavelength(geometry.wavelength) * 1e3 * EV_J
+        src.create_dataset("energy", data=float(energy)).attrs["units"] = "J"
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def read_array(spec: str, what: str = "image") -> np.ndarray:
+    """Read one array from TIFF, npy, EDF/CBF or HDF5 (`file.h5` via NeXus default, or `file.h5::/path`)."""
+    name, dset = split_url(spec)
+    path = local_input(name)
+    kind = sniff(path)
+    if kind == "tiff":
+        import tifffile  # noqa: PLC0415
+
+        try:
+            return np.asarray(tifffile.imread(path))
+        except Exception as exc:  # tifffile raises many types for damaged files
+            raise InputError(f"{name}: cannot read TIFF ({exc})") from None
+    if kind == "npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{name}: cannot read .npy ({exc})") from None
+    if kind in ("edf", "cbf"):
+        try:
+            import fabio  # noqa: PLC0415
+
+            return np.asarray(fabio.open(path).data)
+        except Exception as exc:
+            raise InputError(f"{name}: cannot read {kind.upper()} ({exc})") from None
+    if kind != "hdf5":
+        raise InputError(f"{name}: unknown file format (expected HDF5, TIFF, npy, EDF or CBF)")
+    with open_h5(name) as f:
+        if dset is None:
+            dset = nexus_default(f)
+            if dset is None:
+                cands = list_datasets(f, 2)
+                if len(cands) != 1:
+                    raise InputError(f"{name}: cannot tell which dataset holds the {what}; "
+                                     f"name one as {name}::/path (candidates: {', '.join(cands[:12]) or 'none'})")
+                dset = cands[0]
+        ds = _get_dataset(f, dset, name)
+        try:
+            return np.asarray(ds[()])
+        except OSError as exc:
+            raise InputError(f"{name}: cannot read {dset} ({str(exc).splitlines()[0]}); truncated file?") from None
+
+
+def write_tiff(dest: str, array: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write a float32 ImageJ-readable TIFF (a 3D array becomes a stack), atomically."""
+    import tifffile  # noqa: PLC0415
+
+    arr = np.asarray(array)
+    if np.iscomplexobj(arr):
+        arr = np.abs(arr)
+    arr = arr.astype(np.float32)
+    kw: dict[str, Any] = {"imagej": True}
+    if pixel_size:
+        um = pixel_size * 1e6
+        kw["resolution"] = (1.0 / um, 1.0 / um)
+        kw["metadata"] = {"unit": "um", "axes": "ZYX" if arr.ndim == 3 else "YX"}
+    with atomic_output(dest, ".tif") as tmp:
+        tifffile.imwrite(tmp, arr, **kw)
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def _pattern_dataset(f, name: str, dset: str | None) -> str:
+    if dset is not None:
+        return dset
+    for cand in (f"{DET}/data", "/entry_1/data_1/data", "/entry_1/image_1/data"):
+        if cand in f and isinstance(f[cand], _h5py().Dataset):
+            return cand
+    default = nexus_default(f)
+    if default:
+        return default
+    cands = list_datasets(f, 2)
+    if len(cands) == 1:
+        return cands[0]
+    raise InputError(f"{name}: no diffraction data at {DET}/data; name the dataset as {name}::/path "
+                     f"(candidates: {', '.join(cands[:12]) or 'none'})")
+
+
+def read_pattern(spec: str) -> Pattern:
+    """Read a centred diffraction pattern (2D) or volume (3D) with its mask and geometry.
+
+    Accepts cxdi/PyNX/cxidb CXI files, any `file.h5::/path` dataset, TIFF and npy. Leading axes of
+    length 1 are dropped (cxidb stores single frames as 1×ny×nx). NaN or negative data are refused.
+    """
+    name, dset = split_url(spec)
+    path = local_input(name)
+    kind = sniff(path)
+    geometry = Geometry()
+    provenance: list[dict[str, Any]] = []
+    extra: dict[str, np.ndarray] = {}
+    mask = None
+    if kind == "hdf5":
+        with open_h5(name) as f:
+            dpath = _pattern_dataset(f, name, dset)
+            ds = _get_dataset(f, dpath, name)
+            try:
+                data = np.asarray(ds[()], dtype=np.float32)
+            except OSError as exc:
+                raise InputError(f"{name}: cannot read {dpath} ({str(exc).splitlines()[0]}); truncated file?") from None
+            entry = "/" + dpath.strip("/").split("/")[0]
+            geometry = read_geometry(f, entry if entry.startswith("/entry") else "/entry_1")
+            for mpath in (f"{entry}/instrument_1/detector_1/mask", f"{entry}/instrument_1/detector_1/mask_shared",
+                          f"{entry}/data_1/mask", f"{entry}/mask"):
+                if mpath in f and isinstance(f[mpath], _h5py().Dataset) and mpath != dpath:
+                    mask = np.asarray(f[mpath][()])
+                    break
+            if f"{entry}/data_1/weight" in f:
+                extra["weight"] = np.asarray(f[f"{entry}/data_1/weight"][()], dtype=np.float32)
+            provenance = read_provenance(f)
+    else:
+        data = read_array(spec, "diffraction pattern").astype(np.float32)
+    while data.ndim > 2 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim not in (2, 3):
+        raise DataError(f"{name}: diffraction data must be 2D or 3D, got shape {data.shape}")
+    if mask is None:
+        mask = np.zeros(data.shape, np.uint32)
+    else:
+        mask = np.asarray(mask)
+        while mask.ndim > data.ndim and mask.shape[0] == 1:
+            mask = mask[0]
+        if mask.shape != data.shape:
+            raise DataError(f"{name}: mask shape {mask.shape} does not match data shape {data.shape}")
+        mask = mask.astype(np.uint32)
+    if not np.all(np.isfinite(data[mask == 0])):
+        raise DataError(f"{name}: data hold NaN or infinite values in unmasked pixels")
+    if np.any(data[mask == 0] < 0):
+        raise DataError(f"{name}: data hold negative values in unmasked pixels; subtract the dark "
+                        "with preprocess or mask them")
+    data = np.where(np.isfinite(data), data, 0).astype(np.float32)
+    if not np.any(data[mask == 0] > 0):
+        raise DataError(f"{name}: all unmasked pixels are zero")
+    return Pattern(intensity=data, mask=mask, geometry=geometry, provenance=provenance, extra=extra,
+                   source=spec)
+
+
+def write_pattern(dest: str, pattern: Pattern, step: dict[str, Any]) -> None:
+    """Write a diffraction pattern as CXI (data, mask, geometry, NXdata link, provenance), atomically."""
+    h5py = _h5py()
+    data = np.asarray(pattern.intensity, np.float32)
+    mask = np.asarray(pattern.mask, np.uint32)
+    if mask.shape != data.shape:
+        raise DataError(f"{dest}: mask shape {mask.shape} does not match data shape {data.shape}")
+    with atomic_output(dest, ".cxi") as tmp:
+        with h5py.File(tmp, "w") as f:
+            _root(f)
+            entry = f.create_group("entry_1")
+            entry.attrs["NX_class"] = "NXentry"
+            entry.attrs["default"] = "data_1"
+            _write_geometry(f, pattern.geometry)
+            det = f[DET]
+            d = det.create_dataset("data", data=data, chunks=True, compression="gzip", compression_opts=1)
+            d.attrs["units"] = "photons"
+            d.attrs["interpretation"] = "image" if data.ndim == 2 else "volume"
+            det.create_dataset("mask", data=mask, chunks=True, compression="gzip", compression_opts=1)
+            data_1 = entry.create_group("data_1")
+            data_1.attrs["NX_class"] = "NXdata"
+            data_1.attrs["signal"] = "data"
+            data_1["data"] = d  # hard link: viewers and PyNX find it at either path
+            if pattern.geometry.q_pitch is not None:
+                data_1.create_dataset("q_pitch", data=np.asarray(pattern.geometry.q_pitch, float)).attrs["units"] = "1/m"
+            for key, arr in pattern.extra.items():
+                data_1.create_dataset(key, data=np.asarray(arr), chunks=True, compression="gzip", compression_opts=1)
+            _write_provenance(f, list(pattern.provenance) + [step])
+
+
+# --------------------------------------------------------------------------- reconstructions
+
+
+def _entries(f) -> list[str]:
+    keys = [k for k in f if re.fullmatch(r"entry_\d+", k) and "image_1" in f[k]]
+    return sorted(keys, key=lambda k: int(k.split("_")[1]))
+
+
+def _read_group_dict(g) -> dict[str, Any]:
+    h5py = _h5py()
+    out: dict[str, Any] = {}
+    for key in g:
+        obj = g[key]
+        if isinstance(obj, h5py.Dataset):
+            v = obj[()]
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            elif isinstance(v, np.ndarray) and v.ndim == 0:
+                v = v.item()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            out[key] = v
+    return out
+
+
+def read_reconstruction(spec: str) -> Reconstruction:
+    """Read every run (`/entry_N/image_1`) of a cxdi or PyNX reconstruction file; TIFF/npy give one run."""
+    name, dset = split_url(spec)
+    path = local_input(name)
+    kind = sniff(path)
+    if kind != "hdf5":
+        obj = read_array(spec, "object").astype(np.complex64)
+        return Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0)], source=spec)
+    runs: list[Run] = []
+    pixel = None
+    with open_h5(name) as f:
+        entries = _entries(f) if dset is None else ["/" + dset.strip("/").split("/")[0]]
+        if not entries:
+            raise InputError(f"{name}: no reconstruction (/entry_N/image_1/data) in this file")
+        for e in entries:
+            img = f"/{e.strip('/')}/image_1"
+            ds = _get_dataset(f, dset or f"{img}/data", name)
+            try:
+                obj = np.asarray(ds[()]).astype(np.complex64)
+            except OSError:
+                raise InputError(f"{name}: cannot read {ds.name}; truncated file?") from None
+            while obj.ndim > 2 and obj.shape[0] == 1:
+                obj = obj[0]
+            support = np.asarray(f[f"{img}/mask"][()]).astype(bool) if f"{img}/mask" in f else np.abs(obj) > 0
+            if support.shape != obj.shape:
+                support = np.abs(obj) > 0
+            metrics = _read_group_dict(f[f"{img}/process_1/results"]) if f"{img}/process_1/results" in f else {}
+            params: dict[str, Any] = {}
+            if f"{img}/process_1/parameters" in f:
+                try:
+                    params = json.loads(_text(f[f"{img}/process_1/parameters"][()]))
+                except ValueError:
+                    params = {}
+            history = {}
+            if f"{img}/process_1/history" in f:
+                history = {k: np.asarray(v) for k, v in _read_group_dict(f[f"{img}/process_1/history"]).items()}
+            runs.append(Run(obj=obj, support=support, metrics=metrics, params=params, history=history))
+            if pixel is None:
+                sizes = [_scalar(f, f"{img}/{ax}_pixel_size") for ax in ("z", "y", "x")]
+                sizes = [s for s in sizes if s is not None]
+                if len(sizes) >= obj.ndim:
+                    pixel = tuple(sizes[-obj.ndim:])
+        geometry = read_geometry(f)
+        provenance = read_provenance(f)
+        extra = {}
+        if "/entry_1/cxdi_extra" in f:
+            try:
+                extra = json.loads(_text(f["/entry_1/cxdi_extra"][()]))
+            except ValueError:
+                extra = {}
+    return Reconstruction(runs=runs, pixel_size=pixel, geometry=geometry, provenance=provenance,
+                          extra=extra, source=spec)
+
+
+def write_reconstruction(dest: str, rec: Reconstruction, step: dict[str, Any],
+                         arrays: dict[str, np.ndarray] | None = None) -> None:
+    """Write runs as `/entry_N/image_1` (complex64 object, support mask, metrics, parameters, pixel size).
+
+    `arrays` are extra datasets written under `/entry_1/` (e.g. mode images); `rec.extra` is stored as
+    JSON in `/entry_1/cxdi_extra` (e.g. the alignment table of `average`).
+    """
+    h5py = _h5py()
+    if not rec.runs:
+        raise DataError(f"{dest}: nothing to write (no runs)")
+    with atomic_output(dest, ".cxi") as tmp:
+        with h5py.File(tmp, "w") as f:
+            _root(f)
+            for n, run in enumerate(rec.runs, start=1):
+                entry = f.create_group(f"entry_{n}")
+                entry.attrs["NX_class"] = "NXentry"
+                entry.attrs["default"] = "image_1"
+                img = entry.create_group("image_1")
+                img.attrs["NX_class"] = "NXdata"
+                img.attrs["signal"] = "data"
+                obj = np.asarray(run.obj, np.complex64)
+                img.create_dataset("data", data=obj, chunks=True, compression="gzip", compression_opts=1)
+                img.create_dataset("mask", data=np.asarray(run.support, np.uint8), chunks=True,
+                                   compression="gzip", compression_opts=1)
+                img.create_dataset("is_fft_shifted", data=0)
+                if rec.pixel_size is not None:
+                    for ax, size in zip(("z", "y", "x")[-obj.ndim:], rec.pixel_size):
+                        img.create_dataset(f"{ax}_pixel_size", data=float(size)).attrs["units"] = "m"
+                proc = img.create_group("process_1")
+                proc.attrs["NX_class"] = "NXprocess"
+                res = proc.create_group("results")
+                for key, val in run.metrics.items():
+                    val = _jsonable(val)
+                    if val is None:
+                        continue
+                    res.create_dataset(key, data=val if not isinstance(val, (dict, list)) else json.dumps(val))
+                proc.create_dataset("parameters", data=json.dumps(_jsonable(run.params)))
+                if run.history:
+                    hist = proc.create_group("history")
+                    for key, arr in run.history.items():
+                        hist.create_dataset(key, data=np.asarray(arr))
+            _write_geometry_into(f, rec.geometry)
+            if rec.extra:
+                f["/entry_1"].create_dataset("cxdi_extra", data=json.dumps(_jsonable(rec.extra)))
+            for key, arr in (arrays or {}).items():
+                f["/entry_1"].create_dataset(key, data=np.asarray(arr), chunks=True, compression="gzip",
+                                             compression_opts=1)
+            _write_provenance(f, list(rec.provenance) + [step])
+
+
+def _write_geometry_into(f, geometry: Geometry) -> None:
+    if geometry.wavelength is not None or geometry.distance is not None:
+        _write_geometry(f, geometry)
+
+
+# --------------------------------------------------------------------------- generic result files
+
+
+def write_results(dest: str, datasets: dict[str, np.ndarray], step: dict[str, Any],
+                  attrs: dict[str, dict[str, Any]] | None = None, signal: str | None = None,
+                  provenance: list[dict[str, Any]] | None = None) -> None:
+    """Write named arrays under `/entry_1/` (e.g. `prtf/q_nm`), with NXdata pointing at `signal`."""
+    h5py = _h5py()
+    with atomic_output(dest, ".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            _root(f)
+            entry = f.create_group("entry_1")
+            entry.attrs["NX_class"] = "NXentry"
+            for key, arr in datasets.items():
+                d = entry.create_dataset(key, data=np.asarray(arr))
+                for k, v in (attrs or {}).get(key, {}).items():
+                    d.attrs[k] = v
+            if signal:
+                group, _, sig = signal.rpartition("/")
+                g = entry[group] if group else entry
+                g.attrs["NX_class"] = "NXdata"
+                g.attrs["signal"] = sig
+                entry.attrs["default"] = group or "."
+            _write_provenance(f, list(provenance or []) + [step])
+
+
+def write_lima(dest: str, frames: np.ndarray, detector: str = "maxipix",
+               extra: dict[str, np.ndarray] | None = None, compression: str | None = "gzip") -> None:
+    """Write a frame stack the way a LIMA detector server does (`/entry_0000/measurement/data`,
+    hard-linked as `/entry_0000/instrument/<detector>/data`); `extra` adds datasets by path."""
+    h5py = _h5py()
+    frames = np.asarray(frames)
+    with atomic_output(dest, ".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["default"] = "entry_0000"
+            e = f.create_group("entry_0000")
+            e.attrs["NX_class"] = "NXentry"
+            e.create_dataset("program_name", data="LIMA-cxdi-simulate")
+            inst = e.create_group(f"instrument/{detector}")
+            inst.attrs["NX_class"] = "NXdetector"
+            chunks = (1,) + frames.shape[1:] if frames.ndim == 3 else True
+            d = inst.create_dataset("data", data=frames, chunks=chunks, compression=compression)
+            d.attrs["interpretation"] = "image"
+            meas = e.create_group("measurement")
+            meas.attrs["NX_class"] = "NXcollection"
+            meas["data"] = d
+            info = inst.create_group("detector_information")
+            info.create_dataset("model", data=detector)
+            for path, arr in (extra or {}).items():
+                f.create_dataset(path, data=np.asarray(arr))

@@ -1,0 +1,119 @@
+"""Input addressing and safe output: `file.h5::/path`, `-` for stdin/stdout, atomic writes."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from cxdi_cli.model import InputError, UsageError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+_STDIN_CACHE: dict[str, str] = {}
+
+
+def split_url(spec: str) -> tuple[str, str | None]:
+    """Split `file.h5::/path/to/dataset` (silx convention) into (file, dataset); dataset None if absent."""
+    spec = str(spec)
+    if "::" in spec:
+        name, _, dset = spec.partition("::")
+        return name, (dset if dset.startswith("/") else "/" + dset) if dset else None
+    return spec, None
+
+
+def sniff(path: str) -> str:
+    """File kind from its magic bytes: 'hdf5', 'tiff', 'npy', 'edf', 'cbf' or 'unknown'."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if head[:4] in TIFF_MAGICS:
+        return "tiff"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.lstrip().startswith(b"{") and b"HeaderID" in head or b"EDF_" in head[:512]:
+        return "edf"
+    if b"_array_data" in head or head.startswith(b"###CBF") or b"CBF" in head[:64]:
+        return "cbf"
+    if head.lstrip().startswith(b"{"):
+        return "edf"
+    return "unknown"
+
+
+def local_input(name: str) -> str:
+    """A readable local path for `name`; `-` spools standard input to a temporary file once.
+
+    HDF5 needs random access, so a pipe cannot be read in place (h5py's file-like objects need seek).
+    """
+    if name != "-":
+        p = Path(name)
+        if p.is_dir():
+            raise InputError(f"{name}: is a directory, not a file")
+        if not p.exists():
+            raise InputError(f"{name}: no such file")
+        return name
+    if "-" in _STDIN_CACHE:
+        return _STDIN_CACHE["-"]
+    stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+    if hasattr(stream, "isatty") and stream.isatty():
+        raise UsageError("-: standard input is a terminal; pipe a file into it")
+    fd, tmp = tempfile.mkstemp(prefix="cxdi-stdin-")
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
+    if os.path.getsize(tmp) == 0:
+        os.unlink(tmp)
+        raise InputError("-: standard input is empty")
+    _STDIN_CACHE["-"] = tmp
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
+
+    `dest == "-"` streams the finished file to standard output (refused on a terminal).
+    A failure or interruption removes the temporary file, so no half-written output is left.
+    """
+    if dest == "-":
+        out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+        if out is None or (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+            raise UsageError("-o -: refusing to write binary data to a terminal; redirect or pipe it")
+        fd, tmp = tempfile.mkstemp(prefix="cxdi-out-", suffix=suffix)
+        os.close(fd)
+        try:
+            yield tmp
+            with open(tmp, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+            out.flush()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return
+    target = Path(dest)
+    if target.is_dir():
+        raise InputError(f"{dest}: is a directory; give an output file name")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{dest}: folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
