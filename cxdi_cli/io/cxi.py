@@ -309,6 +309,14 @@ def write_tiff(dest: str, array: np.ndarray, pixel_size: float | None = None) ->
         tifffile.imwrite(tmp, arr, **kw)
 
 
+def write_tiff_raw(dest: str, array: np.ndarray) -> None:
+    """Write an array as a TIFF keeping its dtype (e.g. uint16 detector frames), atomically."""
+    import tifffile  # noqa: PLC0415
+
+    with atomic_output(dest, ".tif") as tmp:
+        tifffile.imwrite(tmp, np.asarray(array))
+
+
 # --------------------------------------------------------------------------- patterns
 
 
