@@ -1,0 +1,306 @@
+"""cxdi show: every kind of cxdi file renders; picture sizes; masked pixels in the mask colour; q axes,
+scale bars and phase colours follow the physics; text pictures have the requested width."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxdi_cli import io, render
+from cxdi_cli import terminal_render as tr
+from cxdi_cli.model import MASK_BITS, Geometry, Pattern, Reconstruction, Run, wavelength_from_kev
+
+N = 64
+GEOM = Geometry(wavelength=wavelength_from_kev(8.0), distance=5.0, pixel=(75e-6, 75e-6))
+MAGENTA = np.array(render.MASK_RGB)
+
+
+def _png(path) -> np.ndarray:
+    """PNG as uint8 RGB (rows top to bottom)."""
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(path))
+    return np.rint(img[..., :3] * 255).astype(int)
+
+
+def _disc(shape, radius, centre=None):
+    grids = np.meshgrid(*[np.arange(n) - (n // 2 if centre is None else c) for n, c in
+                          zip(shape, centre or [0] * len(shape))], indexing="ij")
+    return sum(g.astype(float) ** 2 for g in grids) < radius ** 2
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("show")
+    rng = np.random.default_rng(7)
+    step = io.make_step("test")
+    # 2D pattern of a disc, Poisson noise, beamstop block on q = 0 and a module gap column
+    obj = _disc((N, N), 9.5)
+    amp = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(obj))))
+    intensity = rng.poisson(1e5 * (amp / amp.max()) ** 2).astype(np.float32)
+    mask = np.zeros((N, N), np.uint32)
+    mask[N // 2 - 3:N // 2 + 4, N // 2 - 3:N // 2 + 4] = MASK_BITS["beamstop"]
+    mask[:, 10] |= MASK_BITS["gap"]
+    mask[5, 50] = MASK_BITS["hot"]
+    io.write_pattern(str(d / "p2.cxi"), Pattern(intensity=intensity, mask=mask, geometry=GEOM), step)
+    # 3D volume, beamstop tube along z
+    vol = rng.poisson(5.0, size=(24, 32, 40)).astype(np.float32) + 1
+    m3 = np.zeros(vol.shape, np.uint32)
+    m3[:, 14:18, 18:22] = MASK_BITS["beamstop"]
+    io.write_pattern(str(d / "v3.cxi"), Pattern(intensity=vol, mask=m3, geometry=GEOM), step)
+    # runs: the same object up to a global phase, with a phase ramp of 0.05 rad/pixel along x
+    x = np.arange(N) - N // 2
+    o = (obj * np.exp(1j * 0.05 * x)[None, :]).astype(np.complex64)
+    runs = [Run(obj=o * np.exp(1j * (0.7 + k)), support=obj.copy(),
+                metrics={"llk": 1.25 + k, "llk_free": 1.5 + k, "support_size": int(obj.sum())}) for k in range(4)]
+    io.write_reconstruction(str(d / "runs.cxi"), Reconstruction(runs=runs, pixel_size=(10e-9, 10e-9)), step)
+    io.write_reconstruction(str(d / "avg.cxi"), Reconstruction(runs=runs[:1], pixel_size=(10e-9, 10e-9)), step)
+    # 3D object off centre (+5 along x), 20 nm voxels
+    o3 = _disc((32, 32, 32), 7, centre=(16, 16, 21)).astype(np.complex64)
+    io.write_reconstruction(str(d / "r3.cxi"), Reconstruction(runs=[Run(obj=o3, support=np.abs(o3) > 0)],
+                                                              pixel_size=(20e-9,) * 3), step)
+    # resolution curves as resolve-prt-like results
+    q = np.linspace(0.0, 0.05, 60)
+    io.write_results(str(d / "prtf.h5"), {"prtf/q_inv_nm": q, "prtf/prtf": np.exp(-q / 0.02),
+                                          "frc/q_inv_nm": q, "frc/frc": np.exp(-(q / 0.03) ** 2),
+                                          "frc/half_bit_threshold": 0.2 + 0 * q, "frc/resolution_nm": 12.0},
+                     step, signal="prtf/prtf")
+    (d / "bad.cxi").write_text("not a cxi file\n")
+    return d
+
+
+# --------------------------------------------------------------------------- diffraction data
+
+
+def test_pattern_png_size_and_mask_pixels_exactly_in_mask_colour(files, tmp_path):
+    pic = render.load_picture(str(files / "p2.cxi"))
+    fig = render.render_figure(pic, width=500, dpi=100)
+    out = tmp_path / "p.png"
+    render.save_png(fig, str(out), dpi=100)
+    img = _png(out)
+    assert img.shape[1] == 500 and 300 < img.shape[0] < 800
+    masked = ~Pattern(intensity=np.ones((N, N)), mask=io.read_pattern(str(files / "p2.cxi")).mask).measured
+    ax = fig.axes[0]
+    x0, x1, y0, y1 = pic.panels[0].extent
+    H = img.shape[0]
+    # every masked data pixel's centre lands on a magenta PNG pixel
+    for i, j in zip(*np.nonzero(masked)):
+        qx = x0 + (j + 0.5) / N * (x1 - x0)
+        qy = y0 + (i + 0.5) / N * (y1 - y0)
+        dx, dy = ax.transData.transform((qx, qy))
+        assert (img[int(H - dy), int(dx)] == MAGENTA).all(), (i, j)
+    # every magenta PNG pixel lies on a masked data pixel (the colour map never makes magenta)
+    rows, cols = np.nonzero((img == MAGENTA).all(axis=-1))
+    assert rows.size > 49 * 4  # the beamstop alone spans 7x7 data pixels, each several screen pixels
+    q = ax.transData.inverted().transform(np.column_stack([cols + 0.5, H - rows - 0.5]))
+    jj = np.floor((q[:, 0] - x0) / (x1 - x0) * N).astype(int).clip(0, N - 1)
+    ii = np.floor((q[:, 1] - y0) / (y1 - y0) * N).astype(int).clip(0, N - 1)
+    assert masked[ii, jj].mean() > 0.97  # edge pixels of the resampling may round to a neighbour
+    near = np.zeros_like(masked)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            near |= np.roll(np.roll(masked, di, 0), dj, 1)
+    assert near[ii, jj].all()
+
+
+def test_pattern_q_axes_from_geometry(files):
+    pic = render.load_picture(str(files / "p2.cxi"))
+    dq_nm = GEOM.pixel[1] / (GEOM.wavelength * GEOM.distance) * 1e-9  # p/(λD), in nm⁻¹
+    x0, x1, y0, y1 = pic.panels[0].extent
+    # q = 0 at index N // 2: pixel edges at -(N//2 + 1/2) dq ... (N - 1 - N//2 + 1/2) dq
+    assert x0 == pytest.approx(-(N // 2 + 0.5) * dq_nm, rel=1e-9)
+    assert x1 == pytest.approx((N - 1 - N // 2 + 0.5) * dq_nm, rel=1e-9)
+    assert (y0, y1) == pytest.approx((x0, x1), rel=1e-9)
+    assert "nm⁻¹" in pic.panels[0].xlabel
+    # the log colour scale spans the measured intensities
+    pat = io.read_pattern(str(files / "p2.cxi"))
+    meas = pat.intensity[pat.measured]
+    assert pic.panels[0].scale.vmax == pytest.approx(np.log10(meas.max()), rel=1e-6)
+    lin = render.load_picture(str(files / "p2.cxi"), log=False)
+    assert lin.panels[0].scale.vmax == pytest.approx(meas.max(), rel=1e-6)
+    assert "log" not in lin.panels[0].scale.label
+
+
+def test_volume_central_slices_and_slice_option(files, cli, tmp_path):
+    pic = render.load_picture(str(files / "v3.cxi"))
+    assert [p.rgb.shape[:2] for p in pic.panels] == [(32, 40), (24, 40), (24, 32)]
+    # the beamstop tube along z: masked in the central z slice, a band in the y and x slices
+    assert pic.panels[0].masked[14:18, 18:22].all() and pic.panels[0].masked.sum() == 16
+    assert pic.panels[1].masked[:, 18:22].all() and pic.panels[2].masked[:, 14:18].all()
+    one = render.load_picture(str(files / "v3.cxi"), slice_spec="y=3")
+    assert len(one.panels) == 1 and one.panels[0].rgb.shape[:2] == (24, 40) and "y = 3" in one.panels[0].title
+    assert not one.panels[0].masked.any()  # row 3 is far from the beamstop
+    out = tmp_path / "v.png"
+    r = cli("show", files / "v3.cxi", "-o", out, "--width", 900)
+    assert r.exit_code == 0, r.stderr
+    img = _png(out)
+    assert img.shape[1] == 900
+    assert (img == MAGENTA).all(axis=-1).sum() > 16 * 3
+    r = cli("show", files / "v3.cxi", "-o", tmp_path / "w.png", "--slice", "q=4")
+    assert r.exit_code == 2 and "--slice" in r.stderr
+    r = cli("show", files / "p2.cxi", "-o", tmp_path / "w.png", "--slice", "z")
+    assert r.exit_code == 2 and not (tmp_path / "w.png").exists()
+
+
+# --------------------------------------------------------------------------- reconstructions
+
+
+def test_reconstruction_phase_as_hue_amplitude_as_brightness(files):
+    from matplotlib.colors import rgb_to_hsv
+
+    pic = render.load_picture(str(files / "avg.cxi"))
+    assert pic.kind == "reconstruction" and len(pic.panels) == 1
+    panel = pic.panels[0]
+    hsv = rgb_to_hsv(panel.rgb)
+    obj = _disc((N, N), 9.5)
+    x = np.arange(N) - N // 2
+    # global phase removed: the ramp 0.05 rad/px, mean phase 0 over the support
+    ramp = np.broadcast_to(0.05 * x[None, :], (N, N))
+    expected = ramp - np.angle(np.sum(np.exp(1j * ramp)[obj]))
+    hue_phase = np.angle(np.exp(2j * np.pi * hsv[..., 0]))
+    assert np.abs(np.angle(np.exp(1j * (hue_phase[obj] - expected[obj])))).max() < 1e-3
+    assert np.allclose(hsv[..., 2][obj], 1.0, atol=1e-6) and np.allclose(hsv[..., 2][~obj], 0.0)
+    # scale bar: 1-2-5 length near a quarter of the 640 nm field -> 100 nm = 10 pixels of 10 nm
+    assert panel.scalebar == (pytest.approx(10.0), "100 nm")
+    assert "llk=1.25" in pic.title
+
+
+def test_run_grid_titles_metrics_and_global_phase_invariance(files, cli, tmp_path):
+    pic = render.load_picture(str(files / "runs.cxi"))
+    assert pic.kind == "runs" and len(pic.panels) == 4 and pic.ncols == 2
+    for k, p in enumerate(pic.panels):
+        assert f"run {k + 1}" in p.title and f"llk={1.25 + k:.4g}" in p.title and "llk_free" in p.title
+        # runs differ only by a global phase, which is not physical: identical pictures
+        assert np.allclose(p.rgb, pic.panels[0].rgb, atol=1e-5)
+    one = render.load_picture(str(files / "runs.cxi"), run=3)
+    assert one.kind == "reconstruction" and "run 3 of 4" in one.title
+    out = tmp_path / "runs.png"
+    r = cli("show", files / "runs.cxi", "-o", out, "--width", 700, "--dpi", 80)
+    assert r.exit_code == 0, r.stderr
+    assert _png(out).shape[1] == 700
+    r = cli("show", files / "runs.cxi", "-o", out, "--run", 9)
+    assert r.exit_code == 2 and "runs 1 to 4" in r.stderr
+
+
+def test_crop_support_keeps_support_and_margin(files):
+    pic = render.load_picture(str(files / "avg.cxi"), crop_support=True)
+    obj = _disc((N, N), 9.5)
+    rows = np.nonzero(obj.any(axis=1))[0]
+    extent = rows.max() - rows.min() + 1
+    margin = max(4, int(np.ceil(render.CROP_MARGIN * extent)))
+    assert pic.panels[0].rgb.shape[:2] == (extent + 2 * margin,) * 2
+    assert pic.panels[0].brightness.sum() == pytest.approx(obj.sum(), rel=1e-5)  # nothing of the object lost
+
+
+def test_3d_reconstruction_slices_through_support_and_projections(files, tmp_path):
+    pic = render.load_picture(str(files / "r3.cxi"))
+    assert len(pic.panels) == 6 and pic.ncols == 3
+    assert pic.panels[2].title == "slice x = 21"  # through the object, 5 voxels off the array centre
+    assert pic.panels[0].title == "slice z = 16"
+    # the slice through the centre of a ball of radius 7 shows its full disc
+    assert (pic.panels[0].brightness > 0.5).sum() == _disc((32, 32), 7).sum()
+    # projections: the amplitude summed along each axis, normalised to the largest
+    proj_z = pic.panels[3].brightness
+    o3 = _disc((32, 32, 32), 7, centre=(16, 16, 21)).astype(float)
+    assert np.allclose(proj_z, o3.sum(axis=0) / o3.sum(axis=0).max(), atol=1e-6)
+    assert pic.panels[0].scalebar[1] == "100 nm"  # a quarter of 640 nm -> 100 nm = 5 voxels
+    fig = render.render_figure(pic, width=800)
+    render.save_png(fig, str(tmp_path / "r3.png"))
+    assert _png(tmp_path / "r3.png").shape[1] == 800
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def test_prtf_frc_curves_with_thresholds(files, cli, tmp_path):
+    pic = render.load_picture(str(files / "prtf.h5"))
+    assert pic.kind == "curves"
+    by = {cs.title: cs for cs in pic.curves}
+    assert pic.curves[0].title == "prtf"  # the NeXus default first
+    assert by["prtf"].thresholds == [("1/e", pytest.approx(np.exp(-1)))]
+    assert "(nm⁻¹)" in by["prtf"].xlabel and by["prtf"].x[-1] == pytest.approx(0.05)
+    assert [t[0] for t in by["frc"].thresholds] == ["half_bit_threshold"]
+    assert any("12" in n for n in by["frc"].notes)
+    out = tmp_path / "prtf.png"
+    r = cli("show", files / "prtf.h5", "-o", out, "--width", 640)
+    assert r.exit_code == 0, r.stderr
+    assert _png(out).shape[1] == 640
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+def test_terminal_ascii_width_and_mask(files, cli):
+    r = cli("show", files / "p2.cxi", "--terminal", "--width", 60)  # not a tty: plain characters
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) > 20 and all(len(ln) == 60 for ln in lines)
+    assert "\x1b[" not in r.stdout
+    assert tr.MASK_CHAR in "".join(lines[3:])
+    r = cli("show", files / "prtf.h5", "--terminal", "--width", 100, "--ascii")
+    assert r.exit_code == 0 and all(len(ln) == 100 for ln in r.stdout.splitlines())
+    assert "1/e" in r.stdout
+
+
+def test_terminal_colour_modes(files):
+    pic = render.load_picture(str(files / "p2.cxi"))
+    for mode in ("truecolor", "256"):
+        text = tr.render_text(pic, width=50, mode=mode)
+        lines = text.splitlines()
+        assert all(tr.visible_len(ln) == 50 for ln in lines)
+        assert sum("▀" in ln for ln in lines) == 25  # 64x64 square pixels -> 50 columns x 25 half-block rows
+    assert "255;0;255" in tr.render_text(pic, width=64, mode="truecolor")  # masked pixels in magenta
+    for name in ("v3.cxi", "runs.cxi", "r3.cxi"):
+        text = tr.render_text(render.load_picture(str(files / name)), width=90, mode="truecolor")
+        assert {tr.visible_len(ln) for ln in text.splitlines()} == {90}
+    assert tr.terminal_mode({"COLORTERM": "truecolor"}, True) == "truecolor"
+    assert tr.terminal_mode({"TERM": "xterm-256color"}, True) == "256"
+    assert tr.terminal_mode({"COLORTERM": "truecolor"}, False) == "ascii"
+    assert tr.terminal_mode({"NO_COLOR": "1", "COLORTERM": "truecolor"}, True) == "ascii"
+
+
+# --------------------------------------------------------------------------- CLI contract
+
+
+def test_png_to_stdout(files, cli):
+    r = cli("show", files / "avg.cxi", "-o", "-", "--width", 300)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_errors_and_no_partial_output(files, cli, tmp_path):
+    out = tmp_path / "bad.png"
+    r = cli("show", files / "bad.cxi", "-o", out)
+    assert r.exit_code == 1 and r.stderr.startswith("cxdi show: error:") and "bad.cxi" in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    r = cli("show", tmp_path / "missing.cxi", "-o", out)
+    assert r.exit_code == 1 and "no such file" in r.stderr
+    r = cli("show", files / "p2.cxi")
+    assert r.exit_code == 2 and "-o" in r.stderr
+    r = cli("show", files / "p2.cxi", "-o", tmp_path / "nodir" / "x.png")
+    assert r.exit_code == 1 and "does not exist" in r.stderr
+    r = cli("show", files / "p2.cxi", "-o", "-", "--terminal")
+    assert r.exit_code == 2
+
+
+def test_generic_images(files, tmp_path):
+    import tifffile
+
+    arr = np.linspace(-1, 1, 30 * 20, dtype=np.float32).reshape(30, 20)
+    tifffile.imwrite(tmp_path / "a.tif", arr)
+    pic = render.load_picture(str(tmp_path / "a.tif"))
+    assert pic.kind == "image" and "linear" in " ".join(pic.notes)
+    assert pic.panels[0].rgb.shape[:2] == (30, 20) and pic.panels[0].xlabel == "x (pixel)"
+    np.save(tmp_path / "c.npy", (np.ones((16, 16)) * np.exp(0.3j)).astype(np.complex64))
+    assert render.load_picture(str(tmp_path / "c.npy")).kind == "reconstruction"
+    one = render.load_picture(f"{files / 'p2.cxi'}::/entry_1/instrument_1/detector_1/data")
+    assert one.kind == "pattern" and one.panels[0].masked.sum() > 49
+
+
+def test_helpers():
+    assert render.nice_length(160) == 100 and render.nice_length(0.3) == pytest.approx(0.2)
+    assert render.nice_length(7e-7) == pytest.approx(5e-7)
+    assert render.parse_slice("y", 3) == (1, None) and render.parse_slice("x=5", 3) == (2, 5)
+    assert render.parse_slice("12", 3) == (0, 12)
+    rs = tr.resample(np.arange(16.0).reshape(4, 4), 2, 2)
+    assert np.allclose(rs, [[2.5, 4.5], [10.5, 12.5]])
+    assert tr.resample(np.eye(2), 4, 4).shape == (4, 4)
