@@ -47,11 +47,13 @@ def show(
     --terminal draws with Unicode half-blocks in 24-bit colour (COLORTERM=truecolor) or the xterm
     256 colours, or with a plain character ramp ' .:-=+*#%@' (masked pixels 'X').
 
-    Examples:
-      cxdi show pattern.cxi -o pattern.png
-      cxdi show runs.cxi -o runs.png --crop-support
-      cxdi show volume.cxi --terminal --slice y=70
-      cxdi show prtf.h5 -o - | display
+    Example: cxdi show pattern.cxi -o pattern.png
+
+    Example: cxdi show runs.cxi -o runs.png --crop-support
+
+    Example: cxdi show volume.cxi --terminal --slice y=70
+
+    Example: cxdi show prtf.h5 -o - | display
     """
     if output is None and not terminal:
         raise c.usage_error("nothing to do: give -o PREVIEW.png, or --terminal to draw on the terminal")

@@ -178,9 +178,13 @@ def _fmt_metric(key: str, value: Any) -> str | None:
     return None
 
 
+#: Metrics shown first in run titles (the names `phase` and `average` write), then the others by name.
+_METRIC_ORDER = ["llk", "llk_free", "chi2", "rank", "support_size"]
+
+
 def metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
-    """The run's scalar metrics as 'llk=… llk_free=…' (log-likelihoods first), at most `limit`."""
-    keys = sorted(metrics, key=lambda k: (0 if k.lower().startswith("llk") else 1, k))
+    """The run's scalar metrics as 'llk=… llk_free=…' (`_METRIC_ORDER` first), at most `limit`."""
+    keys = sorted(metrics, key=lambda k: (_METRIC_ORDER.index(k) if k in _METRIC_ORDER else len(_METRIC_ORDER), k))
     parts = [p for p in (_fmt_metric(k, metrics[k]) for k in keys) if p]
     return "  ".join(parts[:limit])
 
@@ -457,7 +461,11 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
 # --------------------------------------------------------------------------- curves
 
 
-_X_NAMES = re.compile(r"^(q|freq|frequency|spatial_frequency|k|x|shell|radius|resolution_axis)(_|$)|_q$|^q", re.I)
+_X_NAMES = re.compile(r"^(q|freq|frequency|spatial_frequency|k|shell|radius)(_|$)", re.I)
+#: 1-D datasets beside the curves that are not curves themselves (ring sizes, weights, alternative axes).
+_AUX_NAMES = re.compile(r"^(n|count|counts|npix|n_pixels|n_voxels|pixels|voxels|weight|weights|"
+                        r"nyquist|nyquist_fraction|ring|rings|shell_index)(_|$)", re.I)
+_INV_M = ("1/m", "m^-1", "m-1", "m**-1", "1/meter", "inv_m")
 
 
 def _is_threshold(name: str) -> bool:
@@ -472,17 +480,23 @@ def _units(ds) -> str:
     return u.decode() if isinstance(u, bytes) else str(u)
 
 
-def _axis_label(name: str, units: str) -> str:
-    if units:
-        return f"{name} ({units})"
-    m = re.search(r"_(nm|um|m|inv_nm|nm_inv|per_nm)$", name)
-    if m:
-        return f"{name[:m.start()]} ({'nm⁻¹' if 'inv' in m.group(1) or 'per' in m.group(1) else m.group(1)})"
-    return name
+def _axis(name: str, units: str, values: np.ndarray) -> tuple[np.ndarray, str]:
+    """Values and label of an axis in display units: spatial frequencies in nm⁻¹, lengths in nm."""
+    u = units.strip().lower().replace(" ", "")
+    base = re.sub(r"_(inv_m|per_m|inv_nm|per_nm|nm|m)$", "", name)
+    if u in _INV_M or (not u and re.search(r"_(inv|per)_m$", name)):
+        return values * 1e-9, f"{base} (nm⁻¹)"
+    if u in ("1/nm", "nm^-1", "nm-1") or (not u and re.search(r"_(inv|per)_nm$", name)):
+        return values, f"{base} (nm⁻¹)"
+    if u == "m" or (not u and name.endswith("_m")):
+        return values * 1e9, f"{base} (nm)"
+    if u == "nm" or (not u and name.endswith("_nm")):
+        return values, f"{base} (nm)"
+    return values, f"{name} ({units})" if units else name
 
 
 def _default_thresholds(group: str, names: Sequence[str]) -> list[tuple[str, float]]:
-    """Customary thresholds when a file stores none: PRTF 1/e, FRC/FSC 1/7."""
+    """Customary thresholds when a file stores none: PRTF 1/e (Chapman 2006), FRC/FSC 1/7."""
     text = (group + " " + " ".join(names)).lower()
     out: list[tuple[str, float]] = []
     if "prtf" in text:
@@ -492,12 +506,21 @@ def _default_thresholds(group: str, names: Sequence[str]) -> list[tuple[str, flo
     return out
 
 
+def _attr_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return _attr_text(value.ravel()[0]) if value.size else ""
+    return str(value)
+
+
 def curves_from_h5(f, name: str) -> list[CurveSet]:
     """Every group of 1-D curves under /entry_1 (process groups skipped), one CurveSet per group.
 
-    The x axis is the dataset the NXdata `axes` attribute names, else one whose name starts with q /
-    freq / k, else the sample index. Datasets named *threshold* / *half_bit* are drawn as thresholds;
-    scalars are listed as notes (e.g. a resolution)."""
+    The x axis is the dataset the NXdata `axes` attribute names, else one named q… / freq… / k…,
+    else `nyquist_fraction`, else the sample index; spatial frequencies in 1/m are shown in nm⁻¹.
+    Datasets named *threshold* / *half_bit* are drawn as thresholds (PRTF 1/e and FRC 1/7 when the
+    file has none); ring sizes and weights are not drawn; scalars become notes (lengths in nm)."""
     if "/entry_1" not in f:
         return []
     groups: dict[str, dict[str, Any]] = {}
@@ -508,52 +531,53 @@ def curves_from_h5(f, name: str) -> list[CurveSet]:
             continue
         d = f[dpath]
         if d.dtype.kind in "biuf" and (d.ndim == 1 and d.shape[0] >= 2 or d.ndim == 0):
-            groups.setdefault(parent, {"group": f[parent]})[key] = d
-    default = f["/entry_1"].attrs.get("default")
-    default = default.decode() if isinstance(default, bytes) else str(default or "")
+            groups.setdefault(parent, {})[key] = d
+    default = _attr_text(f["/entry_1"].attrs.get("default", ""))
     first = f"/entry_1/{default}".rstrip("/.") if default else ""
     sets = []
     for path in sorted(groups, key=lambda p: (p != first, p)):
         members = groups[path]
-        g = members.pop("group")
+        g = f[path]
         scalars = {k: d for k, d in members.items() if d.ndim == 0}
         arrays = {k: d for k, d in members.items() if d.ndim == 1}
         if not arrays:
             continue
         xname = None
-        axes_attr = g.attrs.get("axes")
-        if axes_attr is not None:
-            cand = axes_attr.decode() if isinstance(axes_attr, bytes) else axes_attr
-            cand = cand if isinstance(cand, str) else (cand[0].decode() if isinstance(cand[0], bytes) else str(cand[0]))
+        if "axes" in g.attrs:
+            cand = _attr_text(g.attrs["axes"])
             xname = cand if cand in arrays else None
         if xname is None:
-            for k in sorted(arrays):
-                if _X_NAMES.search(k) and not _is_threshold(k):
-                    xname = k
-                    break
-        by_len: dict[int, list[str]] = {}
-        for k, d in arrays.items():
-            by_len.setdefault(d.shape[0], []).append(k)
-        n = arrays[xname].shape[0] if xname else max(by_len, key=lambda m: len(by_len[m]))
+            names = sorted(arrays)
+            xname = next((k for k in names if _X_NAMES.search(k) and not _is_threshold(k)), None) \
+                or next((k for k in names if k.lower().startswith("nyquist")), None)
+        signal = _attr_text(g.attrs.get("signal", ""))
+        candidates = [k for k in arrays if k != xname and not _AUX_NAMES.search(k)]
         if xname:
-            x = np.asarray(arrays[xname][()], float)
-            xlabel = _axis_label(xname, _units(arrays[xname]))
+            n = arrays[xname].shape[0]
+        elif signal in arrays:
+            n = arrays[signal].shape[0]
+        elif candidates:
+            lengths = [arrays[k].shape[0] for k in candidates]
+            n = max(set(lengths), key=lengths.count)
         else:
-            x = np.arange(n, dtype=float)
-            xlabel = "index"
+            continue
+        if xname:
+            x, xlabel = _axis(xname, _units(arrays[xname]), np.asarray(arrays[xname][()], float))
+        else:
+            x, xlabel = np.arange(n, dtype=float), "index"
         curves, thresholds = [], []
-        for k in sorted(by_len.get(n, [])):
-            if k == xname:
+        for k in sorted(candidates, key=lambda k: (k != signal, k)):
+            if arrays[k].shape[0] != n:
                 continue
             y = np.asarray(arrays[k][()], float)
             (thresholds if _is_threshold(k) else curves).append((k, y))
         notes = []
         for k, d in sorted(scalars.items()):
-            v = float(np.asarray(d[()]))
+            v, label = _axis(k, _units(d), np.asarray(d[()], float))
             if _is_threshold(k):
-                thresholds.append((k, v))
+                thresholds.append((k, float(v)))
             else:
-                notes.append(f"{_axis_label(k, _units(d))} = {v:.4g}")
+                notes.append(f"{label} = {float(v):.4g}")
         if not curves:
             continue
         if not thresholds:

@@ -226,6 +226,20 @@ def test_prtf_frc_curves_with_thresholds(files, cli, tmp_path):
     assert _png(out).shape[1] == 640
 
 
+def test_curves_in_si_units_skip_ring_sizes(tmp_path):
+    q = np.linspace(0, 5e7, 40)  # 1/m
+    io.write_results(str(tmp_path / "r.h5"), {"fsc/q": q, "fsc/fsc": np.exp(-(q / 3e7) ** 2),
+                                              "fsc/count": 4 * np.pi * np.arange(40.0) ** 2 + 1,
+                                              "fsc/nyquist_fraction": q / q[-1], "fsc/resolution": 2.5e-8},
+                     io.make_step("test"), attrs={"fsc/q": {"units": "1/m"}, "fsc/resolution": {"units": "m"}},
+                     signal="fsc/fsc")
+    (cs,) = render.load_picture(str(tmp_path / "r.h5")).curves
+    assert cs.xlabel == "q (nm⁻¹)" and cs.x[-1] == pytest.approx(0.05)  # 5e7 1/m = 0.05 nm⁻¹
+    assert [c[0] for c in cs.curves] == ["fsc"]  # ring sizes and Nyquist fractions are not curves
+    assert cs.thresholds == [("1/7", pytest.approx(1 / 7))]
+    assert cs.notes == ["resolution (nm) = 25"]
+
+
 # --------------------------------------------------------------------------- terminal
 
 
