@@ -1,0 +1,85 @@
+"""cxdi simulate: write a simulated experiment with known truth, the way a beamline writes its files."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from cxdi_cli.commands import _common as c
+
+KIND_NAMES = ("tungsten", "cells", "particle3d")
+
+
+def simulate(
+    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells or particle3d.",
+                                        show_default=False)],
+    output: Annotated[str, typer.Option("-o", "--output", help="Output folder (created if missing).",
+                                        show_default=False)],
+    size: Annotated[Optional[int], typer.Option("--size", help="Detector pixels across "
+                                                "[default: 516 tungsten, 512 cells].")] = None,
+    photons: Annotated[Optional[float], typer.Option("--photons", help="Expected scattered photons on the "
+                                                     "detector, all frames together [default: 1e9 tungsten, "
+                                                     "1e8 cells].")] = None,
+    distance: Annotated[Optional[float], typer.Option("--distance", help="Sample-detector distance (m) "
+                                                      "[default: 5].")] = None,
+    energy: Annotated[Optional[float], typer.Option("--energy", help="Photon energy (keV) [default: 8].")] = None,
+    pixel: Annotated[Optional[float], typer.Option("--pixel", help="Detector pixel size (m) "
+                                                   "[default: 75e-6].")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames [default: 10].")] = None,
+    seed: c.SeedOpt = None,
+    oversampling: Annotated[Optional[float], typer.Option("--oversampling", help="Linear oversampling "
+                                                          "sigma = lambda D / (p S); sets the specimen size "
+                                                          "S [default: 4].")] = None,
+    thickness: Annotated[Optional[float], typer.Option("--thickness", help="tungsten: pattern thickness (m) "
+                                                       "[default: 150e-9].")] = None,
+    gap_cross_near_beam: Annotated[Optional[bool], typer.Option(
+        "--gap-cross-near-beam/--gap-cross-away", help="Put the module-gap cross a few pixels from the beam "
+        "centre, as happens on 2x2-module detectors [default: away].", show_default=False)] = None,
+    beamstop: Annotated[Optional[float], typer.Option("--beamstop", help="Beamstop radius in speckles "
+                                                      "(one speckle ~ sigma pixels) [default: 1.25].")] = None,
+    rod_angle: Annotated[Optional[float], typer.Option("--rod-angle", help="Direction of the beamstop's "
+                                                       "holder rod, degrees counter-clockwise from +column "
+                                                       "(rows point down).")] = None,
+    darks: Annotated[Optional[int], typer.Option("--darks", help="cells: number of dark frames "
+                                                 "[default: 5].")] = None,
+    adu_per_photon: Annotated[Optional[float], typer.Option("--adu-per-photon", help="cells: detector gain "
+                                                            "[default: 2].")] = None,
+    dark_adu: Annotated[Optional[float], typer.Option("--dark-adu", help="cells: mean dark offset (ADU) "
+                                                      "[default: 1000].")] = None,
+    read_noise: Annotated[Optional[float], typer.Option("--read-noise", help="cells: read noise (ADU rms) "
+                                                        "[default: 1].")] = None,
+    json_report: c.JsonOpt = False,
+) -> None:
+    """Write a simulated CXDI experiment with known truth into a folder.
+
+    tungsten: thin tungsten letters at 8 keV on a Maxipix-like 2x2 photon-counting detector (516 x 516,
+    75 um, oversampling 4): frames.h5 (LIMA layout, uint32, Poisson noise), beamstop and holder rod,
+    module gaps, hot and dead pixels, beam centre off the pixel centres.
+    cells: a few weak-phase cells with dense inclusions on an integrating 16-bit detector:
+    frames/frame_NNNN.tif and darks/dark_NNNN.tif in ADU (gain, dark offset, read noise), some pixels
+    near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt).
+
+    Every kind also writes truth.cxi (the object as a reconstruction of the default crop sees it),
+    expected.cxi (2D: noise-free photons on the full detector with the true mask and beam centre) and
+    experiment.json (geometry, broken pixels, the preprocess command to type next).
+    Options not given take the kind's defaults; an option a kind does not have is a usage error.
+
+    Example: cxdi simulate tungsten -o sim --seed 1 && cxdi info sim/expected.cxi
+    """
+    if kind not in KIND_NAMES:
+        raise c.usage_error(f"unknown kind {kind!r}; choose one of {', '.join(KIND_NAMES)}")
+    from cxdi_cli.simulate import simulate as run  # noqa: PLC0415
+
+    options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,
+                   frames=frames, seed=seed, oversampling=oversampling, thickness=thickness,
+                   gap_cross_near_beam=gap_cross_near_beam, beamstop=beamstop, rod_angle=rod_angle,
+                   darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise)
+    info = run(kind, output, command=c.command_line(), **options)
+    if json_report:
+        c.report(True, "cxdi.simulate/1", **{k: v for k, v in info.items() if k != "schema"})
+        return
+    shape = "x".join(str(n) for n in info.get("detector_shape", []))
+    c.say(f"{kind}: {info.get('n_frames')} frames of {shape} pixels in {output}/; "
+          f"beam centre {info.get('beam_centre')}, crop {info.get('crop')}, seed {info.get('seed')}")
+    if info.get("preprocess"):
+        c.say(f"next: {info['preprocess']}")

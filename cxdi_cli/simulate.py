@@ -1,0 +1,592 @@
+"""Simulated CXDI experiments with known truth, written the way beamlines write them.
+
+`simulate(kind, out_dir, **options)` runs one of `KINDS` and returns the experiment dict that it also
+writes as `experiment.json` (schema `cxdi.simulate/1`, see the simulate contract):
+
+- `tungsten`: a thin tungsten test pattern (the letters C X / D I) at 8 keV on a Maxipix-like 2x2
+  photon-counting detector (516 x 516, 75 um): LIMA HDF5 frame stack with Poisson noise, beamstop and
+  holder rod, module gaps, hot and dead pixels, beam centre off the pixel centres.
+- `cells`: a weak-phase biological specimen (a few cells with dense inclusions) on an integrating
+  detector: uint16 TIFF frames in ADU (gain, dark offset, read noise, 16-bit saturation near the
+  beamstop) and separate dark frames.
+- `particle3d`: a 3D tilt series (`cxdi_cli.simulate3d`, registered lazily).
+
+How the pattern is computed (2D kinds). The specimen is a complex projected density rho = T - 1 (the
+exit wave minus the unscattered plane wave) sampled on a fine real-space grid of pitch
+a = 1 / (2 n_det dq), dq = p / (lambda D), i.e. twice finer than a full-detector reconstruction would
+resolve, with each fine pixel the average of the exit wave over 3 x 3 sub-samples (anti-aliased
+edges). Its far field F(q) = sum rho(r) exp(-2 pi i q.r) is evaluated DIRECTLY at each detector pixel's
+q = ((i - ci) dq, (j - cj) dq), with the sub-pixel beam centre (ci, cj), as a separable matrix DFT
+E_y rho E_x^T. This is exact for the sampled specimen at any q (no interpolation, no wrap-around,
+no phase ramp needed) and costs ~1e8 multiply-adds for the default detector; an FFT on a zero-padded
+grid would give the same numbers only at integer pixel offsets. The q mapping is the paraxial one
+(q = x / (lambda D)): for a 2D (thin) specimen the exact mapping x / (lambda r) differs by the factor
+D / r, at most 1 - 8e-6 at the corner of the default detector (a 0.002-pixel shift) and the solid
+angle factor (D / r)^3 is 1 - 2e-5: both far below the noise, and the paraxial grid is the one the
+truth and the reconstructions use.
+
+Intensity units: expected photons per pixel summed over all frames = s |F(q)|^2 with s chosen so that
+the sum over the whole detector (gaps and beamstop included: what the specimen scatters onto the
+detector's area) equals `photons`. The truth is icfftn(sqrt(s) F(k dq), norm="ortho") on the default
+crop's N x N grid, q = 0 exactly at N // 2 (the beam centre's sub-pixel offset is NOT in it).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import secrets
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cxdi_cli import fft, geometry
+from cxdi_cli.detector import (
+    UINT16_MAX, Defects, IntegratingDetector, beamstop_shadow, choose_broken, counting_frames, make_defects,
+    module_gaps,
+)
+from cxdi_cli.model import (
+    Geometry, InputError, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
+)
+
+SCHEMA = "cxdi.simulate/1"
+
+# Classical electron radius (m) and Avogadro's number, for delta/beta from atomic scattering factors.
+R_E = 2.8179403262e-15
+N_A = 6.02214076e23
+
+# Tungsten at 8 keV. Atomic scattering factors f1 = Z + f' ~ 67.5 and f2 ~ 6.0 (Henke et al., At. Data
+# Nucl. Data Tables 54 (1993) 181, as tabulated by CXRO; f2 cross-checked against the NIST XCOM mass
+# attenuation coefficient mu/rho ~ 170 cm^2/g at 8 keV), density 19.3 g/cm^3, molar mass 183.84 g/mol.
+# This gives delta ~ 4.6e-5 and beta ~ 4.1e-6 at 8 keV. Away from the L edges (L3 at 10.2 keV) delta
+# scales as lambda^2 (f1 ~ constant) and beta roughly as lambda^4 (mu ~ E^-3), which is how other
+# energies are handled.
+W_F1, W_F2, W_DENSITY, W_MOLAR = 67.5, 6.0, 19.3e3, 183.84e-3
+W_REF_KEV = 8.0
+
+
+def tungsten_delta_beta(energy_kev: float) -> tuple[float, float]:
+    """Refractive-index decrement delta and absorption index beta of tungsten (n = 1 - delta + i beta)."""
+    lam = wavelength_from_kev(energy_kev)
+    n_atoms = W_DENSITY / W_MOLAR * N_A  # atoms per m^3
+    k = R_E * lam * lam * n_atoms / (2 * math.pi)
+    delta = k * W_F1
+    beta = k * W_F2 * (W_REF_KEV / energy_kev) ** 2  # f2 ~ E^-2 away from edges: beta ~ lambda^4
+    return delta, beta
+
+
+# --------------------------------------------------------------------------- far field
+
+
+def far_field(rho: np.ndarray, pitch: float, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+    """Exact far field F(qy_i, qx_j) = sum_nm rho[n, m] exp(-2 pi i (qy_i y_n + qx_j x_m)).
+
+    `rho` is a centred 2D array (r = 0 at index n // 2), `pitch` its sampling (m), `qy`, `qx` 1D spatial
+    frequencies (1/m). Separable matrix DFT in complex128: exact at arbitrary (sub-pixel) q.
+    """
+    rho = np.asarray(rho, np.complex128)
+    ny, nx = rho.shape
+    y = (np.arange(ny) - ny // 2) * pitch
+    x = (np.arange(nx) - nx // 2) * pitch
+    ey = np.exp(-2j * np.pi * np.outer(np.asarray(qy, float), y))
+    ex = np.exp(-2j * np.pi * np.outer(np.asarray(qx, float), x))
+    return (ey @ rho) @ ex.T
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _subgrid(n: int, pitch: float, ss: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-sample coordinates (y, x) of an n x n centred grid, ss x ss samples per pixel."""
+    off = (np.arange(n * ss) - (ss - 1) / 2) / ss - n // 2  # pixel k's samples around its centre
+    c = off * pitch
+    return np.meshgrid(c, c, indexing="ij", sparse=True)
+
+
+def _bin(a: np.ndarray, ss: int) -> np.ndarray:
+    n = a.shape[0] // ss
+    return a.reshape(n, ss, n, ss).mean(axis=(1, 3))
+
+
+def _capsule(y, x, p0, p1, w):
+    """Points within w/2 of the segment p0-p1 (points given as (y, x))."""
+    (y0, x0), (y1, x1) = p0, p1
+    dy, dx = y1 - y0, x1 - x0
+    ll = dy * dy + dx * dx
+    t = np.clip(((y - y0) * dy + (x - x0) * dx) / ll, 0.0, 1.0)
+    return (y - y0 - t * dy) ** 2 + (x - x0 - t * dx) ** 2 <= (w / 2) ** 2
+
+
+def _arc(y, x, c, radius, w, a0, a1):
+    """Annular arc of mean radius `radius`, width w, angles a0..a1 (degrees, counter-clockwise, y up)."""
+    dy, dx = y - c[0], x - c[1]
+    r = np.sqrt(dy * dy + dx * dx)
+    ang = np.degrees(np.arctan2(-dy, dx)) % 360.0
+    a0, a1 = a0 % 360.0, a1 % 360.0
+    inside = (ang >= a0) & (ang <= a1) if a0 <= a1 else (ang >= a0) | (ang <= a1)
+    return (np.abs(r - radius) <= w / 2) & inside
+
+
+def _letter(ch: str, y, x, cy: float, cx: float, h: float, w: float):
+    """Boolean map of a letter of height h and stroke w centred at (cy, cx), drawn from strokes."""
+    y, x = y - cy, x - cx
+    t, b = -h / 2 + w / 2, h / 2 - w / 2  # stroke centre lines at top and bottom
+    r = h / 2 - w / 2
+    if ch == "C":
+        return _arc(y, x, (0.0, 0.0), r, w, 45.0, 315.0)
+    if ch == "X":
+        s = 0.4 * h - w / 2
+        return _capsule(y, x, (t, -s), (b, s), w) | _capsule(y, x, (t, s), (b, -s), w)
+    if ch == "D":
+        xl, xc = -0.4 * h + w / 2, -0.1 * h
+        return (_capsule(y, x, (t, xl), (b, xl), w) | _capsule(y, x, (t, xl), (t, xc), w)
+                | _capsule(y, x, (b, xl), (b, xc), w) | _arc(y, x, (0.0, xc), r, w, -90.0, 90.0))
+    if ch == "I":
+        s = 0.22 * h
+        return (_capsule(y, x, (t, 0.0), (b, 0.0), w) | _capsule(y, x, (t, -s), (t, s), w)
+                | _capsule(y, x, (b, -s), (b, s), w))
+    raise ValueError(f"no strokes for letter {ch!r}")
+
+
+def tungsten_object(specimen_size: float, pitch: float, thickness: float, energy_kev: float,
+                    ss: int = 3) -> np.ndarray:
+    """Projected density rho = T - 1 of the letters C X / D I (2 x 2, overall side `specimen_size`)
+    in tungsten of `thickness`, on a centred grid of `pitch`; T = exp(-2 pi i (delta - i beta) t / lambda)
+    averaged over ss x ss sub-samples per pixel."""
+    n = int(math.ceil(specimen_size / pitch)) + 4
+    y, x = _subgrid(n, pitch, ss)
+    s = specimen_size
+    h = 0.46 * s          # letter height; two letters and a 0.08 S gap span S
+    w = 0.075 * s         # stroke width (~190 nm for the default 2.6 um pattern)
+    c = s / 2 - h / 2
+    inside = np.zeros((n * ss, n * ss), bool)
+    for ch, (cy, cx) in zip("CXDI", [(-c, -c), (-c, c), (c, -c), (c, c)]):
+        inside |= _letter(ch, y, x, cy, cx, h, w)
+    delta, beta = tungsten_delta_beta(energy_kev)
+    lam = wavelength_from_kev(energy_kev)
+    t_wave = np.exp(-2j * np.pi * (delta - 1j * beta) * thickness / lam)
+    # the exit wave averaged over each pixel: rho is (T0 - 1) x covered fraction, real up to a constant,
+    # so the noise-free pattern keeps Friedel symmetry exactly (a uniform-thickness single material)
+    return (t_wave - 1.0) * _bin(inside.astype(float), ss)
+
+
+#: Cells layout in units of the specimen size S (centre y, centre x, semi-axis a, semi-axis b,
+#: orientation deg, peak phase rad), nuclei (relative to their cell) and inclusions (y, x, radius).
+_CELLS = [
+    (-0.22, -0.16, 0.27, 0.17, 25.0, 0.22),
+    (0.20, -0.20, 0.21, 0.15, -40.0, 0.18),
+    (0.05, 0.25, 0.24, 0.14, 80.0, 0.25),
+]
+_NUCLEI = [(0.03, -0.04, 0.45), (-0.02, 0.03, 0.40), (0.05, 0.0, 0.42)]  # dy, dx (in S), size factor
+_INCLUSIONS = [(-0.30, -0.05, 0.030), (-0.12, -0.30, 0.022), (0.28, -0.13, 0.026), (0.12, -0.24, 0.018),
+               (-0.06, 0.22, 0.028), (0.22, 0.30, 0.020)]
+CELL_ABSORPTION = 0.003      # beta / delta of hydrated protein / lipid at 8 keV (weak absorption)
+INCLUSION_PHASE = 0.35       # rad: dense granules (e.g. polyphosphate / mineral)
+INCLUSION_ABSORPTION = 0.08  # beta / delta of the dense inclusions
+
+
+def cells_object(specimen_size: float, pitch: float, ss: int = 3) -> np.ndarray:
+    """Projected density rho = T - 1 of a few weak-phase cells (ellipsoids, phase up to ~0.25 rad, a
+    denser nucleus each) with small dense inclusions, on a centred grid of `pitch`."""
+    n = int(math.ceil(specimen_size / pitch)) + 4
+    y, x = _subgrid(n, pitch, ss)
+    s = specimen_size
+    phase = np.zeros((n * ss, n * ss))
+    absorb = np.zeros_like(phase)
+    for (cy, cx, a, b, ang, peak), (ny_, nx_, f) in zip(_CELLS, _NUCLEI):
+        th = math.radians(ang)
+        for (oy, ox, aa, bb, pk) in ((cy, cx, a, b, peak), (cy + ny_, cx + nx_, a * f, b * f, 0.35 * peak)):
+            yy, xx = y - oy * s, x - ox * s
+            u = (xx * math.cos(th) - yy * math.sin(th)) / (aa * s)
+            v = (xx * math.sin(th) + yy * math.cos(th)) / (bb * s)
+            r2 = u * u + v * v
+            p = pk * np.sqrt(np.clip(1.0 - r2, 0.0, None))  # projected thickness of an ellipsoid
+            phase += p
+            absorb += CELL_ABSORPTION * p
+    for cy, cx, r in _INCLUSIONS:
+        rr = ((y - cy * s) ** 2 + (x - cx * s) ** 2) / (r * s) ** 2
+        p = INCLUSION_PHASE * np.sqrt(np.clip(1.0 - rr, 0.0, None))
+        phase += p
+        absorb += INCLUSION_ABSORPTION * p
+    t_wave = np.exp(-1j * phase - absorb)
+    return _bin(t_wave, ss) - 1.0
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UsageError(message)
+
+
+def _common_checks(size: int, photons: float, distance: float, energy_kev: float, pixel: float,
+                   frames: int, oversampling: float) -> None:
+    _check(isinstance(size, (int, np.integer)) and 32 <= size <= 4096, f"--size {size}: must be 32 to 4096 pixels")
+    _check(np.isfinite(photons) and photons > 0, f"--photons {photons}: must be > 0")
+    _check(np.isfinite(distance) and 0.01 <= distance <= 1000, f"--distance {distance}: must be 0.01 to 1000 m")
+    _check(np.isfinite(energy_kev) and 0.1 <= energy_kev <= 100, f"--energy {energy_kev}: must be 0.1 to 100 keV")
+    _check(np.isfinite(pixel) and 1e-7 <= pixel <= 1e-2, f"--pixel {pixel}: must be 1e-7 to 1e-2 m")
+    _check(isinstance(frames, (int, np.integer)) and 1 <= frames <= 10000, f"--frames {frames}: must be 1 to 10000")
+    _check(np.isfinite(oversampling) and 2.0 <= oversampling <= 20.0,
+           f"--oversampling {oversampling}: must be 2 to 20 (sigma < 2 cannot be phased)")
+
+
+def _seed(seed: int | None) -> int:
+    if seed is None:
+        return secrets.randbits(32)
+    _check(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed {seed}: must be a non-negative integer")
+    return int(seed)
+
+
+def _beam_centre(size: int, chip: int, gap: int, near_cross: bool,
+                 fraction: tuple[float, float]) -> tuple[float, float]:
+    """The true beam centre (row, col): off the gap cross by default (on the lower-left chip, ~10 % of
+    the detector from the cross, as one aligns a 2x2 detector to keep the central speckles on one chip),
+    or a few pixels from the cross with `near_cross`; the fractional part is `fraction`."""
+    _check(all(0.0 <= f < 1.0 for f in fraction), f"beam fraction {fraction}: each part must be in [0, 1)")
+    if near_cross:
+        base = (chip + gap + 2, chip - 4)  # cross 3 pixels above, 4 to the right of the beam
+    else:
+        base = (int(round(0.59 * size)), int(round(0.43 * size)))
+    return base[0] + fraction[0], base[1] + fraction[1]
+
+
+def _support_on_grid(rho: np.ndarray, pitch: float, n: int, grid_pitch: float) -> np.ndarray:
+    """Truth-grid pixels (N x N, r = 0 at N // 2) holding any part of the specimen."""
+    idx = np.nonzero(np.abs(rho) > 1e-9)
+    m = rho.shape[0]
+    sup = np.zeros((n, n), bool)
+    r = np.floor((idx[0] - m // 2) * pitch / grid_pitch + 0.5).astype(int) + n // 2
+    c = np.floor((idx[1] - m // 2) * pitch / grid_pitch + 0.5).astype(int) + n // 2
+    ok = (r >= 0) & (r < n) & (c >= 0) & (c < n)
+    sup[r[ok], c[ok]] = True
+    return sup
+
+
+class _Experiment:
+    """The geometry and the noise-free pattern shared by the 2D kinds."""
+
+    def __init__(self, *, size: int, photons: float, distance: float, energy_kev: float, pixel: float,
+                 oversampling: float, near_cross: bool, fraction: tuple[float, float]) -> None:
+        self.shape = (size, size)
+        self.wavelength = wavelength_from_kev(energy_kev)
+        self.distance, self.pixel, self.energy_kev = distance, pixel, energy_kev
+        self.dq = pixel / (self.wavelength * distance)
+        self.chip, self.gap = module_gaps(size)
+        self.centre = _beam_centre(size, self.chip, self.gap, near_cross, fraction)
+        try:
+            self.crop = geometry.default_crop(self.shape, self.centre)
+        except Exception as exc:  # noqa: BLE001 - a too-small detector is a usage problem here
+            raise UsageError(f"--size {size}: {exc}") from None
+        self.specimen_size = self.wavelength * distance / (pixel * oversampling)
+        self.oversampling = oversampling
+        self.fine_pitch = 1.0 / (2 * size * self.dq)  # twice finer than the full-detector resolution
+        self.truth_pitch = 1.0 / (self.crop * self.dq)
+        self.photons = photons
+
+    def pattern_and_truth(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected photons summed over frames (full detector, float64), truth (N x N complex128) and
+        its support."""
+        ci, cj = self.centre
+        qy = (np.arange(self.shape[0]) - ci) * self.dq
+        qx = (np.arange(self.shape[1]) - cj) * self.dq
+        amp = far_field(rho, self.fine_pitch, qy, qx)
+        intensity = (amp * amp.conj()).real
+        scale = self.photons / intensity.sum()
+        n = self.crop
+        k = (np.arange(n) - n // 2) * self.dq
+        f_crop = far_field(rho, self.fine_pitch, k, k) * math.sqrt(scale)
+        # complex64 like every stored object (and the FFT plan the reconstructions of this crop share)
+        truth = fft.icfftn(f_crop.astype(np.complex64), norm="ortho")
+        support = _support_on_grid(rho, self.fine_pitch, n, self.truth_pitch)
+        return intensity * scale, truth, support
+
+    def geometry(self) -> Geometry:
+        return Geometry(wavelength=self.wavelength, distance=self.distance, pixel=(self.pixel, self.pixel),
+                        centre=tuple(float(c) for c in self.centre))
+
+    def beamstop(self, radius_speckles: float | None, rod_angle: float) -> tuple[float, float, tuple[float, float]]:
+        """Beamstop radius (pixels), rod width (pixels) and rod direction (unit (d_row, d_col))."""
+        rs = 1.25 if radius_speckles is None else radius_speckles
+        _check(np.isfinite(rs) and 0.5 <= rs <= 10, f"--beamstop {rs}: must be 0.5 to 10 speckles")
+        radius = rs * self.oversampling  # one speckle is ~sigma pixels across
+        rod = max(2.0, round(0.6 * radius))
+        th = math.radians(rod_angle)
+        return radius, rod, (-math.sin(th), math.cos(th))  # angle counter-clockwise from +col, rows down
+
+    def base_dict(self, kind: str, frames: int, seed: int, defects: Defects, beamstop: tuple) -> dict[str, Any]:
+        radius, rod, direction = beamstop
+        return {
+            "schema": SCHEMA,
+            "kind": kind,
+            "energy_kev": self.energy_kev,
+            "distance_m": self.distance,
+            "pixel_m": self.pixel,
+            "wavelength_m": self.wavelength,
+            "detector_shape": list(self.shape),
+            "beam_centre": [float(self.centre[0]), float(self.centre[1])],
+            "crop": self.crop,
+            "n_frames": frames,
+            "photons_total": self.photons,
+            "oversampling": self.oversampling,
+            "specimen_size_m": self.specimen_size,
+            "truth_pixel_m": self.truth_pitch,
+            "beamstop": {"radius_px": radius, "rod_width_px": rod,
+                         "rod_direction": [round(direction[0], 6), round(direction[1], 6)]},
+            "gaps": {"rows": defects.gap_rows, "cols": defects.gap_cols},
+            "seed": seed,
+        }
+
+
+def _out_dir(out_dir: str | os.PathLike) -> Path:
+    d = Path(out_dir)
+    if str(out_dir) in ("", "-"):
+        raise UsageError("-o: give an output folder (simulate writes several files)")
+    if d.exists() and not d.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
+    return d
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from cxdi_cli import io  # noqa: PLC0415
+
+    with io.atomic_output(str(path), ".json") as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _write_truth_expected(d: Path, exp: _Experiment, expected: np.ndarray, truth: np.ndarray,
+                          support: np.ndarray, mask: np.ndarray, step: dict[str, Any]) -> None:
+    from cxdi_cli import io  # noqa: PLC0415
+
+    geo = exp.geometry()
+    io.write_pattern(str(d / "expected.cxi"), Pattern(intensity=expected.astype(np.float32), mask=mask,
+                                                      geometry=geo), step)
+    run = Run(obj=truth.astype(np.complex64), support=support,
+              metrics={"support_size": int(support.sum())},
+              params={"what": "truth: band-limited specimen on the default crop, q = 0 at N//2",
+                      "crop": exp.crop})
+    io.write_reconstruction(str(d / "truth.cxi"), Reconstruction(
+        runs=[run], pixel_size=(exp.truth_pitch, exp.truth_pitch),
+        geometry=Geometry(wavelength=exp.wavelength, distance=exp.distance, pixel=(exp.pixel, exp.pixel))), step)
+
+
+def _broken_counts(n_det: int) -> int:
+    return max(2, int(round(6 * n_det / 516.0 ** 2)))
+
+
+def _lit(expected_pf: np.ndarray, ok: np.ndarray, level: float) -> np.ndarray:
+    """Pixels bright enough for a dead one to stand out (falls back to the brightest tenth)."""
+    thr = min(level, float(np.quantile(expected_pf[ok], 0.9)))
+    return ok & (expected_pf >= thr)
+
+
+# --------------------------------------------------------------------------- tungsten
+
+
+def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int | None = None, size: int = 516,
+                      photons: float = 1e9, distance: float = 5.0, energy_kev: float = 8.0,
+                      pixel: float = 75e-6, frames: int = 10, oversampling: float = 4.0,
+                      thickness: float = 150e-9, gap_cross_near_beam: bool = False,
+                      beam_fraction: tuple[float, float] = (0.3, 0.6), beamstop: float | None = None,
+                      rod_angle: float = 35.0, command: str = "cxdi simulate tungsten") -> dict[str, Any]:
+    """Tungsten letters on a photon-counting Maxipix-like 2x2 detector; writes frames.h5 (LIMA),
+    expected.cxi, truth.cxi and experiment.json into `out_dir`; returns the experiment dict."""
+    _common_checks(size, photons, distance, energy_kev, pixel, frames, oversampling)
+    _check(np.isfinite(thickness) and 1e-9 <= thickness <= 5e-6, f"--thickness {thickness}: must be 1e-9 to 5e-6 m")
+    seed = _seed(seed)
+    exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
+                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=beam_fraction)
+    bs = exp.beamstop(beamstop, rod_angle)
+    d = _out_dir(out_dir)
+    from cxdi_cli import io  # noqa: PLC0415
+
+    rho = tungsten_object(exp.specimen_size, exp.fine_pitch, thickness, energy_kev)
+    expected, truth, support = exp.pattern_and_truth(rho)
+    per_frame = expected / frames
+    rng = np.random.default_rng(seed)
+    gap_idx = list(range(exp.chip, exp.chip + exp.gap))
+    n_broken = _broken_counts(size * size)
+    # hot pixels: 10x to 100x the brightest pixel a frame holds outside the beamstop (counters are 32-bit)
+    shadow_guess = beamstop_shadow(exp.shape, exp.centre, bs[0], bs[1], bs[2])
+    peak = float(per_frame[~shadow_guess].max())
+    hot_lo = min(max(1000.0, 10.0 * peak), 2e8)
+    ok = ~shadow_guess
+    defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
+                           beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
+                           n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0),
+                           hot_range=(hot_lo, 10 * hot_lo))
+    stack = counting_frames(rng, per_frame, frames, defects)
+    mask = defects.mask()
+    params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
+                  frames=frames, oversampling=oversampling, thickness=thickness,
+                  gap_cross_near_beam=gap_cross_near_beam, beam_fraction=list(beam_fraction),
+                  beamstop=beamstop, rod_angle=rod_angle)
+    step = io.make_step(command, params)
+    io.write_lima(str(d / "frames.h5"), stack, detector="maxipix")
+    _write_truth_expected(d, exp, expected, truth, support, mask, step)
+    delta, beta = tungsten_delta_beta(energy_kev)
+    info = exp.base_dict("tungsten", frames, seed, defects, bs)
+    info.update({
+        "saturation_adu": None, "adu_per_photon": None, "dark_adu": None,
+        "broken_pixels": {"hot": [list(p) for p in defects.hot], "dead": [list(p) for p in defects.dead],
+                          "saturated": []},
+        "files": {"frames": "frames.h5", "darks": None, "truth": "truth.cxi", "expected": "expected.cxi"},
+        "specimen": {"material": "W", "thickness_m": thickness, "delta": delta, "beta": beta,
+                     "letters": "C X / D I"},
+        "preprocess": (f"cxdi preprocess {shlex.quote(str(d / 'frames.h5'))} -o {shlex.quote(str(d / 'pattern.cxi'))}"
+                       f" --energy {energy_kev:g} --distance {distance:g} --pixel {pixel:g}"),
+    })
+    _write_json(d / "experiment.json", info)
+    return info
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def simulate_cells(out_dir: str | os.PathLike, *, seed: int | None = None, size: int = 512,
+                   photons: float = 1e8, distance: float = 5.0, energy_kev: float = 8.0,
+                   pixel: float = 75e-6, frames: int = 10, darks: int = 5, oversampling: float = 4.0,
+                   adu_per_photon: float = 2.0, dark_adu: float = 1000.0, read_noise: float = 1.0,
+                   gap_cross_near_beam: bool = False, beam_fraction: tuple[float, float] = (0.7, 0.2),
+                   beamstop: float | None = None, rod_angle: float = 200.0,
+                   command: str = "cxdi simulate cells") -> dict[str, Any]:
+    """Weak-phase cells on an integrating 16-bit detector; writes frames/frame_NNNN.tif,
+    darks/dark_NNNN.tif (uint16 ADU), expected.cxi, truth.cxi and experiment.json."""
+    _common_checks(size, photons, distance, energy_kev, pixel, frames, oversampling)
+    _check(isinstance(darks, (int, np.integer)) and 1 <= darks <= 1000, f"--darks {darks}: must be 1 to 1000")
+    _check(np.isfinite(adu_per_photon) and 0.01 <= adu_per_photon <= 1000,
+           f"--adu-per-photon {adu_per_photon}: must be 0.01 to 1000")
+    _check(np.isfinite(dark_adu) and 0 <= dark_adu <= 30000, f"--dark-adu {dark_adu}: must be 0 to 30000")
+    _check(np.isfinite(read_noise) and 0 <= read_noise <= 1000, f"--read-noise {read_noise}: must be 0 to 1000")
+    seed = _seed(seed)
+    exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
+                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=beam_fraction)
+    bs = exp.beamstop(beamstop, rod_angle)
+    d = _out_dir(out_dir)
+    from cxdi_cli import io  # noqa: PLC0415
+
+    rho = cells_object(exp.specimen_size, exp.fine_pitch)
+    expected, truth, support = exp.pattern_and_truth(rho)
+    per_frame = expected / frames
+    rng = np.random.default_rng(seed)
+    det = IntegratingDetector(gain=adu_per_photon, dark_adu=dark_adu, offset_spread=0.03 * dark_adu,
+                              read_noise=read_noise)
+    det.draw_offset(rng, exp.shape)
+    shadow_guess = beamstop_shadow(exp.shape, exp.centre, bs[0], bs[1], bs[2])
+    # hot pixels read 20000..45000 ADU; they sit where the real signal stays below a tenth of that
+    hot_range = (20000.0, 45000.0)
+    dim = per_frame * adu_per_photon + dark_adu < hot_range[0] / 10
+    gap_idx = list(range(exp.chip, exp.chip + exp.gap))
+    n_broken = _broken_counts(size * size)
+    ok = ~shadow_guess
+    defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
+                           beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
+                           n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0),
+                           hot_range=hot_range)
+    if defects.hot:  # move hot pixels off the bright region (re-draw among dim pixels only)
+        from scipy.ndimage import binary_dilation  # noqa: PLC0415
+
+        excl = binary_dilation(defects.shadow | defects.gaps, iterations=2) | ~dim
+        for r, c in defects.dead:
+            excl[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] = True
+        defects.hot, _ = choose_broken(rng, exp.shape, excl, n_broken, 0)
+        defects.hot_level = defects.hot_level[:len(defects.hot)]
+    params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
+                  frames=frames, darks=darks, oversampling=oversampling, adu_per_photon=adu_per_photon,
+                  dark_adu=dark_adu, read_noise=read_noise, gap_cross_near_beam=gap_cross_near_beam,
+                  beam_fraction=list(beam_fraction), beamstop=beamstop, rod_angle=rod_angle)
+    step = io.make_step(command, params)
+    fdir, ddir = d / "frames", d / "darks"
+    fdir.mkdir(exist_ok=True)
+    ddir.mkdir(exist_ok=True)
+    saturated = np.zeros(exp.shape, bool)
+    for k, frame in enumerate(det.frames(rng, per_frame, frames, defects)):
+        saturated |= frame >= UINT16_MAX
+        io.write_tiff_raw(str(fdir / f"frame_{k:04d}.tif"), frame)
+    for k, dark in enumerate(det.darks(rng, darks, defects)):
+        io.write_tiff_raw(str(ddir / f"dark_{k:04d}.tif"), dark)
+    _remove_stale(fdir, "frame_", frames)
+    _remove_stale(ddir, "dark_", darks)
+    sat_list = [(int(r), int(c)) for r, c in zip(*np.nonzero(saturated))]
+    mask = defects.mask(sat_list)
+    _write_truth_expected(d, exp, expected, truth, support, mask, step)
+    info = exp.base_dict("cells", frames, seed, defects, bs)
+    q = shlex.quote
+    info.update({
+        "n_darks": darks,
+        "saturation_adu": UINT16_MAX, "adu_per_photon": adu_per_photon, "dark_adu": dark_adu,
+        "read_noise_adu": read_noise,
+        "broken_pixels": {"hot": [list(p) for p in defects.hot], "dead": [list(p) for p in defects.dead],
+                          "saturated": [list(p) for p in sat_list]},
+        "files": {"frames": "frames/frame_*.tif", "darks": "darks/dark_*.tif", "truth": "truth.cxi",
+                  "expected": "expected.cxi"},
+        "specimen": {"material": "cells (weak phase) with dense inclusions",
+                     "cells": len(_CELLS), "inclusions": len(_INCLUSIONS)},
+        "preprocess": (f"cxdi preprocess {q(str(fdir / 'frame_*.tif'))} --dark {q(str(ddir / 'dark_*.tif'))}"
+                       f" --adu-per-photon {adu_per_photon:g} -o {q(str(d / 'pattern.cxi'))}"
+                       f" --energy {energy_kev:g} --distance {distance:g} --pixel {pixel:g}"),
+    })
+    _write_json(d / "experiment.json", info)
+    return info
+
+
+def _remove_stale(folder: Path, prefix: str, n: int) -> None:
+    """Remove frames a previous, longer run left behind (they would join a glob of this run's frames)."""
+    for p in folder.glob(f"{prefix}*.tif"):
+        stem = p.stem[len(prefix):]
+        if stem.isdigit() and int(stem) >= n:
+            p.unlink()
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _particle3d(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """The 3D tilt series (cxdi_cli.simulate3d, imported only when asked for)."""
+    try:
+        from cxdi_cli.simulate3d import simulate_particle3d  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name == "cxdi_cli.simulate3d":
+            raise UsageError("kind particle3d is not available in this installation") from None
+        raise
+    _check_options("particle3d", simulate_particle3d, options)
+    return simulate_particle3d(out_dir, **options)
+
+
+KINDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "tungsten": simulate_tungsten,
+    "cells": simulate_cells,
+    "particle3d": _particle3d,
+}
+
+
+def _check_options(kind: str, fn: Callable, options: dict[str, Any]) -> None:
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    if "command" in options and "command" not in params:
+        options.pop("command")
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        names = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise UsageError(f"{names}: not an option of kind {kind}")
+
+
+def simulate(kind: str, out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """Run the simulation `kind` into folder `out_dir` (created if missing); options left None take the
+    kind's defaults. Returns the experiment dict (also written as experiment.json)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    fn = KINDS[kind]
+    if fn is not _particle3d:
+        _check_options(kind, fn, options)
+    return fn(out_dir, **options)
