@@ -1,0 +1,617 @@
+"""Tilt series -> 3D reciprocal-space volume with exact Ewald-sphere geometry (DESIGN §4).
+
+Each good pixel of the frame at tilt omega has its exact scattering vector q on the Ewald sphere
+(`geometry.pixel_q`); the sample turned by omega about the tilt axis means the frame samples the object's
+transform at R(-omega) q. The counts are divided by the pixel's solid angle relative to the central pixel,
+(D/r)^3, so the volume holds |F(q)|^2 in the photons a central pixel would have counted.
+
+Two depositions (`method`):
+- "splat": every pixel's intensity is spread to its 8 neighbouring voxels with trilinear weights; the
+  volume is sum(w I) / sum(w). Streams one frame at a time; memory is the volume's.
+- "interp": every voxel is interpolated from the frames at the tilt where it crosses the Ewald sphere
+  (bilinear on the two frames bracketing the crossing, linear in omega). Needs the crossing list of every
+  voxel (about 20 bytes per voxel): fine up to 256^3.
+`assemble3d` uses "interp" by default: measured more faithful shell by shell (tests/test_assemble.py).
+
+The frames come through an iterator, so a 141 x 512 x 512 series never sits in memory as a whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from cxdi_cli.geometry import pixel_q
+from cxdi_cli.model import MASK_BITS, DataError, Geometry, InputError, Pattern, UsageError
+
+METHODS = ("splat", "interp")
+
+
+@dataclasses.dataclass
+class TiltGeometry:
+    """Detector and tilt geometry: SI lengths, pixel (y, x), beam centre (row, col) in detector pixels.
+
+    The effective sample rotation of a frame recorded at `omega` (degrees) is
+    omega_sign * omega + omega_offset about lab `axis` ("y": DESIGN §4 default, or "x").
+    """
+
+    wavelength: float
+    distance: float
+    pixel: tuple[float, float]
+    centre: tuple[float, float]
+    axis: str = "y"
+    omega_sign: float = 1.0
+    omega_offset: float = 0.0
+
+    def effective(self, omega_deg: float | np.ndarray) -> np.ndarray:
+        """Effective rotation angle(s) in radians."""
+        return np.deg2rad(self.omega_sign * np.asarray(omega_deg, float) + self.omega_offset)
+
+
+def rotation(axis: str, angle_rad: float) -> np.ndarray:
+    """Right-handed rotation by `angle_rad` about lab +y or +x, acting on (x, y, z)."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    if axis == "y":
+        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    if axis == "x":
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    raise UsageError(f"tilt axis {axis!r}: expected x or y")
+
+
+def detector_q(geom: TiltGeometry, shape: tuple[int, int], flat: bool = False) -> np.ndarray:
+    """Lab-frame q (3, ny, nx) of every pixel: exact Ewald sphere, or (flat=True) the flat-detector
+    approximation q = (x, y, 0) / (lambda D) that ignores curvature."""
+    if not flat:
+        return pixel_q(shape, geom.centre, geom.distance, geom.pixel, geom.wavelength)
+    py, px = geom.pixel
+    i = (np.arange(shape[0]) - geom.centre[0]) * py
+    j = (np.arange(shape[1]) - geom.centre[1]) * px
+    y, x = np.meshgrid(i, j, indexing="ij")
+    return np.stack([x, y, np.zeros_like(x)]) / (geom.wavelength * geom.distance)
+
+
+def solid_angle(geom: TiltGeometry, shape: tuple[int, int]) -> np.ndarray:
+    """Pixel solid angle relative to the central pixel: (D/r)^3."""
+    py, px = geom.pixel
+    i = (np.arange(shape[0]) - geom.centre[0]) * py
+    j = (np.arange(shape[1]) - geom.centre[1]) * px
+    y, x = np.meshgrid(i, j, indexing="ij")
+    return (geom.distance / np.sqrt(x * x + y * y + geom.distance ** 2)) ** 3
+
+
+def check_angles(angles: np.ndarray, n_frames: int | None = None, source: str = "angles") -> np.ndarray:
+    """Angles as float64; refuses a count that does not match the frames, and non-monotonic or
+    duplicated lists (DataError, naming `source`)."""
+    a = np.asarray(angles, dtype=np.float64).ravel()
+    if a.size < 2:
+        raise DataError(f"{source}: need at least two tilt angles, got {a.size}")
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"{source}: angles hold NaN or infinite values")
+    if n_frames is not None and a.size != n_frames:
+        raise DataError(f"{source}: {a.size} angles for {n_frames} frames")
+    d = np.diff(a)
+    if np.any(d == 0):
+        k = int(np.flatnonzero(d == 0)[0])
+        raise DataError(f"{source}: duplicated angle {a[k]:g} deg (frames {k} and {k + 1})")
+    if not (np.all(d > 0) or np.all(d < 0)):
+        k = int(np.flatnonzero(np.sign(d) != np.sign(d[0]))[0])
+        raise DataError(f"{source}: angles are not monotonic (frame {k + 1}: {a[k + 1]:g} deg after {a[k]:g} deg)")
+    if np.ptp(a) > 360:
+        raise DataError(f"{source}: angles span {np.ptp(a):g} deg, more than a full turn")
+    return a
+
+
+@dataclasses.dataclass
+class AssemblyResult:
+    """The assembled volume (a Pattern with weight in extra) and the figures a user wants to see."""
+
+    pattern: Pattern
+    stats: dict[str, Any]
+
+
+class VolumeAssembler:
+    """Accumulate frames one at a time into an N^3 volume (q = 0 at N // 2, pitch `q_pitch`).
+
+    Use: `a = VolumeAssembler(geom, shape, angles, size)`; `a.add(k, frame, good)` for k in order;
+    `a.finish()`. Frames are float photons (already calibrated); `good` is a bool mask of usable pixels.
+    """
+
+    def __init__(self, geom: TiltGeometry, detector_shape: tuple[int, int], angles: np.ndarray, size: int,
+                 q_pitch: float | None = None, method: str = "splat", flat: bool = False) -> None:
+        if method not in METHODS:
+            raise UsageError(f"deposition method {method!r}: expected one of {', '.join(METHODS)}")
+        if size < 4:
+            raise UsageError(f"volume size {size}: need at least 4 voxels")
+        self.geom = geom
+        self.shape = tuple(int(v) for v in detector_shape)
+        self.angles = np.asarray(angles, float)
+        self.n = int(size)
+        self.c = self.n // 2
+        self.dq = float(q_pitch) if q_pitch else geom.pixel[1] / (geom.wavelength * geom.distance)
+        self.method = method
+        self.flat = flat
+        self.qdet = detector_q(geom, self.shape, flat).reshape(3, -1)
+        self.solid = solid_angle(geom, self.shape).reshape(-1)
+        n3 = self.n ** 3
+        self.sum = np.zeros(n3, np.float64 if n3 <= 256 ** 3 else np.float32)
+        self.wsum = np.zeros(n3, self.sum.dtype)
+        self.count = 0
+        self._prev: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.used_pixels = np.zeros(self.shape[0] * self.shape[1], bool)
+        if method == "interp":
+            self._prepare_crossings()
+
+    # ------------------------------------------------------------------ splatting
+    def _splat(self, omega: float, values: np.ndarray, sel: np.ndarray) -> None:
+        n, c = self.n, self.c
+        rot = rotation(self.geom.axis, -float(self.geom.effective(omega)))
+        q = rot @ self.qdet[:, sel]
+        u = q / self.dq + c                              # continuous voxel coordinates (x, y, z)
+        inside = np.all((u >= 0) & (u <= n - 1), axis=0)
+        u = u[:, inside]
+        vals = values[inside]
+        self.used_pixels[np.flatnonzero(sel)[inside]] = True
+        base = np.minimum(np.floor(u).astype(np.int64), n - 2)
+        f = u - base
+        ix, iy, iz = base
+        fx, fy, fz = f
+        for dz in (0, 1):
+            wz = fz if dz else 1.0 - fz
+            for dy in (0, 1):
+                wy = fy if dy else 1.0 - fy
+                wzy = wz * wy
+                for dx in (0, 1):
+                    w = wzy * (fx if dx else 1.0 - fx)
+                    idx = ((iz + dz) * n + (iy + dy)) * n + (ix + dx)
+                    np.add.at(self.sum, idx, w * vals)
+                    np.add.at(self.wsum, idx, w)
+
+    # ------------------------------------------------------------------ per-voxel interpolation
+    def _prepare_crossings(self) -> None:
+        """For every voxel, the tilt(s) at which it lies on the Ewald sphere, bucketed by frame interval.
+
+        Computed slab by slab; stores int32 voxel indices and float32 fractions (about 8 bytes per crossing)."""
+        if self.flat:
+            raise UsageError("the flat-detector approximation has no Ewald crossing; use method 'splat'")
+        n = self.n
+        order = np.argsort(self.angles)
+        sa = self.angles[order]
+        lo, hi = sa[0], sa[-1]
+        plane = n * n
+        zs = max(1, (1 << 21) // plane)
+        vox_l, t_l, j_l = [], [], []
+        for z0 in range(0, n, zs):
+            idx = np.arange(z0 * plane, min(n, z0 + zs) * plane, dtype=np.int64)
+            qx, qy, qz = self._voxel_q(idx)
+            q2 = qx * qx + qy * qy + qz * qz
+            # lab qz after rotation R(w) is a cos w + b sin w; on the Ewald sphere |q|^2 + 2 qz_lab / lambda = 0
+            a = qz
+            b = -qx if self.geom.axis == "y" else qy
+            rho = np.hypot(a, b)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cosv = -q2 * self.geom.wavelength / (2.0 * rho)
+            ok = (rho > 0) & (np.abs(cosv) <= 1.0)
+            psi = np.arctan2(b, a)
+            acc = np.arccos(np.clip(cosv, -1, 1))
+            for sgn in (1.0, -1.0):
+                om = (np.rad2deg(psi + sgn * acc) - self.geom.omega_offset) / self.geom.omega_sign
+                om = (om - lo) % 360.0 + lo               # into the measured range, modulo a turn
+                sel = ok & (om <= hi)
+                om = om[sel]
+                j = np.clip(np.searchsorted(sa, om, side="right") - 1, 0, sa.size - 2)
+                vox_l.append(idx[sel].astype(np.int32 if n ** 3 < 2 ** 31 else np.int64))
+                t_l.append(((om - sa[j]) / (sa[j + 1] - sa[j])).astype(np.float32))
+                j_l.append(j.astype(np.int16 if sa.size < 2 ** 15 else np.int32))
+        j = np.concatenate(j_l)
+        del j_l
+        srt = np.argsort(j, kind="stable")                # radix sort for small integers
+        self._cx_vox = np.concatenate(vox_l)[srt]
+        del vox_l
+        self._cx_t = np.concatenate(t_l)[srt]
+        del t_l, srt
+        self._cx_bounds = np.searchsorted(np.sort(j, kind="stable"), np.arange(sa.size))
+        self._order = order
+        self._frame_slot = {int(f): s for s, f in enumerate(order)}
+
+    def _voxel_q(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample-frame q (qx, qy, qz) of flat voxel indices."""
+        n, c = self.n, self.c
+        iz, rem = np.divmod(idx, n * n)
+        iy, ix = np.divmod(rem, n)
+        return (ix - c) * self.dq, (iy - c) * self.dq, (iz - c) * self.dq
+
+    def _sample_frame(self, values: np.ndarray, good: np.ndarray, omega: float,
+                      vox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bilinear value of a frame at the detector point where each voxel's rotated q projects."""
+        qx, qy, qz = self._voxel_q(vox.astype(np.int64))
+        rot = rotation(self.geom.axis, float(self.geom.effective(omega)))
+        ql = rot @ np.stack([qx, qy, qz])
+        lam, d = self.geom.wavelength, self.geom.distance
+        den = 1.0 + lam * ql[2]
+        col = self.geom.centre[1] + d * lam * ql[0] / den / self.geom.pixel[1]
+        row = self.geom.centre[0] + d * lam * ql[1] / den / self.geom.pixel[0]
+        ny, nx = self.shape
+        r0 = np.floor(row).astype(np.int64)
+        c0 = np.floor(col).astype(np.int64)
+        fr, fc = row - r0, col - c0
+        val = np.zeros(vox.size)
+        wgood = np.zeros(vox.size)
+        img = values.reshape(self.shape)
+        gimg = good.reshape(self.shape)
+        for dr in (0, 1):
+            for dc in (0, 1):
+                rr, cc = r0 + dr, c0 + dc
+                w = (fr if dr else 1 - fr) * (fc if dc else 1 - fc)
+                inb = (rr >= 0) & (rr < ny) & (cc >= 0) & (cc < nx)
+                rr_, cc_ = np.where(inb, rr, 0), np.where(inb, cc, 0)
+                g = inb & gimg[rr_, cc_]
+                val += np.where(g, w * img[rr_, cc_], 0.0)
+                wgood += np.where(g, w, 0.0)
+        okv = wgood >= 0.5 - 1e-9
+        return np.where(okv, val / np.maximum(wgood, 1e-12), 0.0), okv
+
+    def _interp_frame(self, index: int, values: np.ndarray, good: np.ndarray) -> None:
+        """Frames arrive in acquisition order over monotonic angles, so consecutive frames bracket one
+        interval of sorted angles; only the previous frame is held."""
+        slot = self._frame_slot[index]
+        prev = self._prev
+        self._prev = (slot, values, good)
+        if prev is None:
+            return
+        if abs(prev[0] - slot) != 1:
+            raise DataError(f"frame {index}: frames must arrive in the order of their (monotonic) angles")
+        lo, hi = (prev, self._prev) if prev[0] < slot else (self._prev, prev)
+        j = lo[0]
+        s, e = self._cx_bounds[j], (self._cx_bounds[j + 1] if j + 1 < self._cx_bounds.size else None)
+        vox, t = self._cx_vox[s:e], self._cx_t[s:e]
+        if vox.size:
+            va, oka = self._sample_frame(lo[1], lo[2], self.angles[self._order[j]], vox)
+            vb, okb = self._sample_frame(hi[1], hi[2], self.angles[self._order[j + 1]], vox)
+            wa, wb = (1 - t) * oka, t * okb
+            wt = wa + wb
+            use = wt >= 0.5
+            np.add.at(self.sum, vox[use], ((wa * va + wb * vb) / np.maximum(wt, 1e-12))[use])
+            np.add.at(self.wsum, vox[use], 1.0)
+
+    # ------------------------------------------------------------------ public
+    def add(self, index: int, frame: np.ndarray, good: np.ndarray) -> None:
+        """Deposit frame `index` (photons, detector shape) with its good-pixel mask."""
+        frame = np.asarray(frame)
+        if frame.shape != self.shape:
+            raise DataError(f"frame {index}: shape {frame.shape} differs from the first frame's {self.shape}")
+        good = np.asarray(good, bool).reshape(-1) & np.isfinite(frame.reshape(-1))
+        values = np.where(good, frame.reshape(-1), 0.0) / self.solid
+        if self.method == "splat":
+            self._splat(float(self.angles[index]), values[good], good)
+        else:
+            self._interp_frame(index, values, good)
+            self.used_pixels |= good
+        self.count += 1
+
+    def finish(self, friedel: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Normalise; flag unmeasured voxels; optionally fill them from their Friedel mates.
+
+        Returns (intensity float32, mask uint32, weight float32, stats)."""
+        n = self.n
+        shape3 = (n, n, n)
+        wsum = self.wsum.reshape(shape3)
+        measured = wsum > 1e-6
+        vol = np.zeros(shape3, np.float32)
+        np.divide(self.sum.reshape(shape3), wsum, out=vol, where=measured, casting="unsafe")
+        mask = np.where(measured, np.uint32(0), np.uint32(MASK_BITS["unmeasured"])).astype(np.uint32)
+        n_measured = int(measured.sum())
+        filled = 0
+        if friedel:
+            mate_vol, mate_ok = _friedel_mate(vol), _friedel_mate(measured)
+            if n % 2 == 0:                    # index 0 has no mate on an even grid
+                mate_ok[0, :, :] = mate_ok[:, 0, :] = mate_ok[:, :, 0] = False
+            fill = ~measured & mate_ok
+            vol[fill] = mate_vol[fill]
+            mask[fill] = np.uint32(MASK_BITS["friedel"])
+            filled = int(fill.sum())
+        stats = {"measured_fraction": n_measured / n ** 3, "friedel_filled_fraction": filled / n ** 3,
+                 "data_fraction": (n_measured + filled) / n ** 3}
+        return vol, mask, wsum.astype(np.float32), stats
+
+
+def _friedel_mate(a: np.ndarray) -> np.ndarray:
+    """b[i] = a[2c - i] on every axis (c = N // 2); wraps index 0 on even grids (callers mask it)."""
+    out = a[::-1, ::-1, ::-1]
+    if a.shape[0] % 2 == 0:
+        out = np.roll(out, 1, axis=(0, 1, 2))
+    return out.copy()
+
+
+def curvature_report(geom: TiltGeometry, shape: tuple[int, int], good: np.ndarray, n: int,
+                     dq: float) -> dict[str, float]:
+    """Ewald curvature at the detector edge in voxels: max |qz|/dq over the good pixels whose in-plane q lies
+    within the grid's inscribed circle (radius N//2 voxels), and the largest error a flat-detector
+    approximation would make there (|q - q_flat| / dq); the same over every pixel that reaches the grid
+    (corners included) as `corner_curvature_voxels`."""
+    q = detector_q(geom, shape).reshape(3, -1)
+    qf = detector_q(geom, shape, flat=True).reshape(3, -1)
+    g = good.reshape(-1)
+    circle = g & (np.hypot(q[0], q[1]) / dq <= n // 2)
+    cube = g & np.all(np.abs(q[:2]) / dq <= n // 2, axis=0)
+    if not cube.any():
+        raise DataError("no good pixel of the detector falls inside the output volume; check --centre and --size")
+    circle = circle if circle.any() else cube
+    return {"edge_curvature_voxels": float(np.max(np.abs(q[2, circle])) / dq),
+            "flat_error_voxels": float(np.max(np.linalg.norm(q[:, circle] - qf[:, circle], axis=0)) / dq),
+            "corner_curvature_voxels": float(np.max(np.abs(q[2, cube])) / dq)}
+
+
+def missing_wedge_deg(angles: np.ndarray) -> float:
+    """Angular range not covered by the tilt series (a rotation of 180 deg covers all of q space)."""
+    return float(max(0.0, 180.0 - np.ptp(angles)))
+
+
+def assemble(frames: Iterable[tuple[np.ndarray, np.ndarray]], angles: np.ndarray, geom: TiltGeometry,
+             detector_shape: tuple[int, int], *, size: int, bin: int = 1, method: str = "interp",
+             friedel: bool = True, flat: bool = False,
+             on_progress: Callable[..., None] | None = None) -> AssemblyResult:
+    """Assemble frames (an iterable of (photons, good-pixel mask), in the order of `angles`) into a volume.
+
+    size: voxels per axis of the output grid; bin: the voxel pitch is bin * p/(lambda D) (the detector's q
+    pitch at the centre, coarsened). The volume has q = 0 at size // 2, the mask flags unmeasured voxels
+    ("unmeasured") and Friedel-filled ones ("friedel"), and `pattern.extra["weight"]` holds the summed
+    deposition weight per voxel (splat: trilinear weights; interp: number of Ewald crossings used).
+    """
+    if bin < 1:
+        raise UsageError(f"--bin {bin}: must be a positive integer")
+    angles = np.asarray(angles, float)
+    dq = bin * geom.pixel[1] / (geom.wavelength * geom.distance)
+    acc = VolumeAssembler(geom, detector_shape, angles, size, q_pitch=dq, method=method, flat=flat)
+    good_any = np.zeros(detector_shape, bool)
+    k = -1
+    for k, (frame, good) in enumerate(frames):
+        if k >= angles.size:
+            raise DataError(f"more frames than angles ({angles.size})")
+        acc.add(k, frame, good)
+        good_any |= np.asarray(good, bool)
+        if on_progress is not None:
+            on_progress(1)
+    if k + 1 != angles.size:
+        raise DataError(f"{angles.size} angles for {k + 1} frames")
+    vol, mask, weight, stats = acc.finish(friedel=friedel)
+    if stats["measured_fraction"] == 0:
+        raise DataError("no pixel reached the output volume; check the geometry (--centre, --distance, --pixel)")
+    stats.update(curvature_report(geom, detector_shape, good_any, size, dq))
+    stats.update({"missing_wedge_deg": missing_wedge_deg(angles), "angle_range_deg": [float(angles.min()),
+                  float(angles.max())], "n_frames": int(angles.size), "size": size, "q_pitch_per_m": dq,
+                  "real_pixel_m": 1.0 / (size * dq), "method": method, "flat": flat})
+    geometry = Geometry(wavelength=geom.wavelength, distance=geom.distance, pixel=geom.pixel, centre=None,
+                        q_pitch=(dq, dq, dq))
+    pattern = Pattern(intensity=vol, mask=mask, geometry=geometry, extra={"weight": weight})
+    return AssemblyResult(pattern=pattern, stats=stats)
+
+
+# --------------------------------------------------------------------------- files -> volume
+
+@dataclasses.dataclass
+class _Source:
+    name: str
+    kind: str            # "hdf5" or "image"
+    dataset: str | None
+    n: int
+    shape: tuple[int, int]
+
+
+def _open_sources(specs: list[str]) -> list[_Source]:
+    """Find every frame of the inputs (HDF5 stacks, LIMA layout or file.h5::/path; TIFF/EDF/CBF/npy files)
+    and check that they all have one shape — before anything is read or written."""
+    from cxdi_cli import io  # noqa: PLC0415
+
+    out: list[_Source] = []
+    for spec in specs:
+        name, dset = io.split_url(spec)
+        kind = io.sniff(io.local_input(name))
+        if kind == "hdf5":
+            with io.open_h5(name) as f:
+                if dset is None:
+                    for cand in ("/entry_0000/measurement/data", "/entry/data/data", "/entry_1/data_1/data"):
+                        if cand in f:
+                            dset = cand
+                            break
+                if dset is None:
+                    cands = io.list_datasets(f, 2)
+                    if len(cands) != 1:
+                        raise DataError(f"{name}: cannot tell which dataset holds the frames; name it as "
+                                        f"{name}::/path (candidates: {', '.join(cands[:8]) or 'none'})")
+                    dset = cands[0]
+                if dset not in f:
+                    raise DataError(f"{name}: no dataset {dset}")
+                shp = f[dset].shape
+            if len(shp) == 2:
+                shp = (1,) + tuple(shp)
+            if len(shp) != 3:
+                raise DataError(f"{name}::{dset}: frames must be 2D or a 3D stack, got shape {shp}")
+            out.append(_Source(name, "hdf5", dset, int(shp[0]), (int(shp[1]), int(shp[2]))))
+        else:
+            arr = io.read_array(spec, "frames")
+            if arr.ndim == 2:
+                arr = arr[None]
+            if arr.ndim != 3:
+                raise DataError(f"{name}: frames must be 2D or a 3D stack, got shape {arr.shape}")
+            out.append(_Source(spec, "image", None, int(arr.shape[0]), (int(arr.shape[1]), int(arr.shape[2]))))
+    if not out:
+        raise UsageError("no input frames")
+    for s in out[1:]:
+        if s.shape != out[0].shape:
+            raise DataError(f"{s.name}: frames of shape {s.shape} differ from {out[0].name}'s {out[0].shape}")
+    return out
+
+
+def _raw_frames(sources: list[_Source]) -> Iterable[np.ndarray]:
+    """Every raw frame in order, one at a time (an HDF5 stack is read frame by frame)."""
+    from cxdi_cli import io  # noqa: PLC0415
+
+    for s in sources:
+        if s.kind == "hdf5":
+            with io.open_h5(s.name) as f:
+                ds = f[s.dataset]
+                for k in range(s.n):
+                    try:
+                        fr = ds[k] if ds.ndim == 3 else ds[()]
+                    except OSError:
+                        raise DataError(f"{s.name}: cannot read frame {k} of {s.dataset}; truncated file?") from None
+                    yield np.asarray(fr, dtype=np.float64)
+        else:
+            arr = io.read_array(s.name, "frames")
+            for fr in (arr[None] if arr.ndim == 2 else arr):
+                yield np.asarray(fr, dtype=np.float64)
+
+
+def read_angles(spec: str, n_frames: int | None = None) -> np.ndarray:
+    """Tilt angles (degrees) from `file.h5::/path`, `START:STOP:STEP` (STOP included when on the grid), or a
+    text file with one angle per line; checked against the frame count and for monotonic, distinct values."""
+    import os  # noqa: PLC0415
+
+    from cxdi_cli import io  # noqa: PLC0415
+
+    name, dset = io.split_url(spec)
+    if dset is None and not os.path.exists(name) and spec.count(":") == 2:
+        try:
+            start, stop, step = (float(v) for v in spec.split(":"))
+        except ValueError:
+            raise UsageError(f"--angles {spec!r}: expected START:STOP:STEP, file.h5::/path or a text file") from None
+        if step == 0 or (stop - start) / step < 0:
+            raise UsageError(f"--angles {spec!r}: STEP must move from START towards STOP")
+        count = int(np.floor((stop - start) / step + 1e-9)) + 1
+        return check_angles(start + step * np.arange(count), n_frames, f"--angles {spec}")
+    if dset is not None or io.sniff(io.local_input(name)) != "unknown":
+        arr = io.read_array(spec, "angles")
+    else:
+        try:
+            arr = np.loadtxt(io.local_input(name), ndmin=1, comments="#")
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{name}: cannot read angles ({str(exc).splitlines()[0]})") from None
+    return check_angles(np.ravel(arr), n_frames, name)
+
+
+def find_centre(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
+    """Beam centre (row, col) from the centro-symmetry of a summed pattern: the point reflection that best
+    maps log(1 + I) onto itself (least mean squared difference over pixels good in both; sub-pixel by a
+    parabola through the best shift)."""
+    from cxdi_cli import fft  # noqa: PLC0415
+
+    a = np.where(good, np.log1p(np.clip(image, 0, None)), 0.0)
+    ny, nx = a.shape
+
+    def selfconv(x: np.ndarray) -> np.ndarray:
+        pad = np.zeros((2 * ny, 2 * nx), np.complex128)
+        pad[:ny, :nx] = x
+        spec = fft.fftn(pad)
+        return fft.ifftn(spec * spec).real
+
+    def conv2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        px = np.zeros((2 * ny, 2 * nx), np.complex128)
+        py_ = np.zeros((2 * ny, 2 * nx), np.complex128)
+        px[:ny, :nx] = x
+        py_[:ny, :nx] = y
+        return fft.ifftn(fft.fftn(px) * fft.fftn(py_)).real
+
+    # mean squared difference between the pattern and its point reflection through s/2, over the pixels
+    # good in both: (2 conv(a^2, g) - 2 conv(a, a)) / conv(g, g); its minimum is at s = 2 * centre
+    g = good.astype(float)
+    overlap = selfconv(g)
+    msd = (2 * conv2(a * a, g) - 2 * selfconv(a)) / np.maximum(overlap, 1e-9)
+    conv = np.where(overlap > 0.25 * overlap.max(), -msd, -np.inf)
+    p = np.unravel_index(int(np.argmax(conv)), conv.shape)
+    sub = []
+    for ax, (k, m) in enumerate(zip(p, conv.shape)):
+        idx = [p[0], p[1]]
+        vals = []
+        for d in (-1, 0, 1):
+            idx[ax] = (k + d) % m
+            vals.append(conv[tuple(idx)])
+        den = vals[0] - 2 * vals[1] + vals[2]
+        ok = np.isfinite(den) and den < 0
+        sub.append(k + (0.5 * (vals[0] - vals[2]) / den if ok else 0.0))
+    return sub[0] / 2.0, sub[1] / 2.0
+
+
+def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, distance: float, pixel: float,
+                   centre: tuple[float, float] | None = None, size: int | None = None, bin: int = 1,
+                   axis: str = "y", omega_sign: float = 1.0, omega_offset: float = 0.0, friedel: bool = True,
+                   method: str = "interp", mask: str | None = None, dark: str | None = None,
+                   flat_field: str | None = None, adu_per_photon: float | None = None,
+                   saturation: float | None = None,
+                   on_progress: Callable[..., None] | None = None) -> AssemblyResult:
+    """Raw tilt frames on disk -> assembled volume. Validates everything (shapes, angles, options) before
+    reading frames. Calibration: photons = (raw - dark) / adu_per_photon / flat; pixels at or above
+    `saturation` (raw ADU) in a frame are dropped from that frame; `mask` (non-zero = bad) applies to all."""
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.model import wavelength_from_kev  # noqa: PLC0415
+
+    if energy_kev <= 0 or distance <= 0 or pixel <= 0:
+        raise UsageError("--energy, --distance and --pixel must be positive")
+    if omega_sign not in (1.0, -1.0):
+        raise UsageError(f"--omega-sign {omega_sign:g}: expected +1 or -1")
+    if axis not in ("x", "y"):
+        raise UsageError(f"--axis {axis!r}: expected x or y")
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    if adu_per_photon is not None and adu_per_photon <= 0:
+        raise UsageError("--adu-per-photon must be positive")
+    sources = _open_sources(specs)
+    shape = sources[0].shape
+    n_frames = sum(s.n for s in sources)
+    angles = read_angles(angles_spec, n_frames)
+
+    def image(spec: str | None, what: str) -> np.ndarray | None:
+        if spec is None:
+            return None
+        arr = np.asarray(io.read_array(spec, what), dtype=np.float64)
+        if arr.ndim == 3:
+            arr = arr.mean(axis=0)
+        if arr.shape != shape:
+            raise DataError(f"{spec}: {what} of shape {arr.shape} does not match the frames' {shape}")
+        return arr
+
+    user_bad = image(mask, "mask")
+    good0 = np.ones(shape, bool) if user_bad is None else user_bad == 0
+    dark_a = image(dark, "dark")
+    flat_a = image(flat_field, "flat field")
+    if flat_a is not None:
+        ok = flat_a > 0
+        if not ok.any():
+            raise DataError(f"{flat_field}: flat field has no positive pixel")
+        flat_a = flat_a / np.mean(flat_a[ok])
+        good0 &= ok
+    gain = adu_per_photon or 1.0
+
+    def calibrated() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        for raw in _raw_frames(sources):
+            good = good0 & np.isfinite(raw)
+            if saturation is not None:
+                good &= raw < saturation
+            ph = raw - dark_a if dark_a is not None else raw.copy()
+            ph /= gain
+            if flat_a is not None:
+                ph = np.divide(ph, flat_a, out=np.zeros_like(ph), where=flat_a > 0)
+            yield np.clip(ph, 0, None), good
+
+    if centre is None:
+        total = np.zeros(shape)
+        good_all = good0.copy()
+        for ph, good in calibrated():
+            total += np.where(good, ph, 0)
+            good_all &= good
+        centre = find_centre(total, good_all)
+        if not (0 <= centre[0] < shape[0] and 0 <= centre[1] < shape[1]):
+            raise DataError(f"automatic beam centre {centre} falls off the detector; give --centre ROW,COL")
+    geom = TiltGeometry(wavelength=wavelength_from_kev(energy_kev), distance=distance, pixel=(pixel, pixel),
+                        centre=(float(centre[0]), float(centre[1])), axis=axis, omega_sign=omega_sign,
+                        omega_offset=omega_offset)
+    if size is None:
+        from cxdi_cli.geometry import default_crop  # noqa: PLC0415
+
+        size = max(4, default_crop(shape, geom.centre) // bin)
+    result = assemble(calibrated(), angles, geom, shape, size=size, bin=bin, method=method, friedel=friedel,
+                      on_progress=on_progress)
+    result.pattern.geometry.centre = None
+    result.stats.update({"beam_centre": list(geom.centre), "detector_shape": list(shape), "axis": axis,
+                         "omega_sign": omega_sign, "omega_offset_deg": omega_offset, "bin": bin})
+    return result
