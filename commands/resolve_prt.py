@@ -1,0 +1,314 @@
+"""cxdi resolve-prt: resolution of a reconstruction (PRTF against the data, FRC/FSC between half-sets)."""
+from __future__ import annotations
+
+from typing import Annotated, Any, List, Optional, Tuple
+
+import typer
+
+from cxdi_cli.commands import _common as c
+
+
+def resolve_prt(
+    average: Annotated[Optional[str], typer.Argument(
+        help="Averaged reconstruction (cxdi average), or a run file (its runs are aligned and averaged).",
+        show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="The diffraction data the runs were phased "
+                                                "from: PRTF = |<F_run>| / sqrt(I) per ring/shell.")] = None,
+    half_sets: Annotated[Optional[Tuple[str, str]], typer.Option(
+        "--half-sets", help="Two averages from independent half data sets (preprocess/assemble3d --split-half): "
+                            "Fourier ring/shell correlation.", show_default=False)] = None,
+    split_runs: Annotated[Optional[List[str]], typer.Option(
+        "--split-runs", help="Run file(s) of ONE data set: the runs are split in two (alternately by rank), "
+                             "each half averaged, and the two correlated. This measures reproducibility, "
+                             "not resolution.", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Curves in HDF5 (and the same "
+                                                  "stem .txt as columns); - for stdout.")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="PNG plot of the curves with the thresholds.")] = None,
+    json_report: c.JsonOpt = False,
+) -> None:
+    """Resolution of a reconstruction: PRTF against the data and/or Fourier ring (2D) / shell (3D)
+    correlation between independent half-sets.
+
+    PRTF: the transform of the average, put on the data's scale, divided by sqrt(I), summed over the
+    measured pixels of each ring (shell); resolution where it drops below 1/e. FRC/FSC: the two
+    half-set averages are aligned to each other (translation, twin, phase ramp, global phase) and
+    correlated; resolutions at the 0.5, 1/7 and half-bit thresholds. q is the spatial frequency in
+    nm^-1 (from the data's geometry; else from the reconstruction's pixel size: Nyquist = 1/(2 pixel));
+    resolutions are half-periods 1/(2q), in nm and as a fraction of Nyquist.
+
+    Output: curves in HDF5 (-o) with a text twin (same stem, .txt: columns for gnuplot or awk), a PNG
+    (--plot), resolutions on stderr, or --json on stdout.
+
+    Example: cxdi resolve-prt avg.cxi --data pattern.cxi -o prtf.h5 --plot prtf.png
+             cxdi resolve-prt --half-sets avg_a.cxi avg_b.cxi -o frc.h5 --plot frc.png
+    """
+    c.check_stdout(output, json_report)
+    if data is None and half_sets is None and not split_runs:
+        raise c.usage_error("nothing to do: give --data (PRTF), --half-sets A B (FRC) or --split-runs RUNS")
+    if data is not None and average is None:
+        raise c.usage_error("--data needs the averaged reconstruction as argument")
+    if average is not None and data is None:
+        raise c.usage_error(f"{average}: a PRTF needs --data, the diffraction pattern it was phased from")
+    import numpy as np  # noqa: PLC0415
+
+    from cxdi_cli import align, io, prtf  # noqa: PLC0415
+    from cxdi_cli.model import DataError  # noqa: PLC0415
+
+    curves: dict[str, Any] = {}     # name -> (curve, unit info)
+    report: dict[str, Any] = {}
+    provenance: list[dict[str, Any]] = []
+    inputs: list[str] = []
+
+    if data is not None:
+        rec = io.read_reconstruction(average)
+        obj, run_intensity = _one_object(rec, average)
+        if run_intensity is None and average != "-" and len(rec.runs) == 1:
+            run_intensity = _optional_array(io, average, "/entry_1/run_intensity", obj.shape)
+        pattern = io.read_pattern(data)
+        if obj.shape != pattern.intensity.shape:
+            raise DataError(f"{average}: object shape {obj.shape} differs from the data shape "
+                            f"{pattern.intensity.shape} of {data}; phased from another data set?")
+        q_step = pattern.geometry.q_step(obj.ndim)
+        real = pattern.geometry.real_pixel(obj.shape)
+        if real is not None and rec.pixel_size is not None and not np.allclose(real, rec.pixel_size, rtol=1e-3):
+            raise DataError(f"{average}: pixel size {tuple(rec.pixel_size)} m does not match {tuple(real)} m "
+                            f"of the data {data}; phased from another data set?")
+        if q_step is None:
+            q_step = _q_from_pixel(rec.pixel_size, obj.shape)
+        curve, info = prtf.prtf(obj, pattern.intensity, pattern.measured, q_step=q_step,
+                                run_intensity=run_intensity)
+        res = prtf.resolution(curve, prtf.PRTF_THRESHOLD)
+        curves["prtf"] = (curve, None)
+        report["prtf"] = {**_res(res, curve), "threshold": prtf.PRTF_THRESHOLD, "scale_from": info["scale_from"],
+                          "nyquist" + _qkey(curve): _q(curve, curve.q[-1] / curve.nyquist_fraction[-1])}
+        if info["scale_from"] == "fit":
+            c.warn(f"{average}: no run_intensity (not written by cxdi average); the PRTF scale is fitted to "
+                   "the data, which flatters the curve")
+        provenance = rec.provenance
+        inputs += [average, data]
+
+    pairs = []
+    if half_sets is not None:
+        pairs.append(("frc", half_sets[0], half_sets[1], None))
+    if split_runs:
+        pairs.append(("frc_runs", None, None, split_runs))
+    for name, fa, fb, runs in pairs:
+        if runs is None:
+            ra, rb = io.read_reconstruction(fa), io.read_reconstruction(fb)
+            a, _ = _one_object(ra, fa)
+            b, _ = _one_object(rb, fb)
+            label_b = fb
+            inputs += [fa, fb]
+        else:
+            ra, a, b = _split_runs(io, runs)
+            label_b = f"{runs[0]} (odd runs)"
+            rb = ra
+            inputs += list(runs)
+        if a.shape != b.shape:
+            raise DataError(f"{label_b}: object shape {b.shape} differs from {a.shape} of the other half; "
+                            "half-sets must come from the same measurement")
+        if (ra.pixel_size is not None and rb.pixel_size is not None
+                and not np.allclose(ra.pixel_size, rb.pixel_size, rtol=1e-3)):
+            raise DataError(f"{label_b}: pixel size {tuple(rb.pixel_size)} m differs from "
+                            f"{tuple(ra.pixel_size)} m of the other half")
+        b_al, ainfo = align.align_to(b, a)
+        # the reconstruction's own pixel size first, then the geometry it carries
+        q_step = _q_from_pixel(ra.pixel_size, a.shape) or ra.geometry.q_step(a.ndim)
+        curve = prtf.frc(a, b_al, q_step=q_step)
+        hb = prtf.half_bit(curve.count)
+        thresholds = {k: _res(prtf.resolution(curve, t), curve) for k, t in prtf.THRESHOLDS.items()}
+        thresholds["half-bit"] = _res(prtf.resolution(curve, hb), curve)
+        curves[name] = (curve, hb)
+        report[name] = {"thresholds": thresholds,
+                        "alignment": {"shift_px": ainfo["shift"], "twin": ainfo["twin"],
+                                      "phase_rad": ainfo["phase"], "ramp_cycles": ainfo["ramp"],
+                                      "residual": ainfo["residual"]},
+                        "nyquist" + _qkey(curve): _q(curve, curve.q[-1] / curve.nyquist_fraction[-1]),
+                        "kind": "resolution (independent half data sets)" if runs is None
+                        else "reproducibility (runs of one data set, not a resolution)"}
+        provenance = provenance or ra.provenance
+
+    # everything computed: now write (each file atomically)
+    if output is not None:
+        datasets, attrs = {}, {}
+        for name, (curve, hb) in curves.items():
+            qk = "q" + _qkey(curve)
+            datasets[f"{name}/{qk}"] = _q(curve, curve.q)
+            attrs[f"{name}/{qk}"] = {"units": "1/nm" if curve.q_unit == "1/m" else "1/pixel"}
+            datasets[f"{name}/nyquist_fraction"] = curve.nyquist_fraction
+            datasets[f"{name}/{name.split('_')[0]}"] = curve.value
+            datasets[f"{name}/count"] = curve.count
+            if hb is not None:
+                datasets[f"{name}/half_bit"] = hb
+        first = next(iter(curves))
+        step = io.make_step(c.command_line(), {"data": data, "half_sets": list(half_sets or []),
+                                               "split_runs": list(split_runs or [])}, inputs)
+        sig = f"{first}/{first.split('_')[0]}"
+        io.write_results(output, datasets, step, attrs=attrs, signal=sig, provenance=provenance)
+        if output != "-":
+            _write_text(io, _text_path(output), curves)
+    if plot is not None:
+        _plot(io, plot, curves, report)
+    if json_report:
+        c.report(True, "cxdi.resolve-prt/1", output=output, plot=plot, **report)
+        return
+    for name, r in report.items():
+        if name == "prtf":
+            c.say(f"PRTF (1/e): {_fmt(r)}")
+        else:
+            for k, t in r["thresholds"].items():
+                c.say(f"{'FRC' if name == 'frc' else 'FRC of split runs'} ({k}): {_fmt(t)}")
+            if name == "frc_runs":
+                c.say("  (split of the runs of one data set: reproducibility, not resolution)")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_object(rec: Any, name: str) -> tuple[Any, Any]:
+    """The object of an average file; for a file of several runs, the average of its usable runs."""
+    if len(rec.runs) == 1:
+        return rec.runs[0].obj, None
+    from cxdi_cli import average as avg_lib  # noqa: PLC0415
+
+    order, _, _ = avg_lib.rank_runs([r.metrics for r in rec.runs])
+    if not order:
+        order = list(range(len(rec.runs)))
+    c.say(f"{name}: {len(rec.runs)} runs; aligning and averaging {len(order)} of them")
+    res = avg_lib.average_objects([rec.runs[i].obj for i in order], [rec.runs[i].support for i in order])
+    return res.average, res.run_intensity
+
+
+def _split_runs(io: Any, names: List[str]) -> tuple[Any, Any, Any]:
+    """Average the even- and odd-ranked runs of run files separately, the second aligned to the first."""
+    from cxdi_cli import average as avg_lib  # noqa: PLC0415
+    from cxdi_cli.model import DataError  # noqa: PLC0415
+
+    recs = [io.read_reconstruction(n) for n in names]
+    runs = [(n, r) for n, rec in zip(names, recs) for r in rec.runs]
+    avg_lib.check_compatible([(n, r.obj.shape, rec.pixel_size, rec.geometry)
+                              for n, rec in zip(names, recs) for r in rec.runs])
+    order, _, _ = avg_lib.rank_runs([r.metrics for _, r in runs])
+    if len(order) < 2:
+        raise DataError(f"{names[0]}: --split-runs needs at least 2 usable runs, found {len(order)}")
+    even = [runs[i][1].obj for i in order[0::2]]
+    odd = [runs[i][1].obj for i in order[1::2]]
+    a = avg_lib.average_objects(even).average
+    b = avg_lib.average_objects(odd).average
+    return recs[0], a, b
+
+
+def _optional_array(io: Any, name: str, path: str, shape: tuple[int, ...]) -> Any:
+    from cxdi_cli.model import CxdiError  # noqa: PLC0415
+
+    base = name.split("::")[0]
+    try:
+        arr = io.read_array(f"{base}::{path}")
+    except CxdiError:
+        return None
+    return arr if arr.shape == shape else None
+
+
+def _q_from_pixel(pixel: Any, shape: tuple[int, ...]) -> Any:
+    """q pitch 1/(N p) per axis from the real-space pixel, or None (pixel units)."""
+    if pixel is None or len(pixel) != len(shape):
+        return None
+    return tuple(1.0 / (n * p) for n, p in zip(shape, pixel))
+
+
+def _qkey(curve: Any) -> str:
+    return "_nm-1" if curve.q_unit == "1/m" else "_px-1"
+
+
+def _q(curve: Any, q: Any) -> Any:
+    """q in nm^-1 when the curve is in 1/m, else unchanged (cycles per pixel)."""
+    return q * 1e-9 if curve.q_unit == "1/m" else q
+
+
+def _res(r: dict[str, Any], curve: Any) -> dict[str, Any]:
+    if curve.q_unit == "1/m":
+        return {"q_nm-1": r["q"] * 1e-9, "resolution_nm": r["d"] * 1e9, "nyquist_fraction": r["nyquist_fraction"],
+                "reached_nyquist": r["reached_nyquist"]}
+    return {"q_px-1": r["q"], "resolution_px": r["d"], "nyquist_fraction": r["nyquist_fraction"],
+            "reached_nyquist": r["reached_nyquist"]}
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    limit = " (curve above the threshold up to Nyquist: a bound)" if r["reached_nyquist"] else ""
+    if "resolution_nm" in r:
+        return (f"{r['resolution_nm']:.2f} nm half-period at q = {r['q_nm-1']:.4g} nm^-1, "
+                f"{r['nyquist_fraction']:.2f} of Nyquist{limit}")
+    return f"{r['resolution_px']:.2f} pixels half-period, {r['nyquist_fraction']:.2f} of Nyquist{limit}"
+
+
+def _text_path(output: str) -> str:
+    from pathlib import Path  # noqa: PLC0415
+
+    return str(Path(output).with_suffix(".txt"))
+
+
+def _write_text(io: Any, dest: str, curves: dict[str, Any]) -> None:
+    """Columns per curve (q, Nyquist fraction, value, count[, half-bit]), NaN-padded to equal length."""
+    import numpy as np  # noqa: PLC0415
+
+    cols, names = [], []
+    for name, (curve, hb) in curves.items():
+        unit = "nm-1" if curve.q_unit == "1/m" else "px-1"
+        block = [(f"{name}_q_{unit}", _q(curve, curve.q)), (f"{name}_nyquist_fraction", curve.nyquist_fraction),
+                 (name, curve.value), (f"{name}_count", curve.count)]
+        if hb is not None:
+            block.append((f"{name}_half_bit", hb))
+        for n, v in block:
+            names.append(n)
+            cols.append(np.asarray(v, dtype=np.float64))
+    rows = max(len(v) for v in cols)
+    table = np.full((rows, len(cols)), np.nan)
+    for j, v in enumerate(cols):
+        table[: len(v), j] = v
+    with io.atomic_output(dest, ".txt") as tmp:
+        np.savetxt(tmp, table, fmt="%.6g", header=" ".join(names), comments="# ")
+
+
+def _plot(io: Any, dest: str, curves: dict[str, Any], report: dict[str, Any]) -> None:
+    """One panel per curve, thresholds as lines, crossings marked."""
+    import math  # noqa: PLC0415
+
+    import matplotlib  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(len(curves), 1, figsize=(6.4, 3.6 * len(curves)), squeeze=False)
+    for ax, (name, (curve, hb)) in zip(axes[:, 0], curves.items()):
+        q = _q(curve, curve.q)
+        xlabel = "q (nm$^{-1}$)" if curve.q_unit == "1/m" else "q (1/pixel)"
+        ax.plot(q, curve.value, "k.-", lw=1, ms=3, label=name.upper().replace("_", " "))
+        if name == "prtf":
+            ax.axhline(1 / math.e, color="tab:red", ls="--", lw=1, label="1/e")
+            marks = {"1/e": (report["prtf"], "tab:red")}
+        else:
+            ax.axhline(0.5, color="tab:red", ls="--", lw=1, label="0.5")
+            ax.axhline(1 / 7, color="tab:blue", ls="--", lw=1, label="1/7")
+            ax.plot(q, hb, color="tab:green", ls=":", lw=1.2, label="half-bit")
+            th = report[name]["thresholds"]
+            marks = {"0.5": (th["0.5"], "tab:red"), "1/7": (th["1/7"], "tab:blue"),
+                     "half-bit": (th["half-bit"], "tab:green")}
+        for _, (r, colour) in marks.items():
+            qc = r.get("q_nm-1", r.get("q_px-1"))
+            if not r["reached_nyquist"]:
+                ax.axvline(qc, color=colour, lw=0.8, alpha=0.7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name.split("_")[0].upper())
+        finite = curve.value[np.isfinite(curve.value)]
+        top = float(min(max(1.1, finite.max() * 1.05 if finite.size else 1.1), 3.0))
+        ax.set_ylim(-0.1, top)
+        ax.set_xlim(0, q[-1])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+        sec = ax.secondary_xaxis("top", functions=(lambda x, s=q[-1]: x / s, lambda f, s=q[-1]: f * s))
+        sec.set_xlabel("fraction of Nyquist")
+    fig.tight_layout()
+    with io.atomic_output(dest, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,177 @@
+"""PRTF and FRC/FSC: exact objects give 1, independent noise gives ~0, known blurs cross where they
+must; the resolve-prt command."""
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from cxdi_cli import align, fft, io, prtf
+from cxdi_cli.model import Geometry, Pattern, Reconstruction, Run
+
+from test_align import blob
+
+WL, DIST, PIX = 1.5e-10, 5.0, 55e-6   # dq = p / (lambda D) = 7.33e4 1/m per pixel
+
+
+def test_radial_index_rings():
+    idx, q, frac, unit = prtf.radial_index((64, 64), (2.0, 2.0))
+    assert unit == "1/m" and len(q) == 33 and q[-1] == 64.0 and frac[-1] == 1.0
+    assert idx[32, 32] == 0 and idx[32, 40] == 8 and idx[0, 0] == -1  # corner beyond Nyquist
+    idx, q, frac, unit = prtf.radial_index((16, 20, 24))
+    assert unit == "1/pixel" and len(q) == 9 and abs(frac[-1] - 1) < 1e-12
+
+
+def test_prtf_exact_object_is_one():
+    obj = blob(seed=1)
+    intensity = np.abs(fft.cfftn(obj.astype(np.complex128), norm="ortho")) ** 2 * 1e4
+    measured = np.ones(obj.shape, bool)
+    measured[28:37, 28:37] = False                       # a beamstop
+    curve, info = prtf.prtf(obj, intensity, measured, q_step=(7.3e4, 7.3e4))
+    finite = np.isfinite(curve.value)
+    np.testing.assert_allclose(curve.value[finite], 1.0, atol=1e-6)
+    assert not finite[0] and finite[10:].all()          # the beamstop rings have no data
+    assert info["scale_from"] == "fit" and info["scale"] == pytest.approx(100, rel=1e-6)
+    # the runs' own intensity gives the same scale
+    curve2, info2 = prtf.prtf(obj, intensity, measured, q_step=(7.3e4, 7.3e4),
+                              run_intensity=intensity / 1e4)
+    assert info2["scale_from"] == "runs"
+    np.testing.assert_allclose(curve2.value[finite], 1.0, atol=1e-6)
+    r = prtf.resolution(curve, prtf.PRTF_THRESHOLD)
+    assert r["reached_nyquist"] and r["nyquist_fraction"] == pytest.approx(1.0)
+
+
+def test_prtf_gaussian_decoherence_crosses_1_over_e_where_expected():
+    """Runs that disagree at high q by a random phase of spread sigma(q) = q / q0 lose |<F>| as
+    exp(-sigma^2 / 2); the PRTF must cross 1/e at sigma^2 = 2, i.e. q = sqrt(2) q0."""
+    rng = np.random.default_rng(3)
+    obj = blob(seed=2)
+    f = fft.cfftn(obj.astype(np.complex128), norm="ortho")
+    idx, q, _, _ = prtf.radial_index(obj.shape)
+    qpix = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(n) - n // 2 for n in obj.shape], indexing="ij")))
+    q0 = 12.0                                            # pixels
+    runs = [f * np.exp(1j * rng.normal(size=f.shape) * qpix / q0) for _ in range(200)]
+    mean_f = np.mean(runs, axis=0)
+    avg = fft.icfftn(mean_f, norm="ortho")
+    power = np.mean([np.abs(r) ** 2 for r in runs], axis=0)
+    curve, _ = prtf.prtf(avg, np.abs(f) ** 2, np.ones(obj.shape, bool), run_intensity=power)
+    qc = prtf.crossing(curve, prtf.PRTF_THRESHOLD) * 64      # back to pixels
+    assert qc == pytest.approx(math.sqrt(2) * q0, rel=0.08)
+
+
+def test_frc_identical_and_independent():
+    obj = blob(seed=4)
+    same = prtf.frc(obj, obj)
+    np.testing.assert_allclose(same.value[np.isfinite(same.value)], 1.0, atol=1e-9)
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(64, 64)) + 1j * rng.normal(size=(64, 64))
+    b = rng.normal(size=(64, 64)) + 1j * rng.normal(size=(64, 64))
+    noise = prtf.frc(a, b)
+    v, n = noise.value[2:], noise.count[2:]
+    assert np.all(np.abs(v) < 4.5 / np.sqrt(n))          # 0 +- 1/sqrt(n) per ring
+    assert abs(np.mean(v)) < 0.03
+    # 3D shells
+    vol = blob((16, 16, 16), seed=6, radius=0.35)
+    fsc = prtf.frc(vol, vol * np.exp(0.3j))
+    assert np.nanmin(fsc.value) > 0.95                   # a global phase is not removed by FSC: cos 0.3
+
+
+def test_frc_noise_crossing_matches_snr():
+    """Signal S plus independent noise in each half: FRC = SNR / (1 + SNR) per ring; with a power
+    spectrum falling as 1/q^2 the 0.5 crossing sits where the signal power equals the noise power."""
+    rng = np.random.default_rng(7)
+    shape = (128, 128)
+    kq = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")))
+    amp = 1.0 / np.maximum(kq, 1.0)                      # |S(q)| ~ 1/q
+    sig = fft.icfftn(amp * np.exp(2j * np.pi * rng.random(shape)), norm="ortho")
+    sigma = 1.0 / 30.0                                   # noise amplitude per Fourier pixel: crossing at q = 30
+    halves = [sig + sigma * (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2) for _ in range(2)]
+    curve = prtf.frc(*halves)
+    q05 = prtf.crossing(curve, 0.5) * 128
+    assert q05 == pytest.approx(30, rel=0.1)
+    qhb = prtf.crossing(curve, prtf.half_bit(curve.count)) * 128
+    q17 = prtf.crossing(curve, 1 / 7) * 128
+    assert q05 < qhb and q05 < q17                       # the lenient thresholds lie further out
+
+
+def test_half_bit_limits():
+    assert prtf.half_bit(np.array([1]))[0] == pytest.approx(1.0, abs=1e-3)
+    assert prtf.half_bit(np.array([1e12]))[0] == pytest.approx(0.2071 / 1.2071, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def write_pattern(path, intensity, measured=None, geometry=True):
+    mask = np.zeros(intensity.shape, np.uint32) if measured is None else np.where(measured, 0, 16).astype(np.uint32)
+    geo = Geometry(wavelength=WL, distance=DIST, pixel=(PIX, PIX)) if geometry else Geometry()
+    io.write_pattern(str(path), Pattern(intensity=intensity.astype(np.float32), mask=mask, geometry=geo),
+                     io.make_step("test", {}, []))
+
+
+def write_avg(path, obj, pixel=None):
+    rec = Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0)], pixel_size=pixel,
+                         geometry=Geometry(wavelength=WL, distance=DIST, pixel=(PIX, PIX)))
+    io.write_reconstruction(str(path), rec, io.make_step("test", {}, []))
+
+
+def test_cli_resolve_prt_prtf(cli, tmp_path):
+    obj = blob(seed=8)
+    inten = np.abs(fft.cfftn(obj.astype(np.complex128), norm="ortho")) ** 2 * 1e3
+    data, avg, out, png = tmp_path / "d.cxi", tmp_path / "avg.cxi", tmp_path / "prtf.h5", tmp_path / "prtf.png"
+    write_pattern(data, inten)
+    write_avg(avg, obj)
+    r = cli("resolve-prt", avg, "--data", data, "-o", out, "--plot", png, "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["schema"] == "cxdi.resolve-prt/1"
+    dq = PIX / (WL * DIST)
+    nyq_nm = 32 * dq * 1e-9
+    p = rep["prtf"]
+    assert p["reached_nyquist"] and p["q_nm-1"] == pytest.approx(nyq_nm, rel=1e-6)
+    assert p["resolution_nm"] == pytest.approx(WL * DIST / (64 * PIX) * 1e9, rel=1e-6)  # one pixel
+    with h5py.File(out) as f:
+        q = f["/entry_1/prtf/q_nm-1"][()]
+        v = f["/entry_1/prtf/prtf"][()]
+    assert q[1] == pytest.approx(dq * 1e-9) and np.nanmax(np.abs(v[1:] - 1)) < 1e-5
+    txt = np.loadtxt(out.with_suffix(".txt"))
+    assert txt.shape == (33, 4)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_resolve_prt_half_sets_and_errors(cli, tmp_path):
+    rng = np.random.default_rng(9)
+    obj = blob(seed=10).astype(np.complex128)
+    noise = lambda: 0.02 * (rng.normal(size=obj.shape) + 1j * rng.normal(size=obj.shape))  # noqa: E731
+    a, b = tmp_path / "a.cxi", tmp_path / "b.cxi"
+    write_avg(a, (obj + noise()).astype(np.complex64), pixel=(10e-9, 10e-9))
+    write_avg(b, (align.fourier_shift(align.twin_image(obj), (1.5, -2.25)) * np.exp(1j) + noise()).astype(np.complex64),
+              pixel=(10e-9, 10e-9))
+    out = tmp_path / "frc.h5"
+    r = cli("resolve-prt", "--half-sets", a, b, "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    frc = rep["frc"]
+    assert frc["alignment"]["twin"] is True
+    assert set(frc["thresholds"]) == {"0.5", "1/7", "half-bit"}
+    # q from the pixel size: Nyquist = 1 / (2 * 10 nm) = 0.05 nm^-1
+    assert frc["nyquist_nm-1"] == pytest.approx(0.05, rel=1e-6)
+    t05 = frc["thresholds"]["0.5"]
+    assert 0.1 < t05["nyquist_fraction"] <= 1.0
+    assert t05["resolution_nm"] == pytest.approx(1 / (2 * t05["q_nm-1"]), rel=1e-6)
+    assert out.exists() and out.with_suffix(".txt").exists()
+    # errors: different shapes -> 1, nothing written
+    c = tmp_path / "c.cxi"
+    write_avg(c, blob((48, 48), seed=1), pixel=(10e-9, 10e-9))
+    out2 = tmp_path / "bad.h5"
+    r = cli("resolve-prt", "--half-sets", a, c, "-o", out2)
+    assert r.exit_code == 1 and "c.cxi" in r.stderr and not out2.exists()
+    data = tmp_path / "d.cxi"
+    write_pattern(data, np.ones((48, 48)))
+    r = cli("resolve-prt", a, "--data", data, "-o", out2)
+    assert r.exit_code == 1 and "shape" in r.stderr and not out2.exists()
+    assert not out2.with_suffix(".txt").exists()
+    # usage: nothing to do
+    r = cli("resolve-prt", a, "-o", out2)
+    assert r.exit_code == 2
