@@ -10,7 +10,8 @@ Conventions of the pictures:
   mask bit other than the informational ones) are drawn in pure magenta `MASK_RGB` = (255, 0, 255),
   a colour viridis never takes. Axes are q = 2 sin(θ)/λ in nm⁻¹ (linear pitch p/(λD), or the stored
   voxel pitch of an assembled volume); pixel indices when the file has no geometry. q = 0 sits at
-  index n // 2 (DESIGN §3); lab y points up (origin at the bottom).
+  index n // 2 (DESIGN §3), or on the stored beam centre of a full-detector 2D pattern; lab y points
+  up (origin at the bottom).
 - Reconstructions: phase as hue (phase 0 red, ±π cyan) and amplitude as brightness (HSV); the
   global phase, undefined in phase retrieval, is removed (amplitude-weighted mean phase inside the
   support set to 0). The scale bar uses the real-space pixel of the file (or λD/(N p) from its
@@ -247,12 +248,15 @@ def _intensity_panel(data: np.ndarray, masked: np.ndarray, scale: ColourScale, l
     return Panel(rgb=rgb, brightness=frac, masked=masked.copy(), scale=scale)
 
 
-def _q_extent(n_v: int, n_h: int, dq_v: float | None, dq_h: float | None) -> tuple[float, float, float, float] | None:
+def _q_extent(n_v: int, n_h: int, dq_v: float | None, dq_h: float | None,
+              centre: tuple[float, float] | None = None) -> tuple[float, float, float, float] | None:
+    """Pixel-edge extent in nm⁻¹ with q = 0 at `centre` (row, col), by default at index n // 2."""
     if dq_v is None or dq_h is None:
         return None
+    cv, ch = centre if centre is not None else (n_v // 2, n_h // 2)
     to_nm = 1e-9  # 1/m -> 1/nm
-    return ((-(n_h // 2) - 0.5) * dq_h * to_nm, (n_h - 1 - n_h // 2 + 0.5) * dq_h * to_nm,
-            (-(n_v // 2) - 0.5) * dq_v * to_nm, (n_v - 1 - n_v // 2 + 0.5) * dq_v * to_nm)
+    return ((-ch - 0.5) * dq_h * to_nm, (n_h - 1 - ch + 0.5) * dq_h * to_nm,
+            (-cv - 0.5) * dq_v * to_nm, (n_v - 1 - cv + 0.5) * dq_v * to_nm)
 
 
 def pattern_picture(pattern: Pattern, *, log: bool = True, slice_spec: str | None = None,
@@ -285,7 +289,10 @@ def pattern_picture(pattern: Pattern, *, log: bool = True, slice_spec: str | Non
     for plane, pmask, ptitle, (av, ah) in planes:
         panel = _intensity_panel(plane, pmask, scale, log)
         # array row 0 is the lowest q: keep it at the bottom (origin lower)
-        ext = _q_extent(plane.shape[0], plane.shape[1], dq[av] if dq else None, dq[ah] if dq else None)
+        centre = None
+        if data.ndim == 2 and pattern.geometry.centre is not None and len(pattern.geometry.centre) == 2:
+            centre = tuple(float(c) for c in pattern.geometry.centre)  # a full detector: q = 0 on the beam
+        ext = _q_extent(plane.shape[0], plane.shape[1], dq[av] if dq else None, dq[ah] if dq else None, centre)
         panel.title = ptitle
         panel.extent = ext
         if data.ndim == 2:

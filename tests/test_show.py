@@ -281,6 +281,26 @@ def test_png_to_stdout(files, cli):
     assert r.stdout_bytes.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_full_detector_pattern_q_zero_on_beam_centre(tmp_path):
+    data = np.ones((40, 50), np.float32)
+    geom = Geometry(wavelength=GEOM.wavelength, distance=GEOM.distance, pixel=GEOM.pixel, centre=(30.0, 12.5))
+    io.write_pattern(str(tmp_path / "full.cxi"), Pattern(intensity=data, mask=np.zeros((40, 50), np.uint32),
+                                                         geometry=geom), io.make_step("test"))
+    x0, x1, y0, y1 = render.load_picture(str(tmp_path / "full.cxi")).panels[0].extent
+    dq_nm = GEOM.pixel[1] / (GEOM.wavelength * GEOM.distance) * 1e-9
+    # q = 0 in the middle of pixel (30, 12.5): the extent starts 12.5 + 1/2 pixels left of it, 30.5 below
+    assert x0 == pytest.approx(-13.0 * dq_nm) and x1 == pytest.approx(37.0 * dq_nm)
+    assert y0 == pytest.approx(-30.5 * dq_nm) and y1 == pytest.approx(9.5 * dq_nm)
+
+
+def test_stdin_input(files, cli, monkeypatch):
+    monkeypatch.setattr(io.paths, "_STDIN_CACHE", {})  # stdin is spooled once per process; start afresh
+    data = (files / "avg.cxi").read_bytes()
+    r = cli("show", "-", "--terminal", "--width", 40, input=data)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("stdin") and all(len(ln) == 40 for ln in r.stdout.splitlines())
+
+
 def test_errors_and_no_partial_output(files, cli, tmp_path):
     out = tmp_path / "bad.png"
     r = cli("show", files / "bad.cxi", "-o", out)
