@@ -767,7 +767,7 @@ def render_figure(pic: Picture, *, width: int | None = None, dpi: float = 100.0)
     if pic.panels:
         bars: dict[str, tuple[ColourScale, list]] = {}
         for ax, panel in zip(flat, pic.panels):
-            _draw_panel(ax, panel, small)
+            _draw_panel(ax, _fit_panel(panel, panel_w * 0.9), small)
             if panel.scale is not None:
                 bars.setdefault(panel.scale.key or panel.scale.label, (panel.scale, []))[1].append(ax)
         for scale, axs in bars.values():
@@ -790,6 +790,42 @@ def render_figure(pic: Picture, *, width: int | None = None, dpi: float = 100.0)
     if head:
         fig.suptitle(head, fontsize=small * 1.05)
     return fig
+
+
+def resample(arr: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Area-average `arr` (h, w[, c]) onto an (out_h, out_w) grid; repeats pixels when enlarging."""
+    a = np.asarray(arr, np.float64)
+
+    def bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+        starts = (np.arange(n_out) * n_in) // n_out
+        return starts, np.maximum(np.append(starts[1:], n_in) - starts, 1)
+
+    rs, rc = bins(a.shape[0], out_h)
+    cs, cc = bins(a.shape[1], out_w)
+    rows = np.add.reduceat(a, rs, axis=0) / rc.reshape((-1,) + (1,) * (a.ndim - 1))
+    return np.add.reduceat(rows, cs, axis=1) / cc.reshape((1, -1) + (1,) * (a.ndim - 2))
+
+
+def _fit_panel(panel: Panel, width_px: float) -> Panel:
+    """A masked intensity panel wider than its room on screen, reduced by an integer factor so that no
+    masked pixel is lost: a reduced pixel is masked if any of its pixels is (a hot pixel stays one
+    visible dot), and shows the mean colour-scale value of its measured pixels. Others pass as they are."""
+    h, w = panel.rgb.shape[:2]
+    if panel.masked is None or panel.brightness is None or panel.scale is None or width_px <= 0:
+        return panel
+    k = int(math.ceil(w / width_px))
+    if k < 2:
+        return panel
+    oh, ow = -(-h // k), -(-w // k)
+    good = (~panel.masked).astype(float)
+    num = resample(np.asarray(panel.brightness, float) * good, oh, ow)
+    den = resample(good, oh, ow)
+    frac = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    masked = resample(panel.masked.astype(float), oh, ow) > 0
+    rgb = _cmap_rgb(frac, panel.scale.cmap)
+    rgb[masked] = np.asarray(MASK_RGB, float) / 255.0
+    return dataclasses.replace(panel, rgb=rgb, brightness=frac, masked=masked,
+                               pixel_aspect=panel.pixel_aspect * (h / oh) / (w / ow))
 
 
 def _draw_panel(ax, panel: Panel, fontsize: float) -> None:

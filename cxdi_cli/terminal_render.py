@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from cxdi_cli.model import UsageError
-from cxdi_cli.render import MASK_RGB, CurveSet, Panel, Picture
+from cxdi_cli.render import MASK_RGB, CurveSet, Panel, Picture, resample
 
 RAMP = " .:-=+*#%@"
 MASK_CHAR = "X"
@@ -39,22 +39,6 @@ def terminal_mode(env: Mapping[str, str], isatty: bool) -> str:
     if env.get("COLORTERM", "").lower() in ("truecolor", "24bit"):
         return "truecolor"
     return "256"
-
-
-def _bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    starts = (np.arange(n_out) * n_in) // n_out
-    ends = np.append(starts[1:], n_in)
-    counts = np.maximum(ends - starts, 1)
-    return starts, counts
-
-
-def resample(arr: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Area-average `arr` (h, w[, c]) onto an (out_h, out_w) grid; repeats pixels when enlarging."""
-    a = np.asarray(arr, np.float64)
-    rs, rc = _bins(a.shape[0], out_h)
-    cs, cc = _bins(a.shape[1], out_w)
-    rows = np.add.reduceat(a, rs, axis=0) / rc.reshape((-1,) + (1,) * (a.ndim - 1))
-    return np.add.reduceat(rows, cs, axis=1) / cc.reshape((1, -1) + (1,) * (a.ndim - 2))
 
 
 def _rgb256(rgb: np.ndarray) -> np.ndarray:

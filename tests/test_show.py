@@ -102,6 +102,29 @@ def test_pattern_png_size_and_mask_pixels_exactly_in_mask_colour(files, tmp_path
     assert near[ii, jj].all()
 
 
+def test_every_hot_pixel_visible_when_the_picture_is_smaller_than_the_data(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 600
+    data = rng.poisson(20.0, size=(n, n)).astype(np.float32)
+    mask = np.zeros((n, n), np.uint32)
+    hot = [(37, 411), (123, 58), (300, 300), (451, 500), (590, 7)]
+    for i, j in hot:
+        mask[i, j] = MASK_BITS["hot"]
+    io.write_pattern(str(tmp_path / "big.cxi"), Pattern(intensity=data, mask=mask, geometry=GEOM), io.make_step("t"))
+    pic = render.load_picture(str(tmp_path / "big.cxi"))
+    fig = render.render_figure(pic, width=420)
+    render.save_png(fig, str(tmp_path / "big.png"))
+    img = _png(tmp_path / "big.png")
+    magenta = (img == MAGENTA).all(axis=-1)
+    x0, x1, y0, y1 = pic.panels[0].extent
+    H = img.shape[0]
+    for i, j in hot:  # a one-pixel hot pixel, 4x smaller than a screen pixel, still shows
+        dx, dy = fig.axes[0].transData.transform((x0 + (j + 0.5) / n * (x1 - x0), y0 + (i + 0.5) / n * (y1 - y0)))
+        r, c = int(H - dy), int(dx)
+        assert magenta[r - 2:r + 3, c - 2:c + 3].any(), (i, j)
+    assert magenta.sum() < 5 * 16  # and stays a dot, not a blob
+
+
 def test_pattern_q_axes_from_geometry(files):
     pic = render.load_picture(str(files / "p2.cxi"))
     dq_nm = GEOM.pixel[1] / (GEOM.wavelength * GEOM.distance) * 1e-9  # p/(λD), in nm⁻¹
