@@ -1,0 +1,453 @@
+"""Raw detector frames the way beamlines write them, read a block of frames at a time.
+
+Sources: LIMA HDF5 stacks (`/entry_0000/measurement/data`, `/entry_0000/instrument/*/data`),
+Eiger / NeXus master files (`/entry/data/data_000001`, ... external links, hdf5plugin filters),
+any `file.h5::/path` dataset, multi-page TIFF, lists / globs / folders of TIFF files, EDF and CBF
+(fabio). Several sources are concatenated into one stack of frames of equal shape.
+
+Memory is bounded by the block being read: nothing here loads a whole stack.
+
+    with open_frames(["raw.h5"]) as stack:
+        for start, block in stack.blocks(frames=slice(0, 100)):
+            ...                                  # block: (k, ny, nx) in the file's dtype
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from cxdi_cli.io.paths import local_input, sniff, split_url
+from cxdi_cli.model import DataError, InputError, UsageError
+
+#: Bytes of raw frames read per block (a few frames of a large detector; at least one frame).
+BLOCK_BYTES = 32 << 20
+
+#: Dataset names, under a detector group, that hold the detector's saturation level (counts).
+SATURATION_NAMES = ("saturation_value", "countrate_correction_count_cutoff", "saturation_level",
+                    "saturation", "saturation_adu")
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class _Part:
+    """One contiguous run of frames in one file: `n` frames of `shape`, read by `read(i0, i1)`."""
+
+    def __init__(self, name: str, n: int, shape: tuple[int, int], dtype: np.dtype,
+                 read: Callable[[int, int], np.ndarray], close: Callable[[], None] | None = None) -> None:
+        self.name, self.n, self.shape, self.dtype = name, n, shape, np.dtype(dtype)
+        self._read, self._close = read, close
+
+    def read(self, i0: int, i1: int) -> np.ndarray:
+        try:
+            out = np.asarray(self._read(i0, i1))
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{self.name}: cannot read frames {i0}..{i1 - 1} ({msg}); truncated or "
+                             "corrupt file?") from None
+        return out.reshape((i1 - i0,) + self.shape)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+
+class FrameStack:
+    """Frames of equal shape from one or more files, indexed as one stack. Use as a context manager."""
+
+    def __init__(self, parts: list[_Part], name: str, saturation: float | None = None) -> None:
+        if not parts:
+            raise InputError(f"{name}: no frames found")
+        shapes = {p.shape for p in parts}
+        if len(shapes) > 1:
+            a = parts[0]
+            b = next(p for p in parts if p.shape != a.shape)
+            raise DataError(f"{name}: frames of different shapes: {a.name} has {a.shape[0]}x{a.shape[1]}, "
+                            f"{b.name} has {b.shape[0]}x{b.shape[1]}")
+        self.parts = parts
+        self.name = name
+        self.shape: tuple[int, int] = parts[0].shape
+        self.n_frames = sum(p.n for p in parts)
+        self.dtype = np.result_type(*[p.dtype for p in parts])
+        self.saturation = saturation
+        self._offsets = np.cumsum([0] + [p.n for p in parts])
+
+    # context manager -------------------------------------------------------------------------
+    def __enter__(self) -> "FrameStack":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(self.shape[0] * self.shape[1] * self.dtype.itemsize)
+
+    # reading ------------------------------------------------------------------------------
+    def read(self, i0: int, i1: int) -> np.ndarray:
+        """Frames i0..i1-1 of the whole stack as one (i1-i0, ny, nx) array (may span files)."""
+        chunks = []
+        for k, p in enumerate(self.parts):
+            lo, hi = int(self._offsets[k]), int(self._offsets[k + 1])
+            a, b = max(i0, lo), min(i1, hi)
+            if a < b:
+                chunks.append(p.read(a - lo, b - lo))
+        if not chunks:
+            return np.zeros((0,) + self.shape, self.dtype)
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def blocks(self, frames: slice | None = None, block: int | None = None
+               ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index of the first frame, block of frames) over the selected frames, in order.
+
+        `block` frames per read (default: as many as fit in BLOCK_BYTES, at least 1); blocks never
+        straddle a file boundary, so one read touches one file.
+        """
+        idx = range(self.n_frames)[frames] if frames is not None else range(self.n_frames)
+        if len(idx) == 0:
+            raise DataError(f"{self.name}: the frame selection is empty (the stack has {self.n_frames} frames)")
+        if block is None:
+            block = max(1, BLOCK_BYTES // max(1, self.frame_bytes))
+        if idx.step == 1:
+            i = idx.start
+            while i < idx.stop:
+                k = int(np.searchsorted(self._offsets, i, side="right")) - 1
+                j = min(idx.stop, i + block, int(self._offsets[k + 1]))
+                yield i, self.read(i, j)
+                i = j
+        else:
+            for i in idx:
+                yield i, self.read(i, i + 1)
+
+
+# --------------------------------------------------------------------------- frame selection
+
+
+def parse_frames(spec: str | None) -> slice | None:
+    """`A:B` (or `A:B:S`, `A:`, `:B`, a single index `K`) as a slice over frame indices."""
+    if spec is None or spec.strip() in ("", ":"):
+        return None
+    s = spec.strip()
+    try:
+        if ":" not in s:
+            k = int(s)
+            return slice(k, k + 1 if k != -1 else None)
+        items = [int(x) if x.strip() else None for x in s.split(":")]
+    except ValueError:
+        raise UsageError(f"--frames {spec!r}: expected A:B (frame indices, B excluded)") from None
+    if len(items) > 3:
+        raise UsageError(f"--frames {spec!r}: expected A:B or A:B:S")
+    if len(items) == 3 and items[2] is not None and items[2] <= 0:
+        raise UsageError(f"--frames {spec!r}: the step must be positive")
+    return slice(*items)
+
+
+# --------------------------------------------------------------------------- HDF5
+
+
+def _h5():
+    from cxdi_cli.io.cxi import _h5py  # noqa: PLC0415
+
+    return _h5py()
+
+
+def _stack_shape(ds, name: str, path: str) -> tuple[int, tuple[int, int]]:
+    if ds.ndim == 2:
+        return 1, (int(ds.shape[0]), int(ds.shape[1]))
+    if ds.ndim >= 3:
+        return int(np.prod(ds.shape[:-2])), (int(ds.shape[-2]), int(ds.shape[-1]))
+    raise DataError(f"{name}: {path} has shape {tuple(ds.shape)}; frames must be 2D (or a stack of 2D frames)")
+
+
+def frame_candidates(f) -> list[str]:
+    """Datasets of an open HDF5 file that could hold frames (numeric, 2D or more, not tiny)."""
+    from cxdi_cli.io.cxi import list_datasets  # noqa: PLC0415
+
+    out = []
+    for p in list_datasets(f, 2):
+        try:
+            shape = f[p].shape
+        except (KeyError, OSError):
+            continue
+        if shape[-1] >= 8 and shape[-2] >= 8:
+            out.append(p)
+    return out
+
+
+def find_frame_datasets(f, name: str) -> list[str]:
+    """Where the frames are in an open HDF5 file, by beamline conventions; one path, or several
+    (Eiger master files split a stack into data_000001, data_000002, ...).
+
+    Order: LIMA `/entry_0000/measurement/data`, then `/entry_*/instrument/*/data`; NeXus / Eiger
+    `/entry/data/data_NNNNNN`; the NeXus `default` chain; CXI detector data; else the only
+    candidate. Raises InputError listing the candidates when it cannot choose.
+    """
+    h5py = _h5()
+    from cxdi_cli.io.cxi import nexus_default  # noqa: PLC0415
+
+    def is_ds(p: str) -> bool:
+        try:
+            return isinstance(f.get(p), h5py.Dataset) and f[p].ndim >= 2
+        except (KeyError, OSError):
+            return False
+
+    entries = sorted(k for k in f if isinstance(f.get(k), h5py.Group))
+    for e in entries:
+        if is_ds(f"/{e}/measurement/data"):
+            return [f"/{e}/measurement/data"]
+    for e in entries:
+        inst = f.get(f"/{e}/instrument")
+        if isinstance(inst, h5py.Group):
+            found = [f"/{e}/instrument/{k}/data" for k in sorted(inst) if is_ds(f"/{e}/instrument/{k}/data")]
+            if len(found) == 1:
+                return found
+    # Eiger / NeXus master: /entry/data/data_000001 ... (external links; dangling ones are an error)
+    for e in entries:
+        g = f.get(f"/{e}/data")
+        if isinstance(g, h5py.Group):
+            keys = sorted(k for k in g if re.fullmatch(r"data_\d+", k))
+            if keys:
+                missing = []
+                for k in keys:
+                    try:
+                        g[k]
+                    except (KeyError, OSError):
+                        link = g.get(k, getlink=True)
+                        missing.append(getattr(link, "filename", k))
+                if missing:
+                    raise InputError(f"{name}: master file links to missing data file(s): "
+                                     f"{', '.join(str(m) for m in missing[:5])}")
+                return [f"/{e}/data/{k}" for k in keys if is_ds(f"/{e}/data/{k}")]
+            if is_ds(f"/{e}/data/data"):
+                return [f"/{e}/data/data"]
+    default = nexus_default(f)
+    if default and is_ds(default):
+        return [default]
+    for p in ("/entry_1/instrument_1/detector_1/data", "/entry_1/data_1/data"):
+        if is_ds(p):
+            return [p]
+    cands = frame_candidates(f)
+    if len(cands) == 1:
+        return cands
+    raise InputError(f"{name}: cannot tell which dataset holds the frames; name it as {name}::/path "
+                     f"(candidates: {', '.join(cands[:12]) or 'no 2D or 3D datasets'})")
+
+
+def _saturation_in(f, path: str) -> float | None:
+    """A saturation level stored near the frames (detector group, detectorSpecific), or None."""
+    h5py = _h5()
+    parts = path.strip("/").split("/")
+    groups = []
+    for k in range(len(parts) - 1, 0, -1):
+        groups.append("/" + "/".join(parts[:k]))
+    e = "/" + parts[0]
+    inst = f.get(f"{e}/instrument")
+    if isinstance(inst, h5py.Group):
+        for k in inst:
+            groups.append(f"{e}/instrument/{k}")
+            groups.append(f"{e}/instrument/{k}/detectorSpecific")
+            groups.append(f"{e}/instrument/{k}/detector_information")
+    for g in groups:
+        for n in SATURATION_NAMES:
+            p = f"{g}/{n}"
+            try:
+                obj = f.get(p)
+                if isinstance(obj, h5py.Dataset) and obj.size == 1 and obj.dtype.kind in "iuf":
+                    v = float(np.asarray(obj[()]).ravel()[0])
+                    if v > 0:
+                        return v
+            except (OSError, TypeError, ValueError):
+                continue
+    return None
+
+
+def _hdf5_parts(spec: str) -> tuple[list[_Part], float | None]:
+    from cxdi_cli.io.cxi import _get_dataset, open_h5  # noqa: PLC0415
+
+    name, dset = split_url(spec)
+    f = open_h5(name)
+    try:
+        h5py = _h5()
+        if dset is not None:
+            obj = f.get(dset)
+            if isinstance(obj, h5py.Group):
+                paths = find_frame_datasets(obj, f"{name}::{dset}")
+                paths = [dset.rstrip("/") + p for p in paths]
+            else:
+                _get_dataset(f, dset, name)  # one-line error listing what the file holds
+                paths = [dset]
+        else:
+            paths = find_frame_datasets(f, name)
+        saturation = _saturation_in(f, paths[0])
+        parts: list[_Part] = []
+        for k, p in enumerate(paths):
+            ds = f[p]
+            if ds.dtype.kind not in "biuf":
+                raise DataError(f"{name}: {p} holds {ds.dtype} values, not detector counts")
+            n, shape = _stack_shape(ds, name, p)
+            ds2d = ds.ndim == 2
+            flat = ds.ndim > 3
+
+            def read(i0: int, i1: int, ds=ds, ds2d=ds2d, flat=flat) -> np.ndarray:
+                if ds2d:
+                    return ds[()][None]
+                if flat:
+                    return ds[()].reshape((-1,) + ds.shape[-2:])[i0:i1]
+                return ds[i0:i1]
+
+            close = f.close if k == len(paths) - 1 else None
+            parts.append(_Part(f"{name}::{p}", n, shape, ds.dtype, read, close))
+        return parts, saturation
+    except BaseException:
+        f.close()
+        raise
+
+
+# --------------------------------------------------------------------------- TIFF, EDF, CBF
+
+
+def _tiff_part(path: str, name: str) -> _Part:
+    import tifffile  # noqa: PLC0415
+
+    try:
+        tf = tifffile.TiffFile(path)
+        series = tf.series[0]
+        shape = tuple(int(s) for s in series.shape)
+        dtype = np.dtype(series.dtype)
+        offset = series.dataoffset
+        npages = len(tf.pages)
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputError(f"{name}: cannot read TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if len(shape) < 2:
+        tf.close()
+        raise DataError(f"{name}: TIFF holds shape {shape}; frames must be 2D")
+    n = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fshape = (shape[-2], shape[-1])
+    if offset is not None and os.path.getsize(path) < offset + n * fshape[0] * fshape[1] * dtype.itemsize:
+        tf.close()
+        raise InputError(f"{name}: TIFF file is truncated")
+
+    def read(i0: int, i1: int) -> np.ndarray:
+        if offset is not None:  # contiguous, uncompressed: map only the frames asked for
+            mm = np.memmap(path, dtype=series.dtype.newbyteorder(tf.byteorder) if dtype.itemsize > 1 else dtype,
+                           mode="r", offset=offset, shape=(n,) + fshape)
+            return np.array(mm[i0:i1], dtype=dtype)
+        if npages == n:
+            return np.stack([tf.pages[i].asarray() for i in range(i0, i1)])
+        return series.asarray().reshape((n,) + fshape)[i0:i1]  # unusual layout: whole series
+
+    return _Part(name, n, fshape, dtype, read, tf.close)
+
+
+def _fabio_part(path: str, name: str, kind: str) -> _Part:
+    try:
+        import fabio  # noqa: PLC0415
+
+        img = fabio.open(path)
+        n = int(getattr(img, "nframes", 1) or 1)
+        first = np.asarray(img.data)
+    except Exception as exc:
+        raise InputError(f"{name}: cannot read {kind.upper()} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if first.ndim != 2:
+        raise DataError(f"{name}: {kind.upper()} image has shape {first.shape}; frames must be 2D")
+
+    def read(i0: int, i1: int) -> np.ndarray:
+        if n == 1:
+            return first[None]
+        return np.stack([np.asarray(img.getframe(i).data) for i in range(i0, i1)])
+
+    return _Part(name, n, (int(first.shape[0]), int(first.shape[1])), first.dtype, read, None)
+
+
+def _npy_part(path: str, name: str) -> _Part:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{name}: cannot read .npy ({exc})") from None
+    if arr.ndim < 2:
+        raise DataError(f"{name}: array of shape {arr.shape}; frames must be 2D")
+    arr3 = arr.reshape((-1,) + arr.shape[-2:])
+    return _Part(name, arr3.shape[0], (arr.shape[-2], arr.shape[-1]), arr.dtype,
+                 lambda i0, i1: np.array(arr3[i0:i1]))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def expand_specs(specs: str | Sequence[str]) -> list[str]:
+    """Expand globs and folders (their TIFF/EDF/CBF/HDF5 files, sorted) into a list of file specs."""
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [str(specs)]
+    out: list[str] = []
+    for spec in specs:
+        spec = str(spec)
+        name, dset = split_url(spec)
+        if name != "-" and os.path.isdir(name):
+            files = sorted(os.path.join(name, x) for x in os.listdir(name)
+                           if x.lower().endswith((".tif", ".tiff", ".edf", ".cbf", ".h5", ".hdf5", ".nxs", ".npy")))
+            if not files:
+                raise InputError(f"{name}: folder holds no TIFF, EDF, CBF or HDF5 files")
+            out.extend(files)
+        elif name != "-" and _GLOB_CHARS.search(name) and not os.path.exists(name):
+            files = sorted(glob.glob(name))
+            if not files:
+                raise InputError(f"{name}: no file matches this pattern")
+            out.extend(f + (f"::{dset}" if dset else "") for f in files)
+        else:
+            out.append(spec)
+    return out
+
+
+def open_frames(specs: str | Sequence[str], saturation: float | None = None) -> FrameStack:
+    """Open raw frames from one or more specs (files, `file.h5::/path`, globs, folders) as one stack.
+
+    `saturation` overrides the level found in the files; otherwise the stack's `saturation` is the
+    level stored in an HDF5 file (Eiger `countrate_correction_count_cutoff` and the like) or None.
+    """
+    files = expand_specs(specs)
+    parts: list[_Part] = []
+    found: float | None = None
+    try:
+        for spec in files:
+            name, dset = split_url(spec)
+            path = local_input(name)
+            kind = sniff(path)
+            if kind == "hdf5":
+                ps, sat = _hdf5_parts(spec)
+                parts.extend(ps)
+                found = found if found is not None else sat
+            elif dset is not None:
+                raise InputError(f"{name}: '::{dset}' addresses a dataset, but this is not an HDF5 file")
+            elif kind == "tiff":
+                parts.append(_tiff_part(path, name))
+            elif kind in ("edf", "cbf"):
+                parts.append(_fabio_part(path, name, kind))
+            elif kind == "npy":
+                parts.append(_npy_part(path, name))
+            else:
+                raise InputError(f"{name}: unknown file format (expected HDF5, TIFF, EDF, CBF or npy frames)")
+        label = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+        return FrameStack(parts, label, saturation if saturation is not None else found)
+    except BaseException:
+        for p in parts:
+            p.close()
+        raise
+
+
+def iter_frames(specs: str | Sequence[str], frames: slice | None = None, block: int | None = None
+                ) -> Iterator[np.ndarray]:
+    """Blocks (k, ny, nx) of raw frames, in order; memory bounded by one block (see FrameStack.blocks)."""
+    with open_frames(specs) as stack:
+        for _, b in stack.blocks(frames, block):
+            yield b

@@ -1,0 +1,559 @@
+"""From raw detector frames to one calibrated, centred, cropped diffraction pattern in photons.
+
+Reusable pieces (assemble3d uses them on tilt series):
+
+- `load_dark(specs, shape)`, `load_flat(spec, shape)`: calibration images (a dark stack is averaged
+  block by block).
+- `calibrate(frames, dark, flat, gain, threshold)`: ADU -> photons for one frame or a block.
+- `accumulate(stack, ...)`: one pass over the frames, block by block (memory: a few frames), giving
+  the photon sum and per-pixel statistics (`FrameStats`).
+- `pixel_flags(stats)`: saturated / hot-in-time / marker pixels as CXI mask bits.
+- `find_centre(image, mask)`: beam centre from the centro-symmetry of the far-field intensity,
+  sub-pixel.
+- `extract(image, mask, centre, crop, bin, pad)`: crop around the centre, bin, pad; q = 0 at N // 2.
+- `preprocess(...)`: the whole chain, as `cxdi preprocess` runs it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cxdi_cli import geometry as geo
+from cxdi_cli import masking
+from cxdi_cli.fft import good_size
+from cxdi_cli.model import (
+    MASK_BITS,
+    DataError,
+    Geometry,
+    Pattern,
+    UsageError,
+    mask_counts,
+    measured_from_mask,
+    wavelength_from_kev,
+)
+
+Progress = Callable[..., None]
+
+
+def _noop(*_: Any, **__: Any) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibrate(frames: np.ndarray, dark: np.ndarray | None = None, flat: np.ndarray | None = None,
+              gain: float = 1.0, threshold: float | None = None) -> np.ndarray:
+    """Raw frames (ADU; one frame or a block (k, ny, nx)) to photons, float64.
+
+    photons = (frames - dark) / flat / gain. With `threshold` (photons), single-photon discrimination:
+    values below it become 0, the others are rounded to whole photons (at least one).
+    """
+    x = np.asarray(frames, np.float64)
+    if dark is not None:
+        x = x - dark
+    if flat is not None:
+        x = x / flat
+    if gain != 1.0:
+        x = x / gain
+    if threshold is not None:
+        x = np.where(x < threshold, 0.0, np.maximum(np.rint(x), 1.0))
+    return x
+
+
+def load_dark(specs: str | Sequence[str], shape: tuple[int, int], frames: slice | None = None) -> np.ndarray:
+    """Mean dark image (ADU) of one or more dark frames / stacks, read block by block."""
+    from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
+
+    with open_frames(specs) as stack:
+        if stack.shape != tuple(shape):
+            raise DataError(f"{stack.name}: dark frames are {stack.shape[0]}x{stack.shape[1]}, "
+                            f"the data frames {shape[0]}x{shape[1]}")
+        acc = np.zeros(shape, np.float64)
+        n = 0
+        for i, block in stack.blocks(frames):
+            b = np.asarray(block, np.float64)
+            if not np.all(np.isfinite(b)):
+                raise DataError(f"{stack.name}: dark frame {i + int(np.argmax(~np.isfinite(b).reshape(len(b), -1).all(1)))} "
+                                "holds NaN or infinite values")
+            acc += b.sum(axis=0)
+            n += len(b)
+    return acc / n
+
+
+def load_flat(spec: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat field normalised to mean 1 over its usable pixels, and the unusable ones (<= 0, NaN)."""
+    from cxdi_cli import io  # noqa: PLC0415
+
+    flat = np.asarray(io.read_array(spec, "flat field"), np.float64)
+    while flat.ndim > 2:
+        flat = flat.mean(axis=0)
+    if flat.shape != tuple(shape):
+        raise DataError(f"{spec}: flat field is {flat.shape[0]}x{flat.shape[1]}, "
+                        f"the frames {shape[0]}x{shape[1]}")
+    bad = ~np.isfinite(flat) | (flat <= 0)
+    if bad.all():
+        raise DataError(f"{spec}: flat field has no positive pixels")
+    flat = np.where(bad, 1.0, flat)
+    flat /= flat[~bad].mean()
+    return flat, bad
+
+
+# --------------------------------------------------------------------------- one pass over the frames
+
+
+@dataclasses.dataclass
+class FrameStats:
+    """What one pass over the frames leaves: photon sum and per-pixel statistics (detector shape)."""
+
+    n: int                          # frames used
+    total: np.ndarray               # float64 photons summed over frames
+    sumsq: np.ndarray               # float64 sum of squared photons (temporal variance)
+    cal_max: np.ndarray             # float64 largest single-frame photons
+    raw_max: np.ndarray             # float64 largest raw value
+    raw_min: np.ndarray             # float64 smallest raw value
+    saturated: np.ndarray           # bool: at or above the saturation level in some frame
+    marker: np.ndarray              # bool: negative integer markers (-1 gap, -2 bad: Pilatus/Eiger)
+    halves: tuple[np.ndarray, np.ndarray] | None = None  # even / odd frame sums
+    saturation: float | None = None
+    first_frame: int = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.n, 1)
+
+    def temporal_variance(self) -> np.ndarray:
+        """Per-pixel variance of the photons across frames (zeros for a single frame)."""
+        if self.n < 2:
+            return np.zeros_like(self.total)
+        m = self.mean
+        return np.maximum(self.sumsq / self.n - m * m, 0.0) * self.n / (self.n - 1)
+
+
+def default_saturation(dtype: np.dtype) -> float | None:
+    """The largest value of an integer frame type (a pixel reading it saturated); None for floats."""
+    dt = np.dtype(dtype)
+    return float(np.iinfo(dt).max) if dt.kind in "iu" else None
+
+
+def accumulate(stack, frames: slice | None = None, *, dark: np.ndarray | None = None,
+               flat: np.ndarray | None = None, gain: float = 1.0, threshold: float | None = None,
+               saturation: float | None = None, split: bool = False,
+               on_progress: Progress = _noop) -> FrameStats:
+    """Read the selected frames of a `FrameStack` block by block, check them and sum them in photons.
+
+    Refuses (DataError, naming the frame) NaN or infinite values and negative raw values other than
+    the integer markers -1 / -2; refuses an all-zero selection. `saturation` (raw units) defaults to the
+    stack's stored level, else the largest value of an integer type.
+    """
+    shape = stack.shape
+    level = saturation if saturation is not None else stack.saturation
+    if level is None:
+        level = default_saturation(stack.dtype)
+    total = np.zeros(shape, np.float64)
+    sumsq = np.zeros(shape, np.float64)
+    cal_max = np.full(shape, -np.inf)
+    raw_max = np.full(shape, -np.inf)
+    raw_min = np.full(shape, np.inf)
+    sat = np.zeros(shape, bool)
+    marker = np.zeros(shape, bool)
+    halves = (np.zeros(shape, np.float64), np.zeros(shape, np.float64)) if split else None
+    sel = range(stack.n_frames)[frames] if frames is not None else range(stack.n_frames)
+    on_progress(advance=0, total=len(sel))
+    n = 0
+    # frame-sized float64 work per block: keep blocks near 64 MB
+    block = max(1, (64 << 20) // (8 * shape[0] * shape[1]))
+    is_int = np.dtype(stack.dtype).kind in "iu"
+    for i0, raw in stack.blocks(frames, block=block):
+        k = len(raw)
+        if raw.dtype.kind == "f":
+            finite = np.isfinite(raw).reshape(k, -1).all(axis=1)
+            if not finite.all():
+                raise DataError(f"{stack.name}: frame {_frame_index(sel, n + int(np.argmin(finite)))} holds NaN or "
+                                "infinite values")
+        rawf = np.asarray(raw, np.float64)
+        if rawf.min() < 0:
+            neg = rawf < 0
+            if is_int and np.all((rawf[neg] == -1) | (rawf[neg] == -2)):
+                marker |= neg.any(axis=0)
+                rawf = np.where(neg, 0.0, rawf)
+            else:
+                fi = int(np.argmax(neg.reshape(k, -1).any(axis=1)))
+                raise DataError(f"{stack.name}: frame {_frame_index(sel, n + fi)} holds negative values "
+                                f"(min {rawf[fi].min():g}); raw detector counts cannot be negative")
+        np.maximum(raw_max, rawf.max(axis=0), out=raw_max)
+        np.minimum(raw_min, rawf.min(axis=0), out=raw_min)
+        if level is not None:
+            sat |= (rawf >= level).any(axis=0)
+        cal = calibrate(rawf, dark, flat, gain, threshold)
+        total += cal.sum(axis=0)
+        sumsq += np.einsum("kij,kij->ij", cal, cal)
+        np.maximum(cal_max, cal.max(axis=0), out=cal_max)
+        if halves is not None:
+            par = (n + np.arange(k)) % 2
+            halves[0] += cal[par == 0].sum(axis=0)
+            halves[1] += cal[par == 1].sum(axis=0)
+        n += k
+        on_progress(advance=k)
+    if not np.any(raw_max > 0) and not marker.all():
+        raise DataError(f"{stack.name}: all selected frames are zero")
+    return FrameStats(n=n, total=total, sumsq=sumsq, cal_max=cal_max, raw_max=raw_max, raw_min=raw_min,
+                      saturated=sat, marker=marker, halves=halves, saturation=level,
+                      first_frame=sel[0] if len(sel) else 0)
+
+
+def _frame_index(sel: range, k: int) -> int:
+    return sel[k] if k < len(sel) else k
+
+
+def read_noise_variance(stats: FrameStats) -> float:
+    """Per-frame noise variance (photons^2) not explained by counting statistics: the median of
+    (temporal variance - mean) over the dimmer half of the pixels. 0 for photon-counting detectors."""
+    if stats.n < 2:
+        return 0.0
+    var = stats.temporal_variance()
+    mean = stats.mean
+    ok = ~stats.saturated & (stats.raw_max > 0)
+    if ok.sum() < 16:
+        return 0.0
+    dim = ok & (mean <= np.median(mean[ok]))
+    if dim.sum() < 16:
+        return 0.0
+    return float(max(0.0, np.median((var - np.maximum(mean, 0.0))[dim])))
+
+
+def pixel_flags(stats: FrameStats, *, hot_sigma: float = 10.0) -> np.ndarray:
+    """CXI mask bits that need the frames: saturated in any frame, negative markers (gap / invalid),
+    and pixels far above their own time series in one frame (zingers, flickering pixels: hot)."""
+    m = np.zeros(stats.total.shape, np.uint32)
+    m[stats.saturated] |= np.uint32(MASK_BITS["saturated"])
+    m[stats.marker] |= np.uint32(MASK_BITS["invalid"])
+    if stats.n >= 3:
+        rv = read_noise_variance(stats)
+        rest = (stats.total - stats.cal_max) / (stats.n - 1)
+        excess = stats.cal_max - rest
+        limit = np.maximum.reduce([np.full_like(rest, 20.0), hot_sigma * np.sqrt(np.maximum(rest, 0) + rv + 1.0),
+                                   np.maximum(rest, 0.0)])
+        m[excess > limit] |= np.uint32(MASK_BITS["hot"])
+    return m
+
+
+# --------------------------------------------------------------------------- beam centre
+
+
+def _symmetry_map(f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relative centro-symmetry misfit for every integer p = 2c (per axis), via FFT correlations.
+
+    M(p) = sum w(x) w(p-x) (f(x) - f(p-x))^2 / sum w(x) w(p-x) (f(x)^2 + f(p-x)^2), and the overlap
+    sum w(x) w(p-x). Arrays indexed by p = 0 .. 2n-2 along each axis.
+    """
+    from cxdi_cli import fft  # noqa: PLC0415
+
+    ny, nx = f.shape
+    shape = (good_size(2 * ny, smaller=False), good_size(2 * nx, smaller=False))
+
+    def ft(a: np.ndarray) -> np.ndarray:
+        pad = np.zeros(shape, np.complex64)
+        pad[:ny, :nx] = a
+        return fft.fftn(pad)
+
+    # convolution (a * b)(p) = sum_x a(x) b(p - x): the mate of x about centre c is p - x, p = 2c
+    wf2, wf, w0 = ft(w * f * f), ft(w * f), ft(w)
+    a_plus_b = 2.0 * fft.ifftn(wf2 * w0).real
+    cross = fft.ifftn(wf * wf).real
+    overlap = fft.ifftn(w0 * w0).real
+    num = a_plus_b - 2.0 * cross
+    out = np.full(shape, np.inf)
+    ok = (overlap > 0.5) & (a_plus_b > 0)
+    out[ok] = num[ok] / a_plus_b[ok]
+    return out[: 2 * ny - 1, : 2 * nx - 1], overlap[: 2 * ny - 1, : 2 * nx - 1]
+
+
+def _local_metric(f: np.ndarray, w: np.ndarray, p: tuple[int, int], centre: tuple[float, float],
+                  radius: float) -> float:
+    """The relative misfit for p = 2c over the pixels within `radius` of `centre` (direct sum)."""
+    ny, nx = f.shape
+    r0 = max(0, int(centre[0] - radius)), min(ny, int(centre[0] + radius) + 1)
+    c0 = max(0, int(centre[1] - radius)), min(nx, int(centre[1] + radius) + 1)
+    ii = np.arange(*r0)
+    jj = np.arange(*c0)
+    mi, mj = p[0] - ii, p[1] - jj
+    vi = (mi >= 0) & (mi < ny)
+    vj = (mj >= 0) & (mj < nx)
+    ii, mi, jj, mj = ii[vi], mi[vi], jj[vj], mj[vj]
+    if ii.size == 0 or jj.size == 0:
+        return np.inf
+    a = f[np.ix_(ii, jj)]
+    b = f[np.ix_(mi, mj)]
+    ww = w[np.ix_(ii, jj)] * w[np.ix_(mi, mj)]
+    disc = ((ii[:, None] - centre[0]) ** 2 + (jj[None, :] - centre[1]) ** 2) <= radius * radius
+    ww = ww * disc
+    den = float(np.sum(ww * (a * a + b * b)))
+    if den <= 0 or ww.sum() < 16:
+        return np.inf
+    return float(np.sum(ww * (a - b) ** 2)) / den
+
+
+def find_centre(image: np.ndarray, mask: np.ndarray | None = None, guess: Sequence[float] | None = None,
+                *, search: float | None = None, radius: float | None = None) -> tuple[float, float]:
+    """Beam centre (row, col), sub-pixel, from the centro-symmetry of a far-field pattern.
+
+    The far-field intensity obeys I(c + x) = I(c - x). The misfit between sqrt(I) (noise-stabilised)
+    and its point reflection about c is computed for every half-pixel c at once with FFT
+    correlations, masked pixels (mask bits set, or `mask` True) excluded on both sides; then
+    refined near q = 0 (within `radius` pixels, default a quarter of the image) by a quadratic fit of
+    the misfit on the 5x5 half-pixel grid around its minimum. `guess` and `search` limit the search.
+    """
+    img = np.asarray(image, np.float64)
+    if img.ndim != 2:
+        raise DataError("centre finding needs a 2D image")
+    if mask is None:
+        good = np.ones(img.shape, bool)
+    else:
+        m = np.asarray(mask)
+        good = measured_from_mask(m) if m.dtype != bool else ~m
+    good &= np.isfinite(img)
+    f = np.sqrt(np.clip(np.where(good, img, 0.0), 0, None))
+    w = good.astype(np.float64)
+    if not np.any(f > 0):
+        raise DataError("cannot find the beam centre: no signal in the unmasked pixels")
+    metric, overlap = _symmetry_map(f, w)
+    allowed = overlap >= 0.2 * w.sum()
+    if guess is not None and search is not None:
+        pi, pj = np.indices(metric.shape)
+        allowed &= (pi / 2.0 - guess[0]) ** 2 + (pj / 2.0 - guess[1]) ** 2 <= search * search
+    metric = np.where(allowed, metric, np.inf)
+    if not np.isfinite(metric).any():
+        raise DataError("cannot find the beam centre: too few unmasked pixels overlap their mirror image")
+    p0 = np.unravel_index(int(np.argmin(metric)), metric.shape)
+    c0 = (p0[0] / 2.0, p0[1] / 2.0)
+    if radius is None:
+        radius = max(12.0, min(img.shape) / 4.0)
+    # local refinement on the half-pixel grid (walk downhill until the minimum is central), then a
+    # quadratic fit of the 5x5 misfit grid
+    p = (int(p0[0]), int(p0[1]))
+    grid = np.full((5, 5), np.inf)
+    for _ in range(6):
+        grid = np.array([[_local_metric(f, w, (p[0] + di, p[1] + dj), c0, radius)
+                          for dj in range(-2, 3)] for di in range(-2, 3)])
+        if not np.isfinite(grid).any():
+            break
+        k = np.unravel_index(int(np.argmin(grid)), grid.shape)
+        if k == (2, 2):
+            break
+        p = (p[0] + int(k[0]) - 2, p[1] + int(k[1]) - 2)
+    pf = np.array(p, float) + (_quadratic_minimum(grid) if np.isfinite(grid[2, 2]) else 0.0)
+    return float(pf[0] / 2.0), float(pf[1] / 2.0)
+
+
+def _quadratic_minimum(grid: np.ndarray) -> np.ndarray:
+    """Offset (from the grid centre) of the minimum of a 2D quadratic fitted to a 5x5 grid; clipped to
+    +-1.5 grid steps; zero when the fit is not a bowl."""
+    di, dj = np.mgrid[-2:3, -2:3].astype(float)
+    ok = np.isfinite(grid)
+    if ok.sum() < 8:
+        return np.zeros(2)
+    A = np.column_stack([np.ones(ok.sum()), di[ok], dj[ok], di[ok] ** 2, di[ok] * dj[ok], dj[ok] ** 2])
+    coef, *_ = np.linalg.lstsq(A, grid[ok], rcond=None)
+    _, bi, bj, aii, aij, ajj = coef
+    H = np.array([[2 * aii, aij], [aij, 2 * ajj]])
+    if np.linalg.det(H) <= 0 or H[0, 0] <= 0:
+        return np.zeros(2)
+    off = -np.linalg.solve(H, np.array([bi, bj]))
+    return np.clip(off, -1.5, 1.5)
+
+
+# --------------------------------------------------------------------------- crop, bin, pad
+
+
+def _round(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def plan_output(shape: tuple[int, int], centre: tuple[float, float], crop: int | None = None,
+                binning: int = 1, pad: int | None = None) -> dict[str, Any]:
+    """Where the output window lies on the detector and where q = 0 lands in the output.
+
+    crop: window size in detector pixels (default `geometry.default_crop`); the output has
+    M = crop // binning pixels (made FFT-friendly), then `pad` (>= M) pixels with q = 0 at pad // 2.
+    Returns {start (row, col), size M, bin K, out N, offset, centre_out (row, col), residual}.
+    """
+    if binning < 1:
+        raise UsageError("--bin must be a positive integer")
+    if crop is None:
+        crop = geo.default_crop(shape, centre)
+        m = good_size(crop // binning)
+    else:
+        if crop < 2:
+            raise UsageError("--crop must be at least 2 pixels")
+        if crop % binning:
+            raise UsageError(f"--crop {crop} is not a multiple of --bin {binning}")
+        m = crop // binning
+    if m < 2:
+        raise UsageError(f"--bin {binning} leaves fewer than 2 output pixels")
+    k = binning
+    start = tuple(_round(c - (k - 1) / 2.0 - (m // 2) * k) for c in centre)
+    if k == 1:
+        sl = geo.crop_window(centre, m)
+        start = (sl[0].start, sl[1].start)
+    resid = tuple((c - s - (k - 1) / 2.0) / k - m // 2 for c, s in zip(centre, start))
+    n = m if pad is None else int(pad)
+    if n < m:
+        raise UsageError(f"--pad {n} is smaller than the cropped size {m}")
+    offset = n // 2 - m // 2
+    return {"start": start, "size": m, "bin": k, "out": n, "offset": offset,
+            "centre_out": (n // 2 + resid[0], n // 2 + resid[1]), "residual": resid,
+            "crop_detector_px": m * k}
+
+
+def extract(image: np.ndarray, mask: np.ndarray, plan: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Crop, bin (sum of K x K, mask bits OR-ed) and pad as `plan_output` says. Pixels outside the
+    detector or in the padding are 0 and flagged 'unmeasured'."""
+    ny, nx = image.shape
+    m, k, n, off = plan["size"], plan["bin"], plan["out"], plan["offset"]
+    w = m * k
+    r0, c0 = plan["start"]
+    win = np.zeros((w, w), np.float64)
+    wm = np.full((w, w), np.uint32(MASK_BITS["unmeasured"]), np.uint32)
+    ra, rb = max(r0, 0), min(r0 + w, ny)
+    ca, cb = max(c0, 0), min(c0 + w, nx)
+    if ra < rb and ca < cb:
+        win[ra - r0:rb - r0, ca - c0:cb - c0] = image[ra:rb, ca:cb]
+        wm[ra - r0:rb - r0, ca - c0:cb - c0] = mask[ra:rb, ca:cb]
+    if k > 1:
+        win = win.reshape(m, k, m, k).sum(axis=(1, 3))
+        wm = np.bitwise_or.reduce(np.bitwise_or.reduce(wm.reshape(m, k, m, k), axis=3), axis=1)
+    out = np.zeros((n, n), np.float64)
+    om = np.full((n, n), np.uint32(MASK_BITS["unmeasured"]), np.uint32)
+    out[off:off + m, off:off + m] = win
+    om[off:off + m, off:off + m] = wm
+    return out, om
+
+
+# --------------------------------------------------------------------------- the whole chain
+
+
+def parse_centre(text: str | None) -> tuple[float, float] | None:
+    """'auto' (or None) -> None; 'ROW,COL' -> floats."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    vals = masking.parse_numbers(text, 2, "--centre")
+    return float(vals[0]), float(vals[1])
+
+
+@dataclasses.dataclass
+class Result:
+    """What `preprocess` produces: the pattern, optional half-data sets, and a report dict."""
+
+    pattern: Pattern
+    halves: tuple[Pattern, Pattern] | None
+    report: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel: float | tuple[float, float],
+               centre: tuple[float, float] | None = None, crop: int | None = None, binning: int = 1,
+               pad: int | None = None, dark: Sequence[str] | None = None, flat: str | None = None,
+               adu_per_photon: float = 1.0, threshold: float | None = None, frames: slice | None = None,
+               saturation: float | None = None, auto_mask: bool = True, detector: str | None = None,
+               margin: int = 1, split_half: bool = False, seed: int | None = None,
+               on_progress: Progress = _noop) -> Result:
+    """Raw frames -> calibrated, masked, centred, cropped pattern in photons (see module docstring).
+
+    Every input is checked (shapes, NaN, negative, all-zero) before anything is returned; nothing
+    here writes files.
+    """
+    from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
+
+    if energy_kev <= 0 or distance <= 0:
+        raise UsageError("--energy and --distance must be positive")
+    py, px = (pixel, pixel) if np.isscalar(pixel) else tuple(pixel)  # type: ignore[misc]
+    if py <= 0 or px <= 0:
+        raise UsageError("--pixel must be positive")
+    if adu_per_photon <= 0:
+        raise UsageError("--adu-per-photon must be positive")
+    with open_frames(list(raw), saturation) as stack:
+        shape = stack.shape
+        dark_img = load_dark(list(dark), shape) if dark else None
+        flat_img, flat_bad = load_flat(flat, shape) if flat else (None, None)
+        stats = accumulate(stack, frames, dark=dark_img, flat=flat_img, gain=adu_per_photon,
+                           threshold=threshold, saturation=saturation, split=split_half,
+                           on_progress=on_progress)
+        source = stack.name
+    mask = pixel_flags(stats)
+    if flat_bad is not None:
+        mask[flat_bad] |= np.uint32(MASK_BITS["dead"])
+    total = stats.total
+    noise_var = stats.n * read_noise_variance(stats)
+    # pixels that never saw a count: gaps (and, for integrating detectors, their dark reads 0)
+    empty = stats.raw_max <= 0.0
+    info: dict[str, Any] = {}
+    suspect = np.zeros(shape, bool)
+    if auto_mask:
+        g = masking.detect_gaps(total, ~measured_from_mask(mask), empty=empty, detector=detector)
+        mask[g] |= np.uint32(MASK_BITS["gap"])
+        # before the centre is known, outliers against the neighbourhood only: kept out of the
+        # centring, not written to the mask (sharp fringes would be mistaken for hot pixels)
+        suspect, _ = masking.detect_outliers(total, ~measured_from_mask(mask), noise_var)
+    found = centre is None
+    c = find_centre(total, (~measured_from_mask(mask)) | suspect) if found else centre
+    if auto_mask:
+        mask, info = masking.auto_mask(total, mask, c, noise_var=noise_var, margin=margin, gaps=False,
+                                       empty=empty)
+        if found:
+            c = find_centre(total, mask, guess=c, search=4.0)
+    if not np.any(total[measured_from_mask(mask)] > 0):
+        raise DataError(f"{source}: no signal left in the unmasked pixels")
+    plan = plan_output(shape, c, crop, binning, pad)
+    img, omask = extract(total, mask, plan)
+    good = measured_from_mask(omask)
+    img = np.maximum(img, 0.0)  # dark-subtracted noise below zero: no negative photons
+    wavelength = wavelength_from_kev(energy_kev)
+    geometry = Geometry(wavelength=wavelength, distance=distance, pixel=(py * binning, px * binning),
+                        centre=tuple(float(v) for v in plan["centre_out"]))
+    pattern = Pattern(intensity=img.astype(np.float32), mask=omask, geometry=geometry, source=source)
+    halves = None
+    split_mode = None
+    if split_half:
+        if stats.n >= 2 and stats.halves is not None:
+            split_mode = "even/odd frames"
+            ha, hb = stats.halves
+        else:
+            split_mode = "binomial thinning p=0.5"
+            rng = np.random.default_rng(seed)
+            counts = np.rint(np.clip(total, 0, None)).astype(np.int64)
+            ha = rng.binomial(counts, 0.5).astype(np.float64)
+            hb = counts - ha
+        halves = tuple(
+            Pattern(intensity=np.maximum(extract(h, mask, plan)[0], 0.0).astype(np.float32), mask=omask.copy(),
+                    geometry=dataclasses.replace(geometry), source=source) for h in (ha, hb))  # type: ignore[assignment]
+    from cxdi_cli.inspect_file import estimate_oversampling  # noqa: PLC0415
+
+    sigma = estimate_oversampling(img, good)
+    speck = masking.central_speckle(omask, plan["centre_out"], sigma)
+    params = {
+        "frames_used": stats.n, "first_frame": stats.first_frame, "detector_shape": list(shape),
+        "centre_method": "auto" if found else "given",
+        "centre_detector_px": [float(c[0]), float(c[1])],
+        "centre_residual_px": [float(v) for v in plan["residual"]],
+        "window_start_px": list(plan["start"]), "crop_detector_px": plan["crop_detector_px"],
+        "bin": binning, "pad": pad, "output_shape": [plan["out"], plan["out"]],
+        "adu_per_photon": adu_per_photon, "photon_threshold": threshold, "dark": list(dark or []),
+        "flat": flat, "saturation_adu": stats.saturation, "read_noise_var_photons2": noise_var / max(stats.n, 1),
+        "split_half": split_mode, "seed": seed, "auto_mask": auto_mask,
+        "beamstop": info.get("beamstop"),
+    }
+    counts = mask_counts(omask)
+    report = {
+        "input": list(raw), "frames": stats.n, "detector_shape": list(shape),
+        "centre_px": [float(c[0]), float(c[1])], "centre_residual_px": params["centre_residual_px"],
+        "centre_method": params["centre_method"], "crop_px": plan["crop_detector_px"], "bin": binning,
+        "output_shape": [plan["out"], plan["out"]], "output_centre_px": list(plan["centre_out"]),
+        "photons_total": float(img[good].sum()), "masked_fraction": float(1.0 - good.mean()),
+        "mask_counts": counts, "oversampling": sigma, "central_speckle": speck,
+        "saturation_adu": stats.saturation, "beamstop": info.get("beamstop"),
+        "pixel_m": [py * binning, px * binning], "split_half": split_mode,
+    }
+    return Result(pattern=pattern, halves=halves, report=report, parameters=params)  # type: ignore[arg-type]
