@@ -8,16 +8,6 @@ import typer
 from cxdi_cli.commands import _common as c
 
 
-def _centre(value: str) -> Optional[tuple[float, float]]:
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        row, col = (float(v) for v in value.split(","))
-    except ValueError:
-        raise c.usage_error(f"--centre {value!r}: expected auto or ROW,COL") from None
-    return row, col
-
-
 def assemble3d(
     tilts: Annotated[List[str], typer.Argument(help="Frame stacks (HDF5 LIMA/NeXus, file.h5::/path) or image "
                                                     "files (TIFF, EDF, CBF, npy), in acquisition order.",
@@ -45,14 +35,22 @@ def assemble3d(
     = "interp",
     mask: Annotated[Optional[str], typer.Option("--mask", help="User mask applied to every frame "
                                                                "(non-zero = bad).")] = None,
-    dark: Annotated[Optional[str], typer.Option("--dark", help="Dark frame(s), subtracted (ADU).")] = None,
+    dark: Annotated[Optional[List[str]], typer.Option("--dark", help="Dark frame(s) or stack, averaged and "
+                                                                     "subtracted (ADU); repeatable.")] = None,
     flat: Annotated[Optional[str], typer.Option("--flat", help="Flat field; frames are divided by it "
                                                                "(normalised to mean 1).")] = None,
-    adu_per_photon: Annotated[Optional[float], typer.Option("--adu-per-photon",
-                                                            help="Detector gain (integrating detectors).")] = None,
+    adu_per_photon: Annotated[float, typer.Option("--adu-per-photon",
+                                                  help="Detector gain (integrating detectors).")] = 1.0,
     saturation: Annotated[Optional[float], typer.Option("--saturation", help="Raw level at and above which a "
-                                                                             "pixel is dropped from that frame.")]
+                                                                             "pixel is dropped from that frame "
+                                                                             "[default: stored in the file, else "
+                                                                             "the integer type's maximum].")]
     = None,
+    auto_mask: Annotated[bool, typer.Option("--auto-mask/--no-auto-mask", help="Detect module gaps, hot/dead "
+                                                                               "pixels and the beamstop on the "
+                                                                               "sum of the series.")] = True,
+    detector: Annotated[Optional[str], typer.Option("--detector", help="Detector model, for its known gaps "
+                                                                       "(as in preprocess).")] = None,
     json_report: c.JsonOpt = False,
 ) -> None:
     """Assemble 2D patterns recorded at sample tilts ω into a 3D volume of |F(q)|² on a regular grid.
@@ -77,19 +75,20 @@ def assemble3d(
         raise c.usage_error(f"--omega-sign {omega_sign}: expected 1 or -1")
     if method not in ("interp", "splat"):
         raise c.usage_error(f"--method {method!r}: expected interp or splat")
-    ctr = _centre(centre)
-    from cxdi_cli import assemble, io  # noqa: PLC0415
+    from cxdi_cli import assemble, io, preprocess  # noqa: PLC0415
+
+    ctr = preprocess.parse_centre(centre)
 
     params = dict(energy_kev=energy, distance_m=distance, pixel_m=pixel, angles=angles, centre=centre, size=size,
                   bin=bin, axis=axis, omega_sign=omega_sign, omega_offset_deg=omega_offset, friedel=friedel,
                   method=method, mask=mask, dark=dark, flat=flat, adu_per_photon=adu_per_photon,
-                  saturation=saturation)
+                  saturation=saturation, auto_mask=auto_mask, detector=detector)
     with c.progress("assembling", None) as tick:
         result = assemble.assemble_files(
             list(tilts), angles, energy_kev=energy, distance=distance, pixel=pixel, centre=ctr, size=size, bin=bin,
             axis=axis, omega_sign=float(omega_sign), omega_offset=omega_offset, friedel=friedel, method=method,
-            mask=mask, dark=dark, flat_field=flat, adu_per_photon=adu_per_photon, saturation=saturation,
-            on_progress=tick)
+            mask=mask, dark=list(dark) if dark else None, flat_field=flat, adu_per_photon=adu_per_photon,
+            saturation=saturation, auto_mask=auto_mask, detector=detector, on_progress=tick)
     s = result.stats
     params["centre_used"] = s["beam_centre"]
     params["size_used"] = s["size"]
@@ -98,8 +97,11 @@ def assemble3d(
         c.warn(f"Ewald curvature reaches {s['edge_curvature_voxels']:.2f} voxels at the detector edge; a "
                f"flat-detector assembly would misplace data by up to {s['flat_error_voxels']:.2f} voxels "
                "(corrected here)")
+    mc = ", ".join(f"{k} {v}" for k, v in s["detector_mask_counts"].items()) or "none"
+    c.say(f"beam centre {s['beam_centre'][0]:.2f},{s['beam_centre'][1]:.2f} ({s['centre_method']}); detector pixels "
+          f"masked: {mc}")
     c.say(f"volume {s['size']}^3, q pitch {s['q_pitch_per_m']:.4g} 1/m, real-space pixel "
-          f"{s['real_pixel_m'] * 1e9:.3g} nm; beam centre {s['beam_centre'][0]:.2f},{s['beam_centre'][1]:.2f}")
+          f"{s['real_pixel_m'] * 1e9:.3g} nm")
     c.say(f"measured {100 * s['measured_fraction']:.1f} % of the volume (+{100 * s['friedel_filled_fraction']:.1f} % "
           f"by Friedel symmetry); missing wedge {s['missing_wedge_deg']:.1f} deg over {s['n_frames']} frames "
           f"({s['angle_range_deg'][0]:g} to {s['angle_range_deg'][1]:g} deg); Ewald curvature at the edge "
@@ -110,4 +112,5 @@ def assemble3d(
              measured_fraction=s["measured_fraction"], friedel_filled_fraction=s["friedel_filled_fraction"],
              data_fraction=s["data_fraction"], edge_curvature_voxels=s["edge_curvature_voxels"],
              corner_curvature_voxels=s["corner_curvature_voxels"], flat_error_voxels=s["flat_error_voxels"],
-             method=s["method"], friedel=friedel)
+             method=s["method"], friedel=friedel, centre_method=s["centre_method"],
+             detector_mask_counts=s["detector_mask_counts"], frames_with_saturation=s["frames_with_saturation"])

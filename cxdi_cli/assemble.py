@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from cxdi_cli.geometry import pixel_q
-from cxdi_cli.model import MASK_BITS, DataError, Geometry, InputError, Pattern, UsageError
+from cxdi_cli.model import MASK_BITS, DataError, Geometry, InputError, Pattern, UsageError, mask_counts
 
 METHODS = ("splat", "interp")
 
@@ -389,79 +389,6 @@ def assemble(frames: Iterable[tuple[np.ndarray, np.ndarray]], angles: np.ndarray
 
 # --------------------------------------------------------------------------- files -> volume
 
-@dataclasses.dataclass
-class _Source:
-    name: str
-    kind: str            # "hdf5" or "image"
-    dataset: str | None
-    n: int
-    shape: tuple[int, int]
-
-
-def _open_sources(specs: list[str]) -> list[_Source]:
-    """Find every frame of the inputs (HDF5 stacks, LIMA layout or file.h5::/path; TIFF/EDF/CBF/npy files)
-    and check that they all have one shape — before anything is read or written."""
-    from cxdi_cli import io  # noqa: PLC0415
-
-    out: list[_Source] = []
-    for spec in specs:
-        name, dset = io.split_url(spec)
-        kind = io.sniff(io.local_input(name))
-        if kind == "hdf5":
-            with io.open_h5(name) as f:
-                if dset is None:
-                    for cand in ("/entry_0000/measurement/data", "/entry/data/data", "/entry_1/data_1/data"):
-                        if cand in f:
-                            dset = cand
-                            break
-                if dset is None:
-                    cands = io.list_datasets(f, 2)
-                    if len(cands) != 1:
-                        raise DataError(f"{name}: cannot tell which dataset holds the frames; name it as "
-                                        f"{name}::/path (candidates: {', '.join(cands[:8]) or 'none'})")
-                    dset = cands[0]
-                if dset not in f:
-                    raise DataError(f"{name}: no dataset {dset}")
-                shp = f[dset].shape
-            if len(shp) == 2:
-                shp = (1,) + tuple(shp)
-            if len(shp) != 3:
-                raise DataError(f"{name}::{dset}: frames must be 2D or a 3D stack, got shape {shp}")
-            out.append(_Source(name, "hdf5", dset, int(shp[0]), (int(shp[1]), int(shp[2]))))
-        else:
-            arr = io.read_array(spec, "frames")
-            if arr.ndim == 2:
-                arr = arr[None]
-            if arr.ndim != 3:
-                raise DataError(f"{name}: frames must be 2D or a 3D stack, got shape {arr.shape}")
-            out.append(_Source(spec, "image", None, int(arr.shape[0]), (int(arr.shape[1]), int(arr.shape[2]))))
-    if not out:
-        raise UsageError("no input frames")
-    for s in out[1:]:
-        if s.shape != out[0].shape:
-            raise DataError(f"{s.name}: frames of shape {s.shape} differ from {out[0].name}'s {out[0].shape}")
-    return out
-
-
-def _raw_frames(sources: list[_Source]) -> Iterable[np.ndarray]:
-    """Every raw frame in order, one at a time (an HDF5 stack is read frame by frame)."""
-    from cxdi_cli import io  # noqa: PLC0415
-
-    for s in sources:
-        if s.kind == "hdf5":
-            with io.open_h5(s.name) as f:
-                ds = f[s.dataset]
-                for k in range(s.n):
-                    try:
-                        fr = ds[k] if ds.ndim == 3 else ds[()]
-                    except OSError:
-                        raise DataError(f"{s.name}: cannot read frame {k} of {s.dataset}; truncated file?") from None
-                    yield np.asarray(fr, dtype=np.float64)
-        else:
-            arr = io.read_array(s.name, "frames")
-            for fr in (arr[None] if arr.ndim == 2 else arr):
-                yield np.asarray(fr, dtype=np.float64)
-
 
 def read_angles(spec: str, n_frames: int | None = None) -> np.ndarray:
     """Tilt angles (degrees) from `file.h5::/path`, `START:STOP:STEP` (STOP included when on the grid), or a
@@ -490,60 +417,25 @@ def read_angles(spec: str, n_frames: int | None = None) -> np.ndarray:
     return check_angles(np.ravel(arr), n_frames, name)
 
 
-def find_centre(image: np.ndarray, good: np.ndarray) -> tuple[float, float]:
-    """Beam centre (row, col) from the centro-symmetry of a summed pattern: the point reflection that best
-    maps log(1 + I) onto itself (least mean squared difference over pixels good in both; sub-pixel by a
-    parabola through the best shift)."""
-    from cxdi_cli import fft  # noqa: PLC0415
-
-    a = np.where(good, np.log1p(np.clip(image, 0, None)), 0.0)
-    ny, nx = a.shape
-
-    def selfconv(x: np.ndarray) -> np.ndarray:
-        pad = np.zeros((2 * ny, 2 * nx), np.complex128)
-        pad[:ny, :nx] = x
-        spec = fft.fftn(pad)
-        return fft.ifftn(spec * spec).real
-
-    def conv2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        px = np.zeros((2 * ny, 2 * nx), np.complex128)
-        py_ = np.zeros((2 * ny, 2 * nx), np.complex128)
-        px[:ny, :nx] = x
-        py_[:ny, :nx] = y
-        return fft.ifftn(fft.fftn(px) * fft.fftn(py_)).real
-
-    # mean squared difference between the pattern and its point reflection through s/2, over the pixels
-    # good in both: (2 conv(a^2, g) - 2 conv(a, a)) / conv(g, g); its minimum is at s = 2 * centre
-    g = good.astype(float)
-    overlap = selfconv(g)
-    msd = (2 * conv2(a * a, g) - 2 * selfconv(a)) / np.maximum(overlap, 1e-9)
-    conv = np.where(overlap > 0.25 * overlap.max(), -msd, -np.inf)
-    p = np.unravel_index(int(np.argmax(conv)), conv.shape)
-    sub = []
-    for ax, (k, m) in enumerate(zip(p, conv.shape)):
-        idx = [p[0], p[1]]
-        vals = []
-        for d in (-1, 0, 1):
-            idx[ax] = (k + d) % m
-            vals.append(conv[tuple(idx)])
-        den = vals[0] - 2 * vals[1] + vals[2]
-        ok = np.isfinite(den) and den < 0
-        sub.append(k + (0.5 * (vals[0] - vals[2]) / den if ok else 0.0))
-    return sub[0] / 2.0, sub[1] / 2.0
-
-
 def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, distance: float, pixel: float,
                    centre: tuple[float, float] | None = None, size: int | None = None, bin: int = 1,
                    axis: str = "y", omega_sign: float = 1.0, omega_offset: float = 0.0, friedel: bool = True,
-                   method: str = "interp", mask: str | None = None, dark: str | None = None,
-                   flat_field: str | None = None, adu_per_photon: float | None = None,
-                   saturation: float | None = None,
+                   method: str = "interp", mask: str | None = None, dark: list[str] | None = None,
+                   flat_field: str | None = None, adu_per_photon: float = 1.0,
+                   saturation: float | None = None, auto_mask: bool = True, detector: str | None = None,
                    on_progress: Callable[..., None] | None = None) -> AssemblyResult:
-    """Raw tilt frames on disk -> assembled volume. Validates everything (shapes, angles, options) before
-    reading frames. Calibration: photons = (raw - dark) / adu_per_photon / flat; pixels at or above
-    `saturation` (raw ADU) in a frame are dropped from that frame; `mask` (non-zero = bad) applies to all."""
-    from cxdi_cli import io  # noqa: PLC0415
-    from cxdi_cli.model import wavelength_from_kev  # noqa: PLC0415
+    """Raw tilt frames on disk -> assembled volume, with the readers, calibration, centre finding and
+    detector masking of `preprocess` (`io.frames`, `preprocess`, `masking`).
+
+    Everything is validated (frame shapes, angle count and order, options) before the frames are read.
+    Pass 1 sums the calibrated frames: automatic beam centre, and a detector mask from the sum (user mask,
+    flat-field holes, negative markers, module gaps, isolated hot/dead pixels, beamstop and rod). Pass 2
+    streams the frames into the volume, dropping in each frame the pixels at or above the saturation level.
+    photons = (raw - dark) / flat / adu_per_photon.
+    """
+    from cxdi_cli import io, masking, preprocess  # noqa: PLC0415
+    from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
+    from cxdi_cli.model import measured_from_mask, wavelength_from_kev  # noqa: PLC0415
 
     if energy_kev <= 0 or distance <= 0 or pixel <= 0:
         raise UsageError("--energy, --distance and --pixel must be positive")
@@ -553,65 +445,90 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
         raise UsageError(f"--axis {axis!r}: expected x or y")
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    if adu_per_photon is not None and adu_per_photon <= 0:
+    if adu_per_photon <= 0:
         raise UsageError("--adu-per-photon must be positive")
-    sources = _open_sources(specs)
-    shape = sources[0].shape
-    n_frames = sum(s.n for s in sources)
-    angles = read_angles(angles_spec, n_frames)
+    if bin < 1:
+        raise UsageError(f"--bin {bin}: must be a positive integer")
+    progress = on_progress or (lambda *a, **k: None)
+    with open_frames(list(specs), saturation) as stack:
+        shape = stack.shape
+        angles = read_angles(angles_spec, stack.n_frames)
+        progress(advance=0, total=2 * stack.n_frames)
+        bits = np.zeros(shape, np.uint32)
+        if mask is not None:
+            user = np.asarray(io.read_array(mask, "mask"))
+            while user.ndim > 2 and user.shape[0] == 1:
+                user = user[0]
+            if user.shape != shape:
+                raise DataError(f"{mask}: mask of shape {user.shape} does not match the frames' {shape}")
+            bits[user != 0] |= np.uint32(MASK_BITS["user"])
+        dark_img = preprocess.load_dark(list(dark), shape) if dark else None
+        flat_img, flat_bad = preprocess.load_flat(flat_field, shape) if flat_field else (None, None)
+        if flat_bad is not None:
+            bits[flat_bad] |= np.uint32(MASK_BITS["dead"])
+        # pass 1: the sum of the series (centre, detector mask); checks NaN / negative / all-zero frames
+        stats = preprocess.accumulate(stack, dark=dark_img, flat=flat_img, gain=adu_per_photon,
+                                      saturation=saturation,
+                                      on_progress=lambda advance=0, total=None, **k: progress(advance=advance))
+        level = stats.saturation
+        bits[stats.marker] |= np.uint32(MASK_BITS["invalid"])
+        total = stats.total
+        info: dict[str, Any] = {}
+        empty = stats.raw_max <= 0.0
+        if auto_mask:
+            g = masking.detect_gaps(total, ~measured_from_mask(bits), empty=empty, detector=detector)
+            bits[g] |= np.uint32(MASK_BITS["gap"])
+        found = centre is None
+        if found:
+            pre = bits.copy()                # outliers flagged only to find the centre (the beamstop's
+            if auto_mask:                    # zero counts are not yet masked and would pull the fit)
+                hot, dead = masking.detect_outliers(total, ~measured_from_mask(pre))
+                pre[hot | (dead & empty)] |= np.uint32(MASK_BITS["invalid"])
+            c = preprocess.find_centre(total, pre)
+        else:
+            c = centre
+        if auto_mask:
+            bits, info = masking.auto_mask(total, bits, c, detector=None, gaps=False, outliers=False, empty=empty)
+            if found:
+                c = preprocess.find_centre(total, bits, guess=c, search=4.0)
+            # on the sum of a tilt series the pixels along the tilt axis keep the zeros of the transform
+            # (their q hardly moves), so "dark among lit neighbours" alone is not dead: a dead pixel also
+            # never counted in any frame
+            hot, dead = masking.detect_outliers(total, ~measured_from_mask(bits))
+            bits[hot] |= np.uint32(MASK_BITS["hot"])
+            bits[dead & empty] |= np.uint32(MASK_BITS["dead"])
+        if not (0 <= c[0] < shape[0] and 0 <= c[1] < shape[1]):
+            raise DataError(f"beam centre {c[0]:g},{c[1]:g} is off the {shape[0]}x{shape[1]} detector")
+        static_good = measured_from_mask(bits)
+        geom = TiltGeometry(wavelength=wavelength_from_kev(energy_kev), distance=distance, pixel=(pixel, pixel),
+                            centre=(float(c[0]), float(c[1])), axis=axis, omega_sign=omega_sign,
+                            omega_offset=omega_offset)
+        if size is None:
+            from cxdi_cli.geometry import default_crop  # noqa: PLC0415
 
-    def image(spec: str | None, what: str) -> np.ndarray | None:
-        if spec is None:
-            return None
-        arr = np.asarray(io.read_array(spec, what), dtype=np.float64)
-        if arr.ndim == 3:
-            arr = arr.mean(axis=0)
-        if arr.shape != shape:
-            raise DataError(f"{spec}: {what} of shape {arr.shape} does not match the frames' {shape}")
-        return arr
+            size = max(4, default_crop(shape, geom.centre) // bin)
+        saturated_frames = [0]
 
-    user_bad = image(mask, "mask")
-    good0 = np.ones(shape, bool) if user_bad is None else user_bad == 0
-    dark_a = image(dark, "dark")
-    flat_a = image(flat_field, "flat field")
-    if flat_a is not None:
-        ok = flat_a > 0
-        if not ok.any():
-            raise DataError(f"{flat_field}: flat field has no positive pixel")
-        flat_a = flat_a / np.mean(flat_a[ok])
-        good0 &= ok
-    gain = adu_per_photon or 1.0
+        def calibrated() -> Iterable[tuple[np.ndarray, np.ndarray]]:
+            for _, block in stack.blocks():
+                rawf = np.asarray(block, np.float64)
+                cal = preprocess.calibrate(rawf, dark_img, flat_img, adu_per_photon)
+                for raw, ph in zip(rawf, cal):
+                    good = static_good & (raw >= 0)
+                    if level is not None:
+                        sat = raw >= level
+                        saturated_frames[0] += int(sat.any())
+                        good &= ~sat
+                    yield ph, good
 
-    def calibrated() -> Iterable[tuple[np.ndarray, np.ndarray]]:
-        for raw in _raw_frames(sources):
-            good = good0 & np.isfinite(raw)
-            if saturation is not None:
-                good &= raw < saturation
-            ph = raw - dark_a if dark_a is not None else raw.copy()
-            ph /= gain
-            if flat_a is not None:
-                ph = np.divide(ph, flat_a, out=np.zeros_like(ph), where=flat_a > 0)
-            yield np.clip(ph, 0, None), good
-
-    if centre is None:
-        total = np.zeros(shape)
-        good_all = good0.copy()
-        for ph, good in calibrated():
-            total += np.where(good, ph, 0)
-            good_all &= good
-        centre = find_centre(total, good_all)
-        if not (0 <= centre[0] < shape[0] and 0 <= centre[1] < shape[1]):
-            raise DataError(f"automatic beam centre {centre} falls off the detector; give --centre ROW,COL")
-    geom = TiltGeometry(wavelength=wavelength_from_kev(energy_kev), distance=distance, pixel=(pixel, pixel),
-                        centre=(float(centre[0]), float(centre[1])), axis=axis, omega_sign=omega_sign,
-                        omega_offset=omega_offset)
-    if size is None:
-        from cxdi_cli.geometry import default_crop  # noqa: PLC0415
-
-        size = max(4, default_crop(shape, geom.centre) // bin)
-    result = assemble(calibrated(), angles, geom, shape, size=size, bin=bin, method=method, friedel=friedel,
-                      on_progress=on_progress)
-    result.pattern.geometry.centre = None
-    result.stats.update({"beam_centre": list(geom.centre), "detector_shape": list(shape), "axis": axis,
-                         "omega_sign": omega_sign, "omega_offset_deg": omega_offset, "bin": bin})
+        result = assemble(calibrated(), angles, geom, shape, size=size, bin=bin, method=method, friedel=friedel,
+                          on_progress=on_progress)
+    vol = result.pattern.intensity
+    np.maximum(vol, 0.0, out=vol)            # dark-subtracted noise: no negative photons
+    result.stats.update({"beam_centre": list(geom.centre), "centre_method": "auto" if found else "given",
+                         "detector_shape": list(shape), "axis": axis, "omega_sign": omega_sign,
+                         "omega_offset_deg": omega_offset, "bin": bin, "saturation_adu": level,
+                         "frames_with_saturation": saturated_frames[0],
+                         "detector_mask_counts": {k: v for k, v in mask_counts(bits).items() if v},
+                         "beamstop": info.get("beamstop")})
     return result

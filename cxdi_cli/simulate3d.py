@@ -188,19 +188,24 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
                         distance: float = 0.08, energy_kev: float = 8.0, pixel: float = 75e-6,
                         angles: Any = (-70.0, 70.0, 1.0), frames: int | None = None,
                         oversampling: float = 3.2, beamstop: float = 0.0, noise: bool = True,
-                        mirror: bool = False, centre: tuple[float, float] | None = None) -> dict[str, Any]:
+                        mirror: bool = False, centre: tuple[float, float] | None = None,
+                        command: str = "cxdi simulate particle3d") -> dict[str, Any]:
     """Simulate a tilt series of the porous chiral particle and write the contract files into `out_dir`.
 
     size: detector pixels across (square); photons: mean expected photons per frame; distance (m), energy
     (keV), pixel (m); angles: (start, stop, step) in degrees or an explicit increasing list; frames: if
     given, that many angles evenly over the same range; oversampling: lambda D / (p S) of the particle's
-    largest extent S; beamstop: radius (pixels) of a beamstop shadow with zero counts (0: none);
+    largest extent S; beamstop: radius of a beamstop shadow with zero counts, in speckles (one speckle
+    is about `oversampling` pixels; 0: none);
     noise: Poisson counts (False: the expected counts, rounded); mirror: simulate the enantiomer;
-    centre: beam centre (row, col) (default just off the middle, not on a pixel centre).
+    centre: beam centre (row, col) (default just off the middle, not on a pixel centre); command: the
+    command line recorded in the provenance.
     Returns the experiment dict (also written as experiment.json).
     """
     if size < 16:
         raise UsageError(f"size {size}: need at least 16 detector pixels")
+    if beamstop < 0:
+        raise UsageError(f"beamstop {beamstop}: must be >= 0 (radius in speckles)")
     if photons <= 0 or distance <= 0 or energy_kev <= 0 or pixel <= 0:
         raise UsageError("photons, distance, energy and pixel must be positive")
     if oversampling < 2.0:
@@ -240,9 +245,10 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         raise DataError("simulated counts overflow uint32; lower --photons")
     counts = counts.astype(np.uint32)
     bs = None
+    bs_px = float(beamstop) * oversampling
     if beamstop > 0:
         ii, jj = np.indices(shape)
-        bs = (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= beamstop ** 2
+        bs = (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= bs_px ** 2
         counts[:, bs] = 0
 
     # truth: the analytic transform sampled on the crop's regular q grid, back to real space
@@ -264,7 +270,7 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   angles=[float(omegas[0]), float(omegas[-1]), int(omegas.size)], oversampling=oversampling,
                   beamstop=beamstop, noise=noise, mirror=mirror)
-    step = io.make_step("cxdi simulate particle3d", params, [])
+    step = io.make_step(command, params, [])
     io.write_lima(str(out / "tilts.h5"), counts,
                   extra={"/entry_0000/measurement/omega": omegas.astype(np.float64)})
     (out / "angles.txt").write_text("".join(f"{w:.6f}\n" for w in omegas))
@@ -288,7 +294,7 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         "edge_curvature_voxels": edge_curvature_voxels(size, pixel, distance),
         "saturation_adu": None, "adu_per_photon": None, "dark_adu": None,
         "broken_pixels": {"hot": [], "dead": [], "saturated": []},
-        "beamstop": {"radius_px": float(beamstop), "rod_width_px": 0, "rod_direction": None},
+        "beamstop": {"radius_px": bs_px if beamstop > 0 else 0.0, "rod_width_px": 0, "rod_direction": None},
         "gaps": {"rows": [], "cols": []},
         "files": files,
         "preprocess": (f"cxdi assemble3d tilts.h5 -o volume.cxi --energy {energy_kev:g} --distance {distance:g} "
