@@ -490,11 +490,13 @@ def _units(ds) -> str:
 def _axis(name: str, units: str, values: np.ndarray) -> tuple[np.ndarray, str]:
     """Values and label of an axis in display units: spatial frequencies in nm⁻¹, lengths in nm."""
     u = units.strip().lower().replace(" ", "")
-    base = re.sub(r"_(inv_m|per_m|inv_nm|per_nm|nm|m)$", "", name)
+    base = re.sub(r"_(inv_m|per_m|inv_nm|per_nm|nm|m|nm-1|m-1|px-1|pixel-1)$", "", name)
     if u in _INV_M or (not u and re.search(r"_(inv|per)_m$", name)):
         return values * 1e-9, f"{base} (nm⁻¹)"
-    if u in ("1/nm", "nm^-1", "nm-1") or (not u and re.search(r"_(inv|per)_nm$", name)):
+    if u in ("1/nm", "nm^-1", "nm-1") or (not u and re.search(r"(_(inv|per)_nm|_nm-1)$", name)):
         return values, f"{base} (nm⁻¹)"
+    if u in ("1/pixel", "1/px", "pixel^-1") or (not u and name.endswith("_px-1")):
+        return values, f"{base} (1/pixel)"
     if u == "m" or (not u and name.endswith("_m")):
         return values * 1e9, f"{base} (nm)"
     if u == "nm" or (not u and name.endswith("_nm")):
@@ -503,14 +505,44 @@ def _axis(name: str, units: str, values: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def _default_thresholds(group: str, names: Sequence[str]) -> list[tuple[str, float]]:
-    """Customary thresholds when a file stores none: PRTF 1/e (Chapman 2006), FRC/FSC 1/7."""
-    text = (group + " " + " ".join(names)).lower()
+    """The thresholds `resolve-prt` uses (`cxdi_cli.prtf`): PRTF 1/e (Chapman 2006); FRC/FSC 0.5 and
+    1/7 (the half-bit curve depends on the ring sizes, so it comes from the file)."""
+    from cxdi_cli import prtf  # noqa: PLC0415 - the one place the threshold values live
+
+    text = (group.rsplit("/", 1)[-1] + " " + " ".join(names)).lower()
     out: list[tuple[str, float]] = []
     if "prtf" in text:
-        out.append(("1/e", float(np.exp(-1))))
+        out.append(("1/e", float(prtf.PRTF_THRESHOLD)))
     if "frc" in text or "fsc" in text:
-        out.append(("1/7", 1.0 / 7.0))
+        out += [(k, float(v)) for k, v in prtf.THRESHOLDS.items()]
     return out
+
+
+def curve_crossings(cs: CurveSet) -> list[tuple[str, float | None]]:
+    """Where the first curve first drops below each threshold (from ring 1 outward, `prtf.crossing`);
+    None when it stays above to the last ring."""
+    from cxdi_cli import prtf  # noqa: PLC0415
+
+    if not cs.curves or not cs.thresholds:
+        return []
+    y = np.asarray(cs.curves[0][1], float)
+    curve = prtf.Curve(q=np.asarray(cs.x, float), nyquist_fraction=np.zeros_like(y), value=y,
+                       count=np.ones_like(y))
+    return [(label, prtf.crossing(curve, np.asarray(t, float))) for label, t in cs.thresholds]
+
+
+def _crossing_notes(cs: CurveSet) -> list[str]:
+    """'1/e: q = 0.031 nm⁻¹ (d = 16.1 nm)' per threshold, d = 1/(2q) the half-period (DESIGN §1)."""
+    inv_nm = "nm⁻¹" in cs.xlabel
+    notes = []
+    for label, q in curve_crossings(cs):
+        if q is None:
+            notes.append(f"{label}: above to the last ring")
+        elif q > 0:
+            unit = "nm" if inv_nm else "px" if "pixel" in cs.xlabel or "px" in cs.xlabel else ""
+            d = f" (d = {1 / (2 * q):.3g}{' ' + unit if unit else ''})" if inv_nm or unit else ""
+            notes.append(f"{label}: q = {q:.3g}{' nm⁻¹' if inv_nm else ''}{d}")
+    return notes
 
 
 def _attr_text(value: Any) -> str:
@@ -587,12 +619,14 @@ def curves_from_h5(f, name: str) -> list[CurveSet]:
                 notes.append(f"{label} = {float(v):.4g}")
         if not curves:
             continue
-        if not thresholds:
-            thresholds = list(_default_thresholds(path, [c[0] for c in curves]))
+        have = {lab.lower().replace("-", "_") for lab, _ in thresholds}
+        thresholds = [t for t in _default_thresholds(path, [c[0] for c in curves]) if t[0] not in have] + thresholds
         title = path.replace("/entry_1", "").strip("/") or name
         ylabel = curves[0][0] if len(curves) == 1 else ""
-        sets.append(CurveSet(title=title, x=x, xlabel=xlabel, curves=curves, thresholds=thresholds,
-                             ylabel=ylabel, notes=notes))
+        cs = CurveSet(title=title, x=x, xlabel=xlabel, curves=curves, thresholds=thresholds,
+                      ylabel=ylabel, notes=notes)
+        cs.notes += _crossing_notes(cs)
+        sets.append(cs)
     return sets
 
 
@@ -755,7 +789,7 @@ def render_figure(pic: Picture, *, width: int | None = None, dpi: float = 100.0)
         panel_h = panel_w * aspect + (40 if has_labels else 0) + (34 if any(p.title for p in pic.panels) else 0)
     else:
         panel_w = width / ncols
-        panel_h = panel_w * 0.62
+        panel_h = panel_w * 0.62 + 16 * max(len(cs.notes) for cs in pic.curves)
     title_lines = len([t for t in pic.title.split("\n") if t]) + (1 if pic.notes else 0)
     height = int(round(nrows * panel_h + 22 * title_lines + 20))
     height = max(height, 64)
@@ -858,22 +892,26 @@ def _draw_panel(ax, panel: Panel, fontsize: float) -> None:
 
 def _draw_curves(ax, cs: CurveSet, fontsize: float) -> None:
     for label, y in cs.curves:
-        ax.plot(cs.x, y, lw=1.4, label=label)
-    styles = ["--", ":", "-."]
+        ax.plot(cs.x, y, lw=1.4, color="black" if len(cs.curves) == 1 else None, marker=".", ms=3, label=label)
+    styles = ["--", ":", "-.", (0, (5, 2, 1, 2))]
+    colours = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
+    crossing = dict(curve_crossings(cs))
     for k, (label, t) in enumerate(cs.thresholds):
+        colour = colours[k % len(colours)]
         if np.ndim(t) == 0:
-            ax.axhline(float(t), ls=styles[k % 3], color="0.35", lw=1.0, label=label)
+            ax.axhline(float(t), ls=styles[k % len(styles)], color=colour, lw=1.0, label=label)
         else:
-            ax.plot(cs.x, np.asarray(t, float), ls=styles[k % 3], color="0.35", lw=1.0, label=label)
+            ax.plot(cs.x, np.asarray(t, float), ls=styles[k % len(styles)], color=colour, lw=1.0, label=label)
+        if crossing.get(label) is not None:
+            ax.axvline(crossing[label], color=colour, lw=0.8, alpha=0.6)
     ys = np.concatenate([np.asarray(y, float).ravel() for _, y in cs.curves])
     ys = ys[np.isfinite(ys)]
-    if ys.size and ys.min() >= 0 and ys.max() <= 1.2:  # correlations, PRTF: the full 0..1 range
-        ax.set_ylim(0.0, max(1.05, float(ys.max()) * 1.02))
+    if ys.size and ys.min() >= -0.2 and ys.max() <= 1.2:  # correlations, PRTF: the full 0..1 range
+        ax.set_ylim(min(0.0, float(ys.min()) - 0.02), max(1.05, float(ys.max()) * 1.02))
     ax.set_xlabel(cs.xlabel, fontsize=fontsize)
     if cs.ylabel:
         ax.set_ylabel(cs.ylabel, fontsize=fontsize)
-    title = cs.title + (("\n" + "; ".join(cs.notes)) if cs.notes else "")
-    ax.set_title(title, fontsize=fontsize)
+    ax.set_title("\n".join([cs.title] + cs.notes), fontsize=fontsize)
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=fontsize * 0.9)
     ax.legend(fontsize=fontsize * 0.85)

@@ -21,6 +21,7 @@ from cxdi_cli.render import MASK_RGB, CurveSet, Panel, Picture, resample
 
 RAMP = " .:-=+*#%@"
 MASK_CHAR = "X"
+THRESHOLD_MARKS = ".-:~"
 MODES = ("truecolor", "256", "ascii")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RESET = "\x1b[0m"
@@ -127,11 +128,11 @@ def curve_lines(cs: CurveSet, width: int, height: int = 16) -> list[str]:
     def row_of(v: float) -> int:
         return int(round((hi - v) / (hi - lo) * (height - 1)))
 
-    for lab, t in thr:
+    for k, (lab, t) in enumerate(thr):
         tv = np.interp(cols, x[ok][order], t[ok][order])
         for c, v in enumerate(tv):
             if np.isfinite(v) and lo <= v <= hi:
-                grid[row_of(v)][c] = "."
+                grid[row_of(v)][c] = THRESHOLD_MARKS[k % len(THRESHOLD_MARKS)]
     for k, y in enumerate(ys):
         good = ok & np.isfinite(y)
         if good.sum() < 1:
@@ -152,7 +153,7 @@ def curve_lines(cs: CurveSet, width: int, height: int = 16) -> list[str]:
     lines.append(_fit(" " * (label_w + 1) + left + " " * max(1, pw - len(left) - len(right)) + right, width))
     lines.append(_fit(" " * (label_w + 1) + cs.xlabel, width))
     legend = "  ".join(f"{marks[k % len(marks)]} {lab}" for k, (lab, _) in enumerate(cs.curves))
-    legend += "".join(f"  . {lab}" for lab, _ in thr)
+    legend += "".join(f"  {THRESHOLD_MARKS[k % len(THRESHOLD_MARKS)]} {lab}" for k, (lab, _) in enumerate(thr))
     lines.append(_fit(legend, width))
     for note in cs.notes:
         lines.append(_fit(note, width))

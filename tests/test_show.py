@@ -241,8 +241,17 @@ def test_prtf_frc_curves_with_thresholds(files, cli, tmp_path):
     assert pic.curves[0].title == "prtf"  # the NeXus default first
     assert by["prtf"].thresholds == [("1/e", pytest.approx(np.exp(-1)))]
     assert "(nm⁻¹)" in by["prtf"].xlabel and by["prtf"].x[-1] == pytest.approx(0.05)
-    assert [t[0] for t in by["frc"].thresholds] == ["half_bit_threshold"]
-    assert any("12" in n for n in by["frc"].notes)
+    assert [t[0] for t in by["frc"].thresholds] == ["0.5", "1/7", "half_bit_threshold"]
+    assert "resolution (nm) = 12" in by["frc"].notes
+    # PRTF exp(-q / 0.02) drops below 1/e at q = 0.02 nm⁻¹: half-period d = 1/(2q) = 25 nm
+    (lab, q), = render.curve_crossings(by["prtf"])
+    assert lab == "1/e" and q == pytest.approx(0.02, rel=0.01)
+    assert any(n.startswith("1/e: q = 0.02") and "d = 25" in n for n in by["prtf"].notes)
+    # FRC exp(-(q/0.03)^2): 0.5 at 0.03 sqrt(ln 2), 1/7 at 0.03 sqrt(ln 7), 0.2 at 0.03 sqrt(ln 5)
+    got = dict(render.curve_crossings(by["frc"]))
+    assert got["0.5"] == pytest.approx(0.03 * np.sqrt(np.log(2)), rel=0.01)
+    assert got["1/7"] == pytest.approx(0.03 * np.sqrt(np.log(7)), rel=0.01)
+    assert got["half_bit_threshold"] == pytest.approx(0.03 * np.sqrt(np.log(5)), rel=0.01)
     out = tmp_path / "prtf.png"
     r = cli("show", files / "prtf.h5", "-o", out, "--width", 640)
     assert r.exit_code == 0, r.stderr
@@ -259,8 +268,32 @@ def test_curves_in_si_units_skip_ring_sizes(tmp_path):
     (cs,) = render.load_picture(str(tmp_path / "r.h5")).curves
     assert cs.xlabel == "q (nm⁻¹)" and cs.x[-1] == pytest.approx(0.05)  # 5e7 1/m = 0.05 nm⁻¹
     assert [c[0] for c in cs.curves] == ["fsc"]  # ring sizes and Nyquist fractions are not curves
-    assert cs.thresholds == [("1/7", pytest.approx(1 / 7))]
-    assert cs.notes == ["resolution (nm) = 25"]
+    assert cs.thresholds == [("0.5", 0.5), ("1/7", pytest.approx(1 / 7))]
+    assert cs.notes[0] == "resolution (nm) = 25"
+
+
+def test_resolve_prt_output_renders(cli, tmp_path):
+    """The file `cxdi resolve-prt` writes (FRC of two half-set averages) is drawn with its thresholds."""
+    rng = np.random.default_rng(5)
+    obj = _disc((N, N), 12).astype(np.complex64)
+    step = io.make_step("test")
+    for name in ("a", "b"):
+        noisy = obj + (0.05 * (rng.standard_normal((N, N)) + 1j * rng.standard_normal((N, N)))).astype(np.complex64)
+        io.write_reconstruction(str(tmp_path / f"{name}.cxi"),
+                                Reconstruction(runs=[Run(obj=noisy, support=obj.real > 0)], pixel_size=(10e-9, 10e-9)),
+                                step)
+    r = cli("resolve-prt", "--half-sets", tmp_path / "a.cxi", tmp_path / "b.cxi", "-o", tmp_path / "frc.h5")
+    if r.exit_code != 0:
+        pytest.skip(f"resolve-prt not usable here: {r.stderr.strip()[:200]}")
+    pic = render.load_picture(str(tmp_path / "frc.h5"))
+    (cs,) = pic.curves
+    names = [t[0] for t in cs.thresholds]
+    assert {"0.5", "1/7"} <= set(names) and any("half" in n for n in names)
+    assert [c[0] for c in cs.curves] == ["frc"] and "nm⁻¹" in cs.xlabel
+    # Nyquist of a 10 nm pixel: 1/(2 x 10 nm) = 0.05 nm⁻¹, the last ring lies close to it
+    assert 0.04 < cs.x[-1] <= 0.0501 * np.sqrt(2)
+    r = cli("show", tmp_path / "frc.h5", "-o", tmp_path / "frc.png", "--width", 600)
+    assert r.exit_code == 0 and _png(tmp_path / "frc.png").shape[1] == 600
 
 
 # --------------------------------------------------------------------------- terminal
