@@ -16,17 +16,18 @@ def simulate(
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder (created if missing).",
                                         show_default=False)],
     size: Annotated[Optional[int], typer.Option("--size", help="Detector pixels across "
-                                                "[default: 516 tungsten, 512 cells].")] = None,
+                                                "[default: 516 tungsten, 512 cells, 128 particle3d].")] = None,
     photons: Annotated[Optional[float], typer.Option("--photons", help="Expected scattered photons on the "
                                                      "detector, all frames together [default: 1e9 tungsten, "
-                                                     "1e8 cells].")] = None,
+                                                     "1e8 cells]; particle3d: per frame.")] = None,
     distance: Annotated[Optional[float], typer.Option("--distance", help="Sample-detector distance (m) "
-                                                      "[default: 5].")] = None,
+                                                      "[default: 5; particle3d 0.08].")] = None,
     energy: Annotated[Optional[float], typer.Option("--energy", help="Photon energy (keV) [default: 8].")] = None,
     pixel: Annotated[Optional[float], typer.Option("--pixel", help="Detector pixel size (m) "
                                                    "[default: 75e-6].")] = None,
     frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames [default: 10].")] = None,
-    seed: c.SeedOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the noise and the broken pixels; "
+                                                "the same seed gives identical files [default: 0].")] = None,
     oversampling: Annotated[Optional[float], typer.Option("--oversampling", help="Linear oversampling "
                                                           "sigma = lambda D / (p S); sets the specimen size "
                                                           "S [default: 4].")] = None,
@@ -48,6 +49,9 @@ def simulate(
                                                       "[default: 1000].")] = None,
     read_noise: Annotated[Optional[float], typer.Option("--read-noise", help="cells: read noise (ADU rms) "
                                                         "[default: 1].")] = None,
+    angles: Annotated[Optional[str], typer.Option("--angles", help="particle3d: tilt angles in degrees, "
+                                                  "START:STOP:STEP or a comma list [default: -70:70:1].",
+                                                  show_default=False)] = None,
     json_report: c.JsonOpt = False,
 ) -> None:
     """Write a simulated CXDI experiment with known truth into a folder.
@@ -68,12 +72,14 @@ def simulate(
     """
     if kind not in KIND_NAMES:
         raise c.usage_error(f"unknown kind {kind!r}; choose one of {', '.join(KIND_NAMES)}")
+    tilts = _parse_angles(angles) if angles is not None else None
     from cxdi_cli.simulate import simulate as run  # noqa: PLC0415
 
     options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,
                    frames=frames, seed=seed, oversampling=oversampling, thickness=thickness,
                    gap_cross_near_beam=gap_cross_near_beam, beamstop=beamstop, rod_angle=rod_angle,
-                   darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise)
+                   darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise,
+                   angles=tilts)
     info = run(kind, output, command=c.command_line(), **options)
     if json_report:
         c.report(True, "cxdi.simulate/1", **{k: v for k, v in info.items() if k != "schema"})
@@ -83,3 +89,16 @@ def simulate(
           f"beam centre {info.get('beam_centre')}, crop {info.get('crop')}, seed {info.get('seed')}")
     if info.get("preprocess"):
         c.say(f"next: {info['preprocess']}")
+
+
+def _parse_angles(text: str) -> tuple[float, float, float] | list[float]:
+    """START:STOP:STEP (a range, stop included) or A,B,C,... (explicit angles), in degrees."""
+    try:
+        if ":" in text:
+            parts = [float(v) for v in text.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            return (parts[0], parts[1], parts[2])
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise c.usage_error(f"--angles {text!r}: give START:STOP:STEP or a comma list of degrees") from None

@@ -36,7 +36,6 @@ import inspect
 import json
 import math
 import os
-import secrets
 import shlex
 from pathlib import Path
 from typing import Any, Callable
@@ -226,18 +225,18 @@ def _check(cond: bool, message: str) -> None:
 def _common_checks(size: int, photons: float, distance: float, energy_kev: float, pixel: float,
                    frames: int, oversampling: float) -> None:
     _check(isinstance(size, (int, np.integer)) and 32 <= size <= 4096, f"--size {size}: must be 32 to 4096 pixels")
-    _check(np.isfinite(photons) and photons > 0, f"--photons {photons}: must be > 0")
+    _check(np.isfinite(photons) and 0 < photons <= 1e16, f"--photons {photons}: must be > 0 and at most 1e16")
     _check(np.isfinite(distance) and 0.01 <= distance <= 1000, f"--distance {distance}: must be 0.01 to 1000 m")
     _check(np.isfinite(energy_kev) and 0.1 <= energy_kev <= 100, f"--energy {energy_kev}: must be 0.1 to 100 keV")
     _check(np.isfinite(pixel) and 1e-7 <= pixel <= 1e-2, f"--pixel {pixel}: must be 1e-7 to 1e-2 m")
     _check(isinstance(frames, (int, np.integer)) and 1 <= frames <= 10000, f"--frames {frames}: must be 1 to 10000")
+    _check(frames * size * size * 4 <= 2 ** 31,
+           f"--frames {frames} of {size}x{size} pixels: the stack would exceed 2 GiB; use fewer frames")
     _check(np.isfinite(oversampling) and 2.0 <= oversampling <= 20.0,
            f"--oversampling {oversampling}: must be 2 to 20 (sigma < 2 cannot be phased)")
 
 
-def _seed(seed: int | None) -> int:
-    if seed is None:
-        return secrets.randbits(32)
+def _seed(seed: int) -> int:
     _check(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed {seed}: must be a non-negative integer")
     return int(seed)
 
@@ -287,6 +286,20 @@ class _Experiment:
         self.fine_pitch = 1.0 / (2 * size * self.dq)  # twice finer than the full-detector resolution
         self.truth_pitch = 1.0 / (self.crop * self.dq)
         self.photons = photons
+        self._check_paraxial(size)
+
+    def _check_paraxial(self, size: int) -> None:
+        """Refuse geometries where the paraxial q mapping (which the 2D truth, preprocess and phase all
+        use) is off by more than 0.1 pixel at the farthest detector corner: q_exact = q_paraxial D / r."""
+        ci, cj = self.centre
+        r_px = math.hypot(max(ci, size - 1 - ci), max(cj, size - 1 - cj))
+        x = r_px * self.pixel
+        shift = r_px * (1.0 - self.distance / math.hypot(self.distance, x))
+        if shift > 0.1:
+            d_min = x * math.sqrt(r_px / 0.2)
+            raise UsageError(f"--distance {self.distance:g}: the detector corner is {shift:.2f} pixel off the "
+                             f"flat-detector (paraxial) q grid a 2D reconstruction assumes; use a distance of "
+                             f"at least {d_min:.2g} m or a smaller --size")
 
     def pattern_and_truth(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expected photons summed over frames (full detector, float64), truth (N x N complex128) and
@@ -315,6 +328,7 @@ class _Experiment:
         _check(np.isfinite(rs) and 0.5 <= rs <= 10, f"--beamstop {rs}: must be 0.5 to 10 speckles")
         radius = rs * self.oversampling  # one speckle is ~sigma pixels across
         rod = max(2.0, round(0.6 * radius))
+        _check(np.isfinite(rod_angle), f"--rod-angle {rod_angle}: must be a number of degrees")
         th = math.radians(rod_angle)
         return radius, rod, (-math.sin(th), math.cos(th))  # angle counter-clockwise from +col, rows down
 
@@ -336,7 +350,8 @@ class _Experiment:
             "specimen_size_m": self.specimen_size,
             "truth_pixel_m": self.truth_pitch,
             "beamstop": {"radius_px": radius, "rod_width_px": rod,
-                         "rod_direction": [round(direction[0], 6), round(direction[1], 6)]},
+                         "rod_direction": [round(direction[0], 6), round(direction[1], 6)],
+                         "rod_angle_deg": round(math.degrees(math.atan2(-direction[0], direction[1])) % 360.0, 6)},
             "gaps": {"rows": defects.gap_rows, "cols": defects.gap_cols},
             "seed": seed,
         }
@@ -391,7 +406,7 @@ def _lit(expected_pf: np.ndarray, ok: np.ndarray, level: float) -> np.ndarray:
 # --------------------------------------------------------------------------- tungsten
 
 
-def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int | None = None, size: int = 516,
+def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 516,
                       photons: float = 1e9, distance: float = 5.0, energy_kev: float = 8.0,
                       pixel: float = 75e-6, frames: int = 10, oversampling: float = 4.0,
                       thickness: float = 150e-9, gap_cross_near_beam: bool = False,
@@ -424,7 +439,9 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int | None = None, si
                            n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0),
                            hot_range=(hot_lo, 10 * hot_lo))
     stack = counting_frames(rng, per_frame, frames, defects)
-    mask = defects.mask()
+    full = stack == np.iinfo(np.uint32).max  # a 32-bit counter at its ceiling (absurd --photons only)
+    sat_list = [(int(r), int(c)) for r, c in zip(*np.nonzero(full.any(axis=0)))]
+    mask = defects.mask(sat_list)
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   frames=frames, oversampling=oversampling, thickness=thickness,
                   gap_cross_near_beam=gap_cross_near_beam, beam_fraction=list(beam_fraction),
@@ -437,7 +454,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int | None = None, si
     info.update({
         "saturation_adu": None, "adu_per_photon": None, "dark_adu": None,
         "broken_pixels": {"hot": [list(p) for p in defects.hot], "dead": [list(p) for p in defects.dead],
-                          "saturated": []},
+                          "saturated": [list(p) for p in sat_list]},
         "files": {"frames": "frames.h5", "darks": None, "truth": "truth.cxi", "expected": "expected.cxi"},
         "specimen": {"material": "W", "thickness_m": thickness, "delta": delta, "beta": beta,
                      "letters": "C X / D I"},
@@ -451,7 +468,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int | None = None, si
 # --------------------------------------------------------------------------- cells
 
 
-def simulate_cells(out_dir: str | os.PathLike, *, seed: int | None = None, size: int = 512,
+def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512,
                    photons: float = 1e8, distance: float = 5.0, energy_kev: float = 8.0,
                    pixel: float = 75e-6, frames: int = 10, darks: int = 5, oversampling: float = 4.0,
                    adu_per_photon: float = 2.0, dark_adu: float = 1000.0, read_noise: float = 1.0,

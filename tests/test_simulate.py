@@ -295,6 +295,23 @@ def test_cli_writes_files_and_seed_reproduces(cli, tmp_path):
         assert f["/entry_0000/instrument/maxipix/data"].id == f["/entry_0000/measurement/data"].id
 
 
+CONTRACT_KEYS = {"schema", "kind", "energy_kev", "distance_m", "pixel_m", "detector_shape", "beam_centre", "crop",
+                 "n_frames", "photons_total", "oversampling", "specimen_size_m", "saturation_adu",
+                 "adu_per_photon", "dark_adu", "broken_pixels", "beamstop", "gaps", "files", "preprocess", "seed"}
+
+
+def test_cli_gap_cross_flag_and_contract_keys(cli, tmp_path):
+    r = cli("simulate", "tungsten", "-o", tmp_path, "--size", 128, "--frames", 1, "--gap-cross-near-beam", "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert CONTRACT_KEYS <= set(info)
+    assert set(info["broken_pixels"]) == {"hot", "dead", "saturated"}
+    assert {"radius_px", "rod_width_px", "rod_direction"} <= set(info["beamstop"])
+    cy, cx = info["beam_centre"]
+    assert min(abs(np.array(info["gaps"]["rows"]) - cy).min(), abs(np.array(info["gaps"]["cols"]) - cx).min()) <= 6
+    assert cy % 1 != 0 and cx % 1 != 0  # not on a pixel centre
+
+
 def test_cli_cells_files(cli, tmp_path):
     out = tmp_path / "new" / "cells"  # created if missing
     r = cli("simulate", "cells", "-o", out, "--size", 64, "--frames", 4, "--darks", 2, "--seed", 1)
@@ -306,6 +323,7 @@ def test_cli_cells_files(cli, tmp_path):
     assert len(list((out / "frames").iterdir())) == 2 and len(list((out / "darks").iterdir())) == 1
     info = json.loads((out / "experiment.json").read_text())
     assert info["kind"] == "cells" and info["dark_adu"] > 0 and info["files"]["darks"]
+    assert CONTRACT_KEYS <= set(info)
 
 
 @pytest.mark.parametrize("args", [
