@@ -168,7 +168,7 @@ class FFTPair:
         self.dtype = np.dtype(dtype)
         self.buffer = pyfftw.empty_aligned(tuple(shape), self.dtype)
         self.buffer[...] = 0
-        nt = nthreads or threads()
+        nt = nthreads or (threads() if int(np.prod(shape)) >= 65536 else 1)  # small: threads only cost
         ax = tuple(range(len(shape)))
         self._fwd = pyfftw.FFTW(self.buffer, self.buffer, axes=ax, threads=nt, flags=_flags(),
                                 direction="FFTW_FORWARD", ortho=False, normalise_idft=False)
