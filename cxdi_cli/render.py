@@ -169,7 +169,7 @@ def _length_label(metres: float) -> str:
 
 def _fmt_metric(key: str, value: Any) -> str | None:
     if isinstance(value, (bool, np.bool_)):
-        return f"{key}={value}"
+        return None  # flags (e.g. failed) go into the title as words
     if isinstance(value, (int, np.integer)):
         return f"{key}={int(value)}"
     if isinstance(value, (float, np.floating)):
@@ -445,6 +445,8 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
         panels = run_panels(r, pixel, slice_spec=slice_spec, crop_support=crop_support)
         text = metrics_text(r.metrics, limit=6)
         head = f"run {chosen[0]} of {len(rec.runs)}" if len(rec.runs) > 1 else ""
+        if r.metrics.get("failed") in (True, 1):
+            head += " FAILED"
         sub = "  ".join(s for s in (head, text) if s)
         ncols = 3 if len(panels) == 6 else len(panels)
         return Picture(kind="reconstruction", title=title + (f"\n{sub}" if sub else ""), panels=panels,
@@ -459,7 +461,8 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
         spec = slice_spec if (slice_spec or r.obj.ndim == 2) else "z"
         p = run_panels(r, pixel, slice_spec=spec if r.obj.ndim == 3 else None, crop_support=crop_support,
                        projections=False)[0]
-        p.title = f"run {k + 1}\n{metrics_text(r.metrics, limit=3)}".rstrip()
+        flag = "  FAILED" if r.metrics.get("failed") in (True, 1) else ""
+        p.title = f"run {k + 1}{flag}\n{metrics_text(r.metrics, limit=3)}".rstrip()
         panels.append(p)
     ncols = int(math.ceil(math.sqrt(n)))
     return Picture(kind="runs", title=title, panels=panels, ncols=ncols, notes=notes)

@@ -194,6 +194,11 @@ def test_run_grid_titles_metrics_and_global_phase_invariance(files, cli, tmp_pat
         assert f"run {k + 1}" in p.title and f"llk={1.25 + k:.4g}" in p.title and "llk_free" in p.title
         # runs differ only by a global phase, which is not physical: identical pictures
         assert np.allclose(p.rgb, pic.panels[0].rgb, atol=1e-5)
+    runs = io.read_reconstruction(str(files / "runs.cxi"))
+    runs.runs[1].metrics["failed"] = True
+    io.write_reconstruction(str(tmp_path / "f.cxi"), runs, io.make_step("t"))
+    titles = [p.title for p in render.load_picture(str(tmp_path / "f.cxi")).panels]
+    assert "FAILED" in titles[1] and not any("FAILED" in t for t in titles[:1] + titles[2:])
     one = render.load_picture(str(files / "runs.cxi"), run=3)
     assert one.kind == "reconstruction" and "run 3 of 4" in one.title
     out = tmp_path / "runs.png"
