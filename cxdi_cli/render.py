@@ -32,6 +32,7 @@ import numpy as np
 from cxdi_cli import io
 from cxdi_cli.model import (
     DataError,
+    InputError,
     Geometry,
     Pattern,
     Reconstruction,
@@ -741,9 +742,31 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
         with io.open_h5(name) as f:
             sets = curves_from_h5(f, label)
         return Picture(kind="curves", title=label, curves=sets, ncols=min(len(sets), 2))
-    arr = io.read_array(spec)
-    return _array_picture(arr, spec, log=log, slice_spec=slice_spec, crop_support=crop_support,
-                          title=f"{label}  {'×'.join(map(str, arr.shape))}")
+    with io.open_h5(name) as f:
+        path = dset or io.cxi.nexus_default(f) or _only_image(f)
+        if path is None:
+            arr = io.read_array(spec)  # raises the reader's one-line "which dataset?" error
+        else:
+            ds = f.get(path)
+            if ds is None or not hasattr(ds, "shape"):
+                holds = ", ".join(io.list_datasets(f, 1)[:12]) or "no datasets"
+                raise InputError(f"{name}: no dataset {path} (the file holds: {holds})")
+            stack = ds.ndim == 3 and _attr_text(ds.attrs.get("interpretation", "")) == "image"
+            arr = np.asarray(ds[()])
+    title = f"{label}  {'×'.join(map(str, arr.shape))}"
+    if path is not None and stack and slice_spec is None and arr.dtype.kind in "biuf":
+        # a stack of detector frames (NeXus interpretation "image"): their sum, as preprocess sees it
+        arr = arr.astype(np.float64).sum(axis=0)
+        title += f"  (sum of {title.split('  ')[1].split('×')[0]} frames)"
+    return _array_picture(arr, spec, log=log, slice_spec=slice_spec, crop_support=crop_support, title=title)
+
+
+def _only_image(f) -> str | None:
+    """The one image-like dataset of a file, hard links (the same data under two paths) counted once."""
+    seen: dict[Any, str] = {}
+    for p in io.list_datasets(f, 2):
+        seen.setdefault(hash(f[p].id), p)
+    return next(iter(seen.values())) if len(seen) == 1 else None
 
 
 # --------------------------------------------------------------------------- matplotlib
@@ -861,7 +884,8 @@ def _fit_panel(panel: Panel, width_px: float) -> Panel:
     masked = resample(panel.masked.astype(float), oh, ow) > 0
     rgb = _cmap_rgb(frac, panel.scale.cmap)
     rgb[masked] = np.asarray(MASK_RGB, float) / 255.0
-    return dataclasses.replace(panel, rgb=rgb, brightness=frac, masked=masked,
+    extent = panel.extent if panel.extent is not None else (-0.5, w - 0.5, -0.5, h - 0.5)  # keep pixel axes
+    return dataclasses.replace(panel, rgb=rgb, brightness=frac, masked=masked, extent=extent,
                                pixel_aspect=panel.pixel_aspect * (h / oh) / (w / ow))
 
 

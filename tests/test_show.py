@@ -387,6 +387,13 @@ def test_generic_images(files, tmp_path):
     assert pic.panels[0].rgb.shape[:2] == (30, 20) and pic.panels[0].xlabel == "x (pixel)"
     np.save(tmp_path / "c.npy", (np.ones((16, 16)) * np.exp(0.3j)).astype(np.complex64))
     assert render.load_picture(str(tmp_path / "c.npy")).kind == "reconstruction"
+    # a LIMA stack of frames (hard-linked under two paths): the sum of the frames, axes in pixels
+    frames = np.stack([np.full((300, 200), k, np.uint32) for k in range(1, 5)])
+    io.write_lima(str(tmp_path / "frames.h5"), frames)
+    pic = render.load_picture(str(tmp_path / "frames.h5"))
+    assert "sum of 4 frames" in pic.title and np.allclose(pic.panels[0].brightness, pic.panels[0].brightness[0, 0])
+    fig = render.render_figure(pic, width=300)
+    assert fig.axes[0].get_xlim() == pytest.approx((-0.5, 199.5))  # reduced for the screen, axes still in pixels
     one = render.load_picture(f"{files / 'p2.cxi'}::/entry_1/instrument_1/detector_1/data")
     assert one.kind == "pattern" and one.panels[0].masked.sum() > 49
 
