@@ -37,7 +37,7 @@ def simulate(
         "--gap-cross-near-beam/--gap-cross-away", help="Put the module-gap cross a few pixels from the beam "
         "centre, as happens on 2x2-module detectors [default: away].", show_default=False)] = None,
     beamstop: Annotated[Optional[float], typer.Option("--beamstop", help="Beamstop radius in speckles "
-                                                      "(one speckle ~ sigma pixels) [default: 1.25].")] = None,
+                                                      "(one speckle ~ sigma pixels) [default: 1].")] = None,
     rod_angle: Annotated[Optional[float], typer.Option("--rod-angle", help="Direction of the beamstop's "
                                                        "holder rod, degrees counter-clockwise from +column "
                                                        "(rows point down).")] = None,

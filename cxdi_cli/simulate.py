@@ -324,7 +324,7 @@ class _Experiment:
 
     def beamstop(self, radius_speckles: float | None, rod_angle: float) -> tuple[float, float, tuple[float, float]]:
         """Beamstop radius (pixels), rod width (pixels) and rod direction (unit (d_row, d_col))."""
-        rs = 1.25 if radius_speckles is None else radius_speckles
+        rs = 1.0 if radius_speckles is None else radius_speckles
         _check(np.isfinite(rs) and 0.5 <= rs <= 10, f"--beamstop {rs}: must be 0.5 to 10 speckles")
         radius = rs * self.oversampling  # one speckle is ~sigma pixels across
         rod = max(2.0, round(0.6 * radius))
@@ -397,9 +397,14 @@ def _broken_counts(n_det: int) -> int:
     return max(2, int(round(6 * n_det / 516.0 ** 2)))
 
 
-def _lit(expected_pf: np.ndarray, ok: np.ndarray, level: float) -> np.ndarray:
-    """Pixels bright enough for a dead one to stand out (falls back to the brightest tenth)."""
-    thr = min(level, float(np.quantile(expected_pf[ok], 0.9)))
+def _lit(expected_pf: np.ndarray, ok: np.ndarray, level: float, n_dead: int) -> np.ndarray:
+    """Pixels bright enough for a dead one to stand out: `level` photons per frame or more, or where too
+    few pixels are that bright (weak scatterers, small detectors), the brightest 50 n_dead pixels."""
+    values = expected_pf[ok]
+    if np.count_nonzero(values >= level) >= 50 * n_dead:
+        thr = level
+    else:
+        thr = float(np.sort(values)[-min(values.size, 50 * n_dead)])
     return ok & (expected_pf >= thr)
 
 
@@ -436,7 +441,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
     ok = ~shadow_guess
     defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
                            beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
-                           n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0),
+                           n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0, n_broken),
                            hot_range=(hot_lo, 10 * hot_lo))
     stack = counting_frames(rng, per_frame, frames, defects)
     full = stack == np.iinfo(np.uint32).max  # a 32-bit counter at its ceiling (absurd --photons only)
@@ -503,10 +508,10 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
     dim = per_frame * adu_per_photon + dark_adu < hot_range[0] / 10
     gap_idx = list(range(exp.chip, exp.chip + exp.gap))
     n_broken = _broken_counts(size * size)
-    ok = ~shadow_guess
+    ok = ~shadow_guess & (per_frame * adu_per_photon + dark_adu < UINT16_MAX / 2)  # dead, not saturated
     defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
                            beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
-                           n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0),
+                           n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0, n_broken),
                            hot_range=hot_range)
     if defects.hot:  # move hot pixels off the bright region (re-draw among dim pixels only)
         from scipy.ndimage import binary_dilation  # noqa: PLC0415
