@@ -39,9 +39,11 @@ def show(
     geometry; pixels without one); 3D volumes: the three central slices through q = 0. Reconstructions:
     phase as hue (0 red, ±π cyan) and amplitude as brightness, global phase removed, with a scale bar
     from the real-space pixel size; 3D: central slices through the support and amplitude projections.
-    A file of several runs: a grid of runs titled with their metrics (llk, llk_free, ...). PRTF / FRC
-    files and other 1-D curves: the curves with their thresholds (PRTF 1/e, FRC 1/7 when the file
-    stores none).
+    An average: its modes beside it, with their weights. A file of several runs: a grid of runs titled
+    with their metrics (llk, llk_free, ...; failed runs flagged). PRTF / FRC files (resolve-prt) and
+    other 1-D curves: the curves with their thresholds (PRTF 1/e; FRC 0.5, 1/7 and the file's
+    half-bit curve) and where each is crossed, as q and half-period d = 1/(2q). A stack of raw
+    detector frames: their sum.
 
     The PNG is written whole or not at all; -o - writes it to stdout (not to a terminal).
     --terminal draws with Unicode half-blocks in 24-bit colour (COLORTERM=truecolor) or the xterm

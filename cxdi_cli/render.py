@@ -421,8 +421,12 @@ def run_panels(run: Run, pixel: tuple[float, ...] | None, *, slice_spec: str | N
 
 
 def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None, crop_support: bool = False,
-                           run: int | None = None, title: str = "") -> Picture:
-    """One run in detail (a single-run file, or `run`), or a grid of runs with their metrics."""
+                           run: int | None = None, title: str = "",
+                           modes: Sequence[tuple[str, np.ndarray]] = ()) -> Picture:
+    """One run in detail (a single-run file, or `run`), or a grid of runs with their metrics.
+
+    `modes` (name, complex array) of an averaged file are added, one panel each (3D: the slice normal
+    to z through the support), titled with their weights from `rec.extra['mode_weights']`."""
     if not rec.runs:
         raise DataError(f"{rec.source}: no runs to show")
     shape = rec.runs[0].obj.shape
@@ -444,12 +448,23 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
     if chosen:
         r = rec.runs[chosen[0] - 1]
         panels = run_panels(r, pixel, slice_spec=slice_spec, crop_support=crop_support)
+        main = len(panels)
+        weights = list(rec.extra.get("mode_weights", [])) if isinstance(rec.extra, dict) else []
+        for k, (mname, mode) in enumerate(modes):
+            spec = slice_spec if (slice_spec or mode.ndim == 2) else "z"
+            mp = run_panels(Run(obj=mode, support=r.support), pixel, slice_spec=spec if mode.ndim == 3 else None,
+                            crop_support=crop_support, projections=False)[0]
+            w = f"  weight {float(weights[k]):.3f}" if k < len(weights) else ""
+            mp.title = f"{mname.replace('_', ' ')}{w}" + (f"\n{mp.title}" if mp.title else "")
+            panels.append(mp)
+        if modes and panels[0].title == "":
+            panels[0].title = "average" if len(rec.runs) == 1 else f"run {chosen[0]}"
         text = metrics_text(r.metrics, limit=6)
         head = f"run {chosen[0]} of {len(rec.runs)}" if len(rec.runs) > 1 else ""
         if r.metrics.get("failed") in (True, 1):
             head += " FAILED"
         sub = "  ".join(s for s in (head, text) if s)
-        ncols = 3 if len(panels) == 6 else len(panels)
+        ncols = 3 if main == 6 else min(len(panels), 4)
         return Picture(kind="reconstruction", title=title + (f"\n{sub}" if sub else ""), panels=panels,
                        ncols=ncols, notes=notes)
     # a grid of runs: one panel each (3D: the central slice normal to z, or --slice)
@@ -736,8 +751,16 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
         rec = io.read_reconstruction(spec)
         shape = "×".join(map(str, rec.runs[0].obj.shape))
         runs = f", {len(rec.runs)} runs" if len(rec.runs) > 1 else ""
+        modes: list[tuple[str, np.ndarray]] = []
+        if len(rec.runs) == 1 and dset is None:  # an average: its modes (cxdi average writes /entry_1/mode_K)
+            with io.open_h5(name) as f:
+                keys = sorted((k for k in f["/entry_1"] if re.fullmatch(r"mode_\d+", k)), key=lambda k: int(k[5:]))
+                for k in keys:
+                    ds = f[f"/entry_1/{k}"]
+                    if hasattr(ds, "shape") and tuple(ds.shape) == rec.runs[0].obj.shape:
+                        modes.append((k, np.asarray(ds[()]).astype(np.complex64)))
         return reconstruction_picture(rec, slice_spec=slice_spec, crop_support=crop_support, run=run,
-                                      title=f"{label}  {shape}{runs}")
+                                      title=f"{label}  {shape}{runs}", modes=modes)
     if target == "curves":
         with io.open_h5(name) as f:
             sets = curves_from_h5(f, label)

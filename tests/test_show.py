@@ -209,6 +209,17 @@ def test_run_grid_titles_metrics_and_global_phase_invariance(files, cli, tmp_pat
     assert r.exit_code == 2 and "runs 1 to 4" in r.stderr
 
 
+def test_average_file_shows_its_modes(files, tmp_path):
+    rec = io.read_reconstruction(str(files / "avg.cxi"))
+    rec.extra = {"mode_weights": [0.9, 0.1]}
+    m1 = rec.runs[0].obj
+    m2 = (np.roll(m1, 3, axis=1) * 0.3).astype(np.complex64)
+    io.write_reconstruction(str(tmp_path / "a.cxi"), rec, io.make_step("t"), arrays={"mode_1": m1, "mode_2": m2})
+    pic = render.load_picture(str(tmp_path / "a.cxi"))
+    assert [p.title for p in pic.panels] == ["average", "mode 1  weight 0.900", "mode 2  weight 0.100"]
+    assert np.allclose(pic.panels[1].rgb, pic.panels[0].rgb, atol=1e-5)  # mode 1 is the average here
+
+
 def test_crop_support_keeps_support_and_margin(files):
     pic = render.load_picture(str(files / "avg.cxi"), crop_support=True)
     obj = _disc((N, N), 9.5)
