@@ -93,6 +93,23 @@ def test_tungsten_optical_constants():
     assert 2 * math.pi * delta * 150e-9 / lam == pytest.approx(0.28, rel=0.1)
 
 
+def test_specimens_are_what_they_claim():
+    """Tungsten: one material, phase -2 pi delta t / lambda, amplitude exp(-2 pi beta t / lambda) where covered.
+    Cells: weak phase objects (0.1-0.7 rad with inclusions), |T| > 0.97 everywhere (weak absorption)."""
+    rho = sim.tungsten_object(2e-6, 2e-8, 150e-9, 8.0)
+    t = rho + 1
+    full = np.abs(rho) >= np.abs(rho).max() * (1 - 1e-9)
+    delta, beta = sim.tungsten_delta_beta(8.0)
+    lam = 1.5498e-10
+    assert np.angle(t[full]) == pytest.approx(-2 * np.pi * delta * 150e-9 / lam, rel=1e-3)
+    assert np.abs(t[full]) == pytest.approx(np.exp(-2 * np.pi * beta * 150e-9 / lam), rel=1e-3)
+    assert 0.05 < full.mean() < 0.5  # letters cover part of their square, not all of it
+    t = sim.cells_object(2e-6, 2e-8) + 1
+    phase = -np.angle(t)
+    assert 0.1 < np.quantile(phase[phase > 0.01], 0.5) < 0.3
+    assert phase.max() < 0.8 and np.abs(t).min() > 0.97
+
+
 # --------------------------------------------------------------------------- tungsten files
 
 
