@@ -307,7 +307,8 @@ def pattern_picture(pattern: Pattern, *, log: bool = True, slice_spec: str | Non
             panel.xlabel, panel.ylabel = f"{names[1]} (pixel)", f"{names[0]} (pixel)"
         panels.append(panel)
     frac = float(masked.mean())
-    notes = [f"masked pixels ({100 * frac:.2f} %) in magenta"] if frac > 0 else []
+    what = "voxels" if data.ndim == 3 else "pixels"
+    notes = [f"masked {what} ({100 * frac:.2f} %) in magenta"] if frac > 0 else []
     if dq is None:
         notes.append("no geometry in the file: axes in pixels")
     return Picture(kind=kind or ("volume" if data.ndim == 3 else "pattern"), title=title, panels=panels,
