@@ -178,8 +178,9 @@ def detect_outliers(image: np.ndarray, bad: np.ndarray | None = None, noise_var:
 
     Counts are photons; the noise of a pixel whose reference holds m photons is taken as
     sqrt(m + noise_var + 1) (Poisson plus any read noise, variance `noise_var` in photons^2).
-    Hot: value > hot_ratio * m + hot_sigma * noise. Dead: value < dead_ratio * m and
-    m - value > dead_sigma * noise (dark where the reference is clearly lit). A pixel must fail against
+    Hot: value > hot_ratio * m + hot_sigma * noise. Dead: value < dead_ratio * m,
+    m - value > dead_sigma * noise and the value consistent with zero (< 3 sqrt(noise_var + 1)): dark
+    where the reference is clearly lit. A pixel must fail against
     both references (neighbourhood median and mate); where its mate is unknown (masked, off the
     detector) the neighbourhood test alone decides, with 3x stricter ratios. Sharp fringes and
     speckle minima pass, since the mate shows the same feature.
@@ -192,8 +193,10 @@ def detect_outliers(image: np.ndarray, bad: np.ndarray | None = None, noise_var:
     def tests(ref: np.ndarray, hr: float, dr: float) -> tuple[np.ndarray, np.ndarray]:
         noise = np.sqrt(ref + noise_var + 1.0)
         hot = img > hr * ref + hot_sigma * noise
-        dead = (img < dr * ref) & (ref - img > dead_sigma * noise)
+        dead = (img < dr * ref) & (ref - img > dead_sigma * noise) & (img <= zero_level)
         return hot, dead
+
+    zero_level = 3.0 * np.sqrt(np.asarray(noise_var, np.float64) + 1.0)  # a reading consistent with 0
 
     if centre is None:
         hot, dead = tests(med, hot_ratio, dead_ratio)
@@ -242,10 +245,11 @@ def detect_beamstop(image: np.ndarray, centre: Sequence[float], bad: np.ndarray 
     n_j = np.bincount(rbin[judged], minlength=nb)
     n_l = np.bincount(rbin[low], minlength=nb)
     frac = np.where(n_j > 0, n_l / np.maximum(n_j, 1), np.nan)
+    n_g = np.bincount(rbin[good], minlength=nb)
     radius = -1
     for k in range(nb):
         if np.isnan(frac[k]):
-            if k <= 1:
+            if k <= 1 or n_g[k] == 0:  # the first rings, or rings masked already: part of the shadow
                 radius = k
                 continue
             break
@@ -291,7 +295,9 @@ def detect_beamstop(image: np.ndarray, centre: Sequence[float], bad: np.ndarray 
         insector = np.isin(abin, sorted(sel))
         rodpix = low & outer & insector
         # bad pixels (gaps) in the sector bridge the rod across a module gap
-        lab2, n2 = ndimage.label(rodpix | region | (bad_ & insector & outer), structure=np.ones((3, 3)))
+        # (near the disc a narrow rod spans a wide angle: any low pixel there may link it)
+        link = insector | (r <= radius + 4.5)
+        lab2, n2 = ndimage.label(((low | bad_) & link) | region, structure=np.ones((3, 3)))
         keep = np.unique(lab2[region & (lab2 > 0)])
         rodpix &= np.isin(lab2, keep[keep > 0]) if keep.size else rodpix
         if rodpix.sum() >= 6:
@@ -301,19 +307,33 @@ def detect_beamstop(image: np.ndarray, centre: Sequence[float], bad: np.ndarray 
             # refine the axis direction by a least-squares line through the rod pixels
             s = (yy - centre[0]) * u[0] + (xx - centre[1]) * u[1]
             d = (yy - centre[0]) * u[1] - (xx - centre[1]) * u[0]
-            if np.ptp(s) > 3:
-                slope, icpt = np.polyfit(s, d, 1)
-            else:
-                slope, icpt = 0.0, float(np.median(d))
+            slope, icpt = 0.0, float(np.median(d))
+            keep_fit = np.ones(s.size, bool)
+            for _ in range(3):  # robust line fit: drop stray low pixels beside the rod, refit
+                if np.ptp(s[keep_fit]) > 3 and keep_fit.sum() >= 4:
+                    slope, icpt = np.polyfit(s[keep_fit], d[keep_fit], 1)
+                res = d - (icpt + slope * s)
+                keep_fit = np.abs(res) <= max(1.5, 2.0 * float(np.median(np.abs(res))))
             ii, jj = np.indices(img.shape, dtype=np.float64)
             S = (ii - centre[0]) * u[0] + (jj - centre[1]) * u[1]
             D = (ii - centre[0]) * u[1] - (jj - centre[1]) * u[0] - (icpt + slope * S)
-            res = d - (icpt + slope * s)
-            lo_d, hi_d = np.percentile(res, [2, 98])
-            band = (S >= min(0.0, float(s.min()))) & (D >= lo_d - 0.25) & (D <= hi_d + 0.25)
+            # width: across the fitted axis, the contiguous run of 1-px strips that are mostly low
+            strip = judged & outer & (S >= s.min()) & (S <= s.max()) & (np.abs(D) <= 8.5)
+            bins = np.floor(D[strip] + 0.5).astype(int) + 8
+            n_s = np.bincount(bins, minlength=17)
+            n_sl = np.bincount(bins[low[strip]], minlength=17)
+            fr = np.where(n_s > 0, n_sl / np.maximum(n_s, 1), 0.0)
+            k0 = 8 if fr[8] >= 0.5 else int(np.argmax(fr))
+            k_lo = k_hi = k0
+            while k_lo > 0 and fr[k_lo - 1] >= 0.5:
+                k_lo -= 1
+            while k_hi < 16 and fr[k_hi + 1] >= 0.5:
+                k_hi += 1
+            lo_d, hi_d = k_lo - 8 - 0.5, k_hi - 8 + 0.5
+            band = (S >= min(0.0, float(s.min()))) & (D >= lo_d) & (D <= hi_d)
             out |= band
             info["rod_angle_deg"] = float(np.degrees(np.arctan2(u[0] + slope * u[1], u[1] - slope * u[0])))
-            info["rod_width_px"] = float(hi_d - lo_d + 1.0)
+            info["rod_width_px"] = float(hi_d - lo_d)
     if margin > 0:
         out = ndimage.binary_dilation(out, iterations=int(margin))
     return out, info

@@ -193,8 +193,8 @@ def accumulate(stack, frames: slice | None = None, *, dark: np.ndarray | None = 
         np.maximum(cal_max, cal.max(axis=0), out=cal_max)
         if halves is not None:
             par = (n + np.arange(k)) % 2
-            halves[0] += cal[par == 0].sum(axis=0)
-            halves[1] += cal[par == 1].sum(axis=0)
+            np.add(halves[0], cal[par == 0].sum(axis=0), out=halves[0])
+            np.add(halves[1], cal[par == 1].sum(axis=0), out=halves[1])
         n += k
         on_progress(advance=k)
     if not np.any(raw_max > 0) and not marker.all():

@@ -451,3 +451,70 @@ def iter_frames(specs: str | Sequence[str], frames: slice | None = None, block: 
     with open_frames(specs) as stack:
         for _, b in stack.blocks(frames, block):
             yield b
+
+
+# --------------------------------------------------------------------------- geometry in the file
+
+_LENGTH_UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "nm": 1e-9, "cm": 1e-2,
+                 "a": 1e-10, "angstrom": 1e-10, "å": 1e-10}
+
+
+def _value(ds, default_unit: str) -> float | None:
+    try:
+        v = float(np.asarray(ds[()]).ravel()[0])
+    except (TypeError, ValueError, IndexError, OSError):
+        return None
+    unit = ds.attrs.get("units", default_unit)
+    unit = (unit.decode() if isinstance(unit, bytes) else str(unit)).strip().lower()
+    if unit in ("kev",):
+        return v
+    if unit in ("ev",):
+        return v / 1e3
+    if unit in ("j",):
+        from cxdi_cli.model import EV_J  # noqa: PLC0415
+
+        return v / EV_J / 1e3
+    return v * _LENGTH_UNITS.get(unit, 1.0) if v > 0 else None
+
+
+def logbook(spec: str) -> dict[str, float]:
+    """Geometry stored in a raw HDF5 file (NeXus / Eiger master, CXI): any of energy_kev, distance_m,
+    pixel_m. Empty for other formats or when nothing is there; never raises for a readable file."""
+    from cxdi_cli.model import kev_from_wavelength  # noqa: PLC0415
+
+    name, _ = split_url(spec)
+    if name == "-" or _GLOB_CHARS.search(name) or not os.path.isfile(name) or sniff(name) != "hdf5":
+        return {}
+    h5py = _h5()
+    out: dict[str, float] = {}
+    try:
+        with h5py.File(name, "r") as f:
+            entries = [k for k in f if isinstance(f.get(k), h5py.Group)]
+            for e in entries:
+                cands = {
+                    "pixel_m": [f"/{e}/instrument/detector/x_pixel_size", f"/{e}/instrument_1/detector_1/x_pixel_size"],
+                    "distance_m": [f"/{e}/instrument/detector/detector_distance", f"/{e}/instrument/detector/distance",
+                                   f"/{e}/instrument_1/detector_1/distance"],
+                    "energy_kev": [f"/{e}/instrument/beam/incident_energy", f"/{e}/instrument/monochromator/energy",
+                                   f"/{e}/instrument_1/source_1/energy"],
+                    "wavelength_m": [f"/{e}/instrument/beam/incident_wavelength",
+                                     f"/{e}/instrument/monochromator/wavelength",
+                                     f"/{e}/instrument_1/source_1/wavelength"],
+                }
+                units = {"pixel_m": "m", "distance_m": "m", "energy_kev": "ev", "wavelength_m": "angstrom"}
+                for key, paths in cands.items():
+                    for p in paths:
+                        ds = f.get(p)
+                        if key not in out and isinstance(ds, h5py.Dataset):
+                            unit = "j" if p.endswith("source_1/energy") else units[key]
+                            if p.endswith("source_1/wavelength"):
+                                unit = "m"
+                            v = _value(ds, unit)
+                            if v:
+                                out[key] = v
+    except (OSError, KeyError):
+        return {}
+    if "energy_kev" not in out and "wavelength_m" in out:
+        out["energy_kev"] = kev_from_wavelength(out["wavelength_m"])
+    out.pop("wavelength_m", None)
+    return out
