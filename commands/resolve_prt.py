@@ -29,7 +29,7 @@ def resolve_prt(
     """Resolution of a reconstruction: PRTF against the data and/or Fourier ring (2D) / shell (3D)
     correlation between independent half-sets.
 
-    PRTF: the transform of the average, put on the data's scale, divided by sqrt(I), summed over the
+    PRTF: the transform of the average, put on the data's scale, against sqrt(I), in power over the
     measured pixels of each ring (shell); resolution where it drops below 1/e. FRC/FSC: the two
     half-set averages are aligned to each other (translation, twin, phase ramp, global phase) and
     correlated; resolutions at the 0.5, 1/7 and half-bit thresholds. q is the spatial frequency in

@@ -94,7 +94,9 @@ def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step
          run_intensity: np.ndarray | None = None, min_count: int = 1) -> tuple[Curve, dict[str, Any]]:
     """Phase-retrieval transfer function of an averaged object against the measured intensity.
 
-    PRTF(q) = sum_ring |s F(q)| / sum_ring sqrt(I(q)) over the measured pixels of each ring, with
+    PRTF(q) = sqrt(sum_ring |s F(q)|^2 / sum_ring I(q)) over the measured pixels of each ring (the
+    ratio of the ring's powers: unbiased by Poisson noise, unlike a mean of |F| / sqrt(I), which
+    climbs above 1 where few photons were counted), with
     F = cfftn(obj, unitary) the transform of the average of the aligned runs (= the mean of their
     transforms) and s the scale putting the runs on the data: s^2 = sum I / sum <|F_run|^2> over the
     measured pixels when `run_intensity` (the runs' mean |F_run|^2, written by `cxdi average`) is
@@ -126,11 +128,11 @@ def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step
         raise DataError("the object's transform is zero on the measured pixels")
     idx, q, frac, unit = radial_index(obj.shape, q_step)
     n = len(q)
-    num = ring_sum(scale * amp, idx, n, meas)
-    den_r = ring_sum(np.sqrt(intensity), idx, n, meas)
+    num = ring_sum((scale * amp) ** 2, idx, n, meas)
+    den_r = ring_sum(intensity, idx, n, meas)
     cnt = np.bincount(idx[(idx >= 0) & meas], minlength=n)[:n]
     with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.where((cnt >= min_count) & (den_r > 0), num / den_r, np.nan)
+        val = np.where((cnt >= min_count) & (den_r > 0), np.sqrt(num / den_r), np.nan)
     return Curve(q=q, nyquist_fraction=frac, value=val, count=cnt, q_unit=unit), {
         "scale": scale, "scale_from": scale_from}
 
