@@ -327,7 +327,11 @@ class _Experiment:
         rs = 1.0 if radius_speckles is None else radius_speckles
         _check(np.isfinite(rs) and 0.5 <= rs <= 10, f"--beamstop {rs}: must be 0.5 to 10 speckles")
         radius = rs * self.oversampling  # one speckle is ~sigma pixels across
-        rod = max(2.0, round(0.6 * radius))
+        rod = float(max(2, round(0.6 * radius)))
+        ci, cj = self.centre
+        corner = math.hypot(max(ci, self.shape[0] - 1 - ci), max(cj, self.shape[1] - 1 - cj))
+        _check(radius < 0.5 * corner, f"--beamstop {rs}: a {radius:.0f}-pixel beamstop hides most of a "
+                                      f"{self.shape[0]}-pixel detector")
         _check(np.isfinite(rod_angle), f"--rod-angle {rod_angle}: must be a number of degrees")
         th = math.radians(rod_angle)
         return radius, rod, (-math.sin(th), math.cos(th))  # angle counter-clockwise from +col, rows down
