@@ -20,3 +20,13 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stdin_cache():
+    """Each test reads its own standard input (io spools stdin once per process)."""
+    from cxdi_cli.io import paths
+
+    paths._STDIN_CACHE.clear()
+    yield
+    paths._STDIN_CACHE.clear()

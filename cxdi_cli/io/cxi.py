@@ -60,6 +60,7 @@ def list_datasets(f, min_ndim: int = 0) -> list[str]:
     """Paths of the numeric datasets in an open file (external links followed where they resolve)."""
     h5py = _h5py()
     out: list[str] = []
+    seen: set[int] = set()  # hard links (LIMA's measurement/data) name one dataset twice: list it once
 
     def visit(group, prefix: str, depth: int) -> None:
         if depth > 12:
@@ -71,7 +72,8 @@ def list_datasets(f, min_ndim: int = 0) -> list[str]:
             except (KeyError, OSError):
                 continue  # dangling external link
             if isinstance(obj, h5py.Dataset):
-                if obj.dtype.kind in "biufc" and obj.ndim >= min_ndim:
+                if obj.dtype.kind in "biufc" and obj.ndim >= min_ndim and hash(obj.id) not in seen:
+                    seen.add(hash(obj.id))
                     out.append(path)
             elif isinstance(obj, h5py.Group):
                 visit(obj, path, depth + 1)
