@@ -162,7 +162,7 @@ def tungsten_object(specimen_size: float, pitch: float, thickness: float, energy
     w = 0.075 * s         # stroke width (~190 nm for the default 2.6 um pattern)
     c = s / 2 - h / 2
     inside = np.zeros((n * ss, n * ss), bool)
-    for ch, (cy, cx) in zip("CXDI", [(-c, -c), (-c, c), (c, -c), (c, c)]):
+    for ch, (cy, cx) in zip("CXDI", [(c, -c), (c, c), (-c, -c), (-c, c)]):  # y up: "C X" on top
         inside |= _letter(ch, y, x, cy, cx, h, w)
     delta, beta = tungsten_delta_beta(energy_kev)
     lam = wavelength_from_kev(energy_kev)
