@@ -13,7 +13,7 @@ def resolve_prt(
         help="Averaged reconstruction (cxdi average), or a run file (its runs are aligned and averaged).",
         show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="The diffraction data the runs were phased "
-                                                "from: PRTF = |<F_run>| / sqrt(I) per ring/shell.")] = None,
+                                                "from: PRTF = |<F_run>| / sqrt(I) per ring/shell (as a power ratio).")] = None,
     half_sets: Annotated[Optional[Tuple[str, str]], typer.Option(
         "--half-sets", help="Two averages from independent half data sets (preprocess/assemble3d --split-half): "
                             "Fourier ring/shell correlation.", show_default=False)] = None,

@@ -232,3 +232,19 @@ def test_end_to_end_tungsten_resolution_against_truth(cli, tmp_path):
     for q in (rep["prtf"]["q_nm-1"], rep["frc"]["thresholds"]["1/7"]["q_nm-1"],
               rep["frc"]["thresholds"]["half-bit"]["q_nm-1"]):
         assert q_true / 1.5 <= q <= q_true * 1.5, (q, q_true, rep)
+
+
+def test_cli_split_runs_is_reported_as_reproducibility(cli, tmp_path):
+    from test_average import noisy_copies, write_runs
+    truth = blob(seed=14)
+    runs = noisy_copies(truth, 6, seed=4, noise=0.1)
+    f = tmp_path / "runs.cxi"
+    write_runs(f, runs, [{"llk_free": 1.0 + k} for k in range(6)])
+    r = cli("resolve-prt", "--split-runs", f, "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)["frc_runs"]
+    assert "reproducibility" in rep["kind"] and "not a resolution" in rep["kind"]
+    # 3 noisy copies per half: the curve starts near 1 and crosses 0.5 before Nyquist
+    assert 0.2 < rep["thresholds"]["0.5"]["nyquist_fraction"] < 1.0
+    r = cli("resolve-prt", "--split-runs", f)
+    assert r.exit_code == 0 and "reproducibility, not resolution" in r.stderr
