@@ -68,9 +68,16 @@ def average(
             metrics.append(run.metrics)
     avg_lib.check_compatible(items)
     order, skipped, key = avg_lib.rank_runs(metrics, by, best=best)
+    if not order and not any(avg_lib._finite(m.get(k)) for m in metrics for k in avg_lib.METRICS):
+        # no metric at all (TIFF objects, foreign files): keep the runs in the order given
+        order = [i for i, m in enumerate(metrics) if not m.get("failed")][:best]
+        skipped = [(i, f"not among the first {best} (no metric to rank by)") for i in range(len(metrics))
+                   if i not in order]
+        key = "none"
+        c.warn(f"no run carries a metric ({', '.join(avg_lib.METRICS)}); averaging the runs in the order given")
     if not order:
         raise DataError(f"{runs[0]}: no usable run ({'; '.join(f'{labels[i]}: {r}' for i, r in skipped[:3])})")
-    if key != by.replace("-", "_"):
+    if key not in (by.replace("-", "_"), "none"):
         c.warn(f"no run has a finite {by}; selecting by {key.replace('_', '-')}")
     with c.progress("aligning", 2 * len(order)) as tick:
         res = avg_lib.average_objects([objs[i] for i in order], [supports[i] for i in order], reference=0,
@@ -79,7 +86,9 @@ def average(
     table = []
     for row in res.table:
         i = order[row["index"]]
-        table.append({"run": labels[i], key: float(metrics[i][key]), **{k: v for k, v in row.items() if k != "index"}})
+        value = metrics[i].get(key)
+        table.append({"run": labels[i], key: float(value) if avg_lib._finite(value) else None,
+                      **{k: v for k, v in row.items() if k != "index"}})
     skipped_rows = [{"run": labels[i], "reason": r} for i, r in skipped]
     for row in table:
         if not row["used"]:
@@ -112,5 +121,6 @@ def average(
     c.say(f"{'run':<40} {key:>10} {'shift (px)':>18} twin {'phase':>6} {'resid':>6} used")
     for row in table:
         shift = ",".join(f"{s:+.2f}" for s in row["shift_px"])
-        c.say(f"{row['run'][-40:]:<40} {row[key]:>10.4g} {shift:>18} {'yes' if row['twin'] else ' no'}  "
+        metric = f"{row[key]:>10.4g}" if row[key] is not None else f"{'-':>10}"
+        c.say(f"{row['run'][-40:]:<40} {metric} {shift:>18} {'yes' if row['twin'] else ' no'}  "
               f"{row['phase_rad']:+6.2f} {row['residual']:6.3f} {'yes' if row['used'] else 'NO'}")

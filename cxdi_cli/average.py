@@ -171,7 +171,7 @@ def average_objects(objs: Sequence[np.ndarray], supports: Sequence[np.ndarray] |
     tick = on_progress or (lambda *a, **k: None)
     ref = objs[reference].astype(np.complex64)
     passes = 2 if refine and len(objs) > 1 else 1
-    tick(total=passes * len(objs))
+    tick(0, total=passes * len(objs))
     used = list(range(len(objs)))
     for p in range(passes):
         aligned, infos = [], []

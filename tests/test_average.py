@@ -151,3 +151,15 @@ def test_cli_average_usage(cli, run_files, tmp_path):
     assert r.exit_code == 2
     r = cli("average", tmp_path / "missing.cxi", "-o", tmp_path / "x.cxi")
     assert r.exit_code == 1 and not (tmp_path / "x.cxi").exists()
+
+
+def test_cli_average_without_metrics_tiff_like(cli, tmp_path):
+    truth = blob(seed=22)
+    runs = noisy_copies(truth, 3, seed=5, noise=0.1)
+    f = tmp_path / "nometric.cxi"
+    write_runs(f, runs, [{}, {}, {}])
+    out = tmp_path / "avg.cxi"
+    r = cli("average", f, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert "no run carries a metric" in r.stderr
+    assert align.nrms_error(io.read_reconstruction(str(out)).runs[0].obj, truth) < 0.1
