@@ -1,0 +1,430 @@
+"""Phase-retrieval steps over one shared state: projections, ER/HIO/RAAR as update rules, Poisson ML.
+
+Every array of a run lives in FFT order (q = 0 at index 0) from the start of the run to its end; the
+centred data on disk are `ifftshift`-ed once by `phasing`, never per iteration. The FFTs are the
+in-place unitary pair `fft.FFTPair` bound to the run's own buffer. At the start of each iteration the
+pair's buffer holds rho; an ER/HIO/RAAR iteration is
+
+    forward FFT  ->  modulus projection P_M (one fused pass)  ->  inverse FFT  ->  update (one pass)
+
+P_M replaces the amplitude of measured pixels by the measured one, Psi <- sqrt(I) Psi/|Psi|, and leaves
+masked and free (withheld) pixels untouched. The update keeps P_M rho on the support S and applies
+the algorithm's rule off it; ER, HIO and RAAR differ only in that rule, linear in (rho, P_M rho):
+
+    off S:  ER   0
+            HIO  rho - beta P_M rho                    (Fienup 1982, doi:10.1364/AO.21.002758)
+            RAAR beta rho + (1 - 2 beta) P_M rho       (Luke 2005, doi:10.1088/0266-5611/21/1/004)
+
+so one fused kernel `x <- where(in S, p, a x + b p)` runs all three, and adding an algorithm of this
+family is one line of `STEPS`. With positivity, a support pixel whose P_M rho has a negative real
+part counts as outside (Fienup's HIO with positivity). The element-wise passes are numba kernels
+(serial: FFTW owns the threads), written branch-free with float32 constants so they vectorise.
+
+`ml` is a Poisson maximum-likelihood refinement: conjugate-gradient descent (Polak-Ribiere) on the
+negative Poisson log-likelihood  L = sum_measured (|Psi|^2 - I ln |Psi|^2)  with rho restricted to
+the support and an exact Newton line search along each direction (Thibault & Guizar-Sicairos 2012,
+doi:10.1088/1367-2630/14/6/063004, and PyNX's ML operator use the same principle).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import numba
+import numpy as np
+
+from cxdi_cli import fft
+
+# pixel kinds of the `kind` array (int8)
+MASKED, MEASURED, FREE = 0, 1, 2
+
+_JIT = dict(fastmath=True, error_model="numpy", cache=True, nogil=True)
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_TINY = np.float32(1e-30)
+
+
+# --------------------------------------------------------------------------- kernels (flat arrays)
+
+
+@numba.njit(**_JIT)
+def _modulus(buf, amp, kind, s, s2):  # pragma: no cover - compiled
+    """buf (unscaled forward transform z) <- P_M prescaled for the unscaled inverse.
+
+    measured: amp * z/|z| * s; other pixels: z * s^2 (both transforms' 1/sqrt(N) folded in)."""
+    for i in range(buf.size):
+        z = buf[i]
+        r2 = z.real * z.real + z.imag * z.imag
+        m = np.float32(kind[i] == 1)
+        f = m * (amp[i] * s / np.sqrt(r2 + np.float32(1e-30))) + (np.float32(1.0) - m) * s2
+        buf[i] = z * f
+
+
+@numba.njit(**_JIT)
+def _update(rho, buf, support, a, b, pos):  # pragma: no cover - compiled
+    """rho <- where(inside, p, a rho + b p) with p = buf; inside = support and (not pos or Re p >= 0).
+
+    Writes the result to rho and to buf (the next iteration's FFT input)."""
+    for i in range(rho.size):
+        p = buf[i]
+        x = rho[i]
+        neg = np.float32(p.real < np.float32(0.0)) * pos
+        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
+        v = inside * p + (np.float32(1.0) - inside) * (a * x + b * p)
+        rho[i] = v
+        buf[i] = v
+
+
+@numba.njit(**_JIT)
+def _update_er(rho, buf, support, pos):  # pragma: no cover - compiled
+    """`_update` with a = b = 0 (error reduction), which need not read the old rho."""
+    for i in range(rho.size):
+        p = buf[i]
+        neg = np.float32(p.real < np.float32(0.0)) * pos
+        v = p * (np.float32(support[i]) * (np.float32(1.0) - neg))
+        rho[i] = v
+        buf[i] = v
+
+
+@numba.njit(**_JIT)
+def _update_bounded(rho, buf, support, a, b, pos, bound2):  # pragma: no cover - compiled
+    """As `_update`, and inside the support |p| is clipped to sqrt(bound2) (amplitude bound)."""
+    for i in range(rho.size):
+        p = buf[i]
+        x = rho[i]
+        r2 = p.real * p.real + p.imag * p.imag
+        p = p * np.sqrt(bound2 / max(r2, bound2))
+        neg = np.float32(p.real < np.float32(0.0)) * pos
+        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
+        v = inside * p + (np.float32(1.0) - inside) * (a * x + b * p)
+        rho[i] = v
+        buf[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def _fourier_sums(buf, amp, kind, s2):  # pragma: no cover - compiled
+    """Sums over the unscaled forward transform z (Ic = |z|^2 s2, I = amp^2), in float64.
+
+    Returns (llk_measured, n_measured, llk_free, n_free, chi2_measured, sum_Ic, sum_I)."""
+    llk = 0.0
+    llkf = 0.0
+    chi2 = 0.0
+    nm = 0
+    nf = 0
+    sic = 0.0
+    si = 0.0
+    for i in range(buf.size):
+        k = kind[i]
+        if k == 0:
+            continue
+        z = buf[i]
+        ic = (float(z.real) ** 2 + float(z.imag) ** 2) * s2
+        obs = float(amp[i]) ** 2
+        ic_f = max(ic, 1e-12)
+        term = ic - obs
+        if obs > 0.0:
+            term += obs * math.log(obs / ic_f)
+        if k == 1:
+            llk += term
+            nm += 1
+            chi2 += (obs - ic) ** 2 / max(ic, 1.0)
+            sic += ic
+            si += obs
+        else:
+            llkf += term
+            nf += 1
+    return llk, nm, llkf, nf, chi2, sic, si
+
+
+@numba.njit(cache=True, nogil=True)
+def _outside_sums(buf, support):  # pragma: no cover - compiled
+    """(sum of |p|^2 off the support, total sum of |p|^2) in float64."""
+    out = 0.0
+    tot = 0.0
+    for i in range(buf.size):
+        z = buf[i]
+        e = float(z.real) ** 2 + float(z.imag) ** 2
+        tot += e
+        if not support[i]:
+            out += e
+    return out, tot
+
+
+@numba.njit(**_JIT)
+def _scaled_copy(dst, src, s):  # pragma: no cover - compiled
+    """dst <- src * s."""
+    for i in range(dst.size):
+        dst[i] = src[i] * s
+
+
+@numba.njit(**_JIT)
+def _ml_gradient(buf, psi, amp, kind, s, eps):  # pragma: no cover - compiled
+    """buf <- dL/dPsi* prescaled by s for the unscaled inverse.
+
+    dL/dPsi* = Psi (1 - I/|Psi|^2) on measured pixels (|Psi|^2 floored at eps), 0 elsewhere."""
+    for i in range(buf.size):
+        z = psi[i]
+        r2 = max(z.real * z.real + z.imag * z.imag, eps)
+        m = np.float32(kind[i] == 1)
+        buf[i] = z * (m * (np.float32(1.0) - amp[i] * amp[i] / r2) * s)
+
+
+@numba.njit(**_JIT)
+def _ml_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
+    """G = P_S buf (gradient on rho); Polak-Ribiere: d <- -G + gamma d; gprev <- G; buf <- d.
+
+    Returns gamma (0 on the first iteration of a block, or when PR+ restarts)."""
+    num = 0.0
+    den = 0.0
+    for i in range(buf.size):
+        g = buf[i] * np.float32(support[i])
+        gp = gprev[i]
+        num += float((g.real * (g.real - gp.real) + g.imag * (g.imag - gp.imag)))
+        den += float(gp.real * gp.real + gp.imag * gp.imag)
+    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
+    gm = np.float32(gamma)
+    for i in range(buf.size):
+        g = buf[i] * np.float32(support[i])
+        v = -g + gm * d[i]
+        d[i] = v
+        gprev[i] = g
+        buf[i] = v
+    return gamma
+
+
+@numba.njit(**_JIT)
+def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
+    """First and second derivatives in t of L(Psi + t D), D = dd * s, summed over measured pixels."""
+    d1 = 0.0
+    d2 = 0.0
+    tf = np.float32(t)
+    for i in range(psi.size):
+        m = np.float32(kind[i] == 1)
+        q = dd[i] * s
+        p = psi[i] + tf * q
+        f = max(p.real * p.real + p.imag * p.imag, eps)
+        fp = np.float32(2.0) * (p.real * q.real + p.imag * q.imag)
+        fpp = np.float32(2.0) * (q.real * q.real + q.imag * q.imag)
+        r = amp[i] * amp[i] / f
+        d1 += m * (fp * (np.float32(1.0) - r))
+        d2 += m * (fpp * (np.float32(1.0) - r) + r * fp * fp / f)
+    return d1, d2
+
+
+@numba.njit(**_JIT)
+def _ml_apply(rho, d, psi, buf, t, s):  # pragma: no cover - compiled
+    """rho += t d; psi += t D with D = buf * s (buf: unscaled transform of d); buf <- rho."""
+    for i in range(rho.size):
+        psi[i] = psi[i] + t * (buf[i] * s)
+        v = rho[i] + t * d[i]
+        rho[i] = v
+        buf[i] = v
+
+
+# --------------------------------------------------------------------------- the shared state
+
+
+@dataclasses.dataclass
+class State:
+    """Everything one run's steps share, all arrays in FFT order (flat views go to the kernels).
+
+    `pair.buffer` holds rho at the start of every step (invariant kept by every step).
+    """
+
+    pair: fft.FFTPair
+    rho: np.ndarray                 # complex64, the current object
+    amp: np.ndarray                 # float32, sqrt(measured photons), 0 where not measured
+    kind: np.ndarray                # int8, MASKED / MEASURED / FREE
+    support: np.ndarray             # bool
+    positivity: bool = False
+    amplitude_bound: float | None = None
+    support_update: int = 20        # shrink-wrap every k iterations of er/hio/raar (0: never)
+    support_threshold: float = 0.12  # relative to the maximum of the blurred |rho|
+    support_smooth: tuple[float, float] = (1.0, 0.5)  # Gaussian sigma (pixels) at start and end
+    support_min_fraction: float = 0.0  # shrink-wrap never goes below this fraction of the initial size
+    iteration: int = 0              # iterations done so far in the whole recipe
+    total: int = 1                  # iterations of the whole recipe (for the smoothing schedule)
+    record_every: int = 10
+    on_record: Callable[["State", str], None] | None = None
+    ml: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # ML work arrays
+    last: dict[str, float] = dataclasses.field(default_factory=dict)     # latest metrics
+    initial_support_size: int = 0
+
+    @property
+    def buf(self) -> np.ndarray:
+        return self.pair.buffer
+
+    def flat(self, a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1)
+
+
+def fourier_metrics(state: State, psi: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics of rho against the data from its transform: `psi` (unitary) or, if None, the
+    unscaled forward transform now in the pair's buffer.
+
+    Formulas (Ic = |F rho|^2 with the unitary F, I the measured photons; sums over measured pixels
+    that are not withheld, `llk_free` over the withheld free pixels):
+      llk      = (1/n) sum [Ic - I + I ln(I/Ic)]   Poisson negative log-likelihood ratio per pixel
+                 (0 for a perfect fit; about 0.5 per pixel for Poisson noise on a correct model)
+      llk_free = the same over the free pixels (never used by the modulus projection)
+      chi2     = (1/n) sum (I - Ic)^2 / max(Ic, 1)  (about 1 for a correct model)
+      scale    = sum Ic / sum I.
+    """
+    buf = state.buf.reshape(-1) if psi is None else psi.reshape(-1)
+    s2 = 1.0 / buf.size if psi is None else 1.0
+    llk, nm, llkf, nf, chi2, sic, si = _fourier_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s2)
+    nan = float("nan")
+    return {
+        "llk": llk / nm if nm else nan,
+        "llk_free": llkf / nf if nf else nan,
+        "chi2": chi2 / nm if nm else nan,
+        "scale": sic / si if si > 0 else nan,
+    }
+
+
+def outside_fraction(state: State, array: np.ndarray) -> float:
+    """sum over pixels off the support of |x|^2 / sum of |x|^2 (x: P_M rho, or rho)."""
+    out, tot = _outside_sums(array.reshape(-1), state.support.reshape(-1))
+    return out / tot if tot > 0 else float("nan")
+
+
+def _recording(state: State) -> bool:
+    return state.on_record is not None and state.record_every > 0 and \
+        (state.iteration + 1) % state.record_every == 0
+
+
+def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
+    """One iteration of an algorithm whose off-support rule is a rho + b P_M rho."""
+    fa, fb = np.float32(a), np.float32(b)
+
+    def step(state: State) -> None:
+        buf = state.buf.reshape(-1)
+        rho = state.rho.reshape(-1)
+        n = buf.size
+        s = np.float32(1.0 / np.sqrt(n))
+        rec = _recording(state)
+        state.pair.forward(scale=False)
+        if rec:
+            state.last.update(fourier_metrics(state))
+        _modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
+        state.pair.inverse(scale=False)
+        if rec:
+            state.last["outside_fraction"] = outside_fraction(state, buf)
+        pos = np.float32(1.0 if state.positivity else 0.0)
+        sup = state.support.reshape(-1)
+        if state.amplitude_bound:
+            _update_bounded(rho, buf, sup, fa, fb, pos, np.float32(state.amplitude_bound ** 2))
+        elif a == 0.0 and b == 0.0:
+            _update_er(rho, buf, sup, pos)
+        else:
+            _update(rho, buf, sup, fa, fb, pos)
+        state.iteration += 1
+        if state.support_update and state.iteration % state.support_update == 0:
+            from cxdi_cli.support import shrink_wrap  # noqa: PLC0415 - support imports this module
+
+            shrink_wrap(state)
+        if rec:
+            state.last["support_size"] = int(np.count_nonzero(state.support))
+            state.on_record(state, name)  # type: ignore[misc]
+
+    return step
+
+
+def make_er() -> Callable[[State], None]:
+    """Error reduction: rho <- P_S P_M rho (zero off the support)."""
+    return _projection_step(0.0, 0.0, "er")
+
+
+def make_hio(beta: float = 0.9) -> Callable[[State], None]:
+    """Hybrid input-output: off the support rho <- rho - beta P_M rho."""
+    return _projection_step(1.0, -beta, "hio")
+
+
+def make_raar(beta: float = 0.9) -> Callable[[State], None]:
+    """Relaxed averaged alternating reflections: off the support rho <- beta rho + (1 - 2 beta) P_M rho."""
+    return _projection_step(beta, 1.0 - 2.0 * beta, "raar")
+
+
+def make_ml() -> Callable[[State], None]:
+    """One conjugate-gradient iteration on the Poisson log-likelihood (rho restricted to the support).
+
+    Two FFTs per iteration (the gradient back to real space, the direction forward). Work arrays
+    (Psi = F rho, direction, previous gradient: three complex arrays) are kept on the state; Psi is
+    computed from rho at the first iteration of each block of ml steps and updated with the step."""
+
+    def step(state: State) -> None:
+        buf = state.buf.reshape(-1)
+        rho = state.rho.reshape(-1)
+        n = buf.size
+        s = np.float32(1.0 / np.sqrt(n))
+        amp = state.amp.reshape(-1)
+        kind = state.kind.reshape(-1)
+        sup = state.support.reshape(-1)
+        if "psi" not in state.ml:
+            for key in ("psi", "d", "gprev"):
+                state.ml[key] = np.zeros(n, np.complex64)
+        psi, d, gprev = state.ml["psi"], state.ml["d"], state.ml["gprev"]
+        first = state.ml.get("block_start") != state.iteration
+        rec = _recording(state)
+        eps = 1e-2                           # floor of |Psi|^2 (photons) in the gradient
+        if first:                            # Psi = F rho; later kept up to date as Psi += t D
+            rho *= sup                       # the likelihood is minimised over objects inside S
+            buf[:] = rho
+            state.pair.forward(scale=False)
+            _scaled_copy(psi, buf, s)
+        if rec:
+            state.last.update(fourier_metrics(state, psi))
+        _ml_gradient(buf, psi, amp, kind, s, np.float32(eps))
+        state.pair.inverse(scale=False)      # buf = F^H dL/dPsi*
+        _ml_direction(buf, sup, d, gprev, first)
+        state.pair.forward(scale=False)      # buf = sqrt(N) D, D = F d
+        t = 0.0
+        for _ in range(2):                   # Newton's method on L(Psi + t D), from t = 0
+            d1, d2 = _ml_line_sums(psi, buf, amp, kind, t, s, np.float32(eps))
+            if not (d2 > 0.0 and np.isfinite(d1)):
+                break
+            t -= d1 / d2
+        _ml_apply(rho, d, psi, buf, np.float32(t), s)
+        state.ml["block_start"] = state.iteration + 1
+        state.iteration += 1
+        if rec:
+            state.last["outside_fraction"] = outside_fraction(state, rho)
+            state.last["support_size"] = int(np.count_nonzero(state.support))
+            state.on_record(state, "ml")  # type: ignore[misc]
+
+    return step
+
+
+def make_support_update(threshold: float | None = None, sigma: float | None = None) -> Callable[[State], None]:
+    """A shrink-wrap update now (threshold relative to the maximum, Gaussian sigma in pixels)."""
+
+    def step(state: State) -> None:
+        from cxdi_cli.support import shrink_wrap  # noqa: PLC0415
+
+        shrink_wrap(state, threshold=threshold, sigma=sigma)
+
+    return step
+
+
+#: name -> (factory, parameter names, one-line description). The only names a recipe may use.
+STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], str]] = {
+    "er": (make_er, (), "error reduction, Fienup 1982"),
+    "hio": (make_hio, ("beta",), "hybrid input-output (beta = 0.9)"),
+    "raar": (make_raar, ("beta",), "relaxed averaged alternating reflections (beta = 0.9)"),
+    "ml": (make_ml, (), "Poisson maximum-likelihood refinement (conjugate gradient)"),
+    "sup": (make_support_update, ("threshold", "sigma"), "one shrink-wrap support update now"),
+}
+
+#: steps that count as iterations (run the FFT pair); `sup` does not.
+ITERATIVE = {"er", "hio", "raar", "ml"}
+
+
+def step_parameters() -> dict[str, tuple[str, ...]]:
+    """Valid parameter names of each step, for `recipe.parse`."""
+    return {name: params for name, (_, params, _) in STEPS.items()}
+
+
+def build(name: str, params: dict[str, Any]) -> Callable[[State], None]:
+    """Make the callable of a step from its name and parameters."""
+    return STEPS[name][0](**params)
