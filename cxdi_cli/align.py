@@ -59,9 +59,10 @@ def _upsampled_cc(spectrum: np.ndarray, centre: np.ndarray, upsample: int, size:
         d = centre[ax] + (np.arange(size) - size // 2) / upsample
         kernel = np.exp(2j * np.pi * np.outer(d, np.fft.fftfreq(n)))  # (size, n)
         moved = np.moveaxis(out, ax, 0)
-        # einsum's own loops, not BLAS: these products are small, and threaded BLAS on a busy host
-        # costs milliseconds per call in synchronisation
-        flat = np.einsum("mk,kr->mr", kernel, moved.reshape(n, -1), optimize=False)
+        # small products: einsum's own loops, not BLAS, whose threads cost milliseconds per call in
+        # synchronisation on a busy host; large (3D) ones: BLAS
+        flat = moved.reshape(n, -1)
+        flat = kernel @ flat if flat.size > 1 << 20 else np.einsum("mk,kr->mr", kernel, flat, optimize=False)
         out = np.moveaxis(flat.reshape((size,) + moved.shape[1:]), 0, ax)
     return out
 
