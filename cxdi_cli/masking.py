@@ -171,7 +171,7 @@ def mate_values(image: np.ndarray, good: np.ndarray, centre: Sequence[float]) ->
 
 def detect_outliers(image: np.ndarray, bad: np.ndarray | None = None, noise_var: np.ndarray | float = 0.0,
                     *, centre: Sequence[float] | None = None, hot_ratio: float = 6.0, hot_sigma: float = 12.0,
-                    dead_ratio: float = 0.05, dead_sigma: float = 8.0, size: int = 5
+                    dead_ratio: float = 0.05, dead_sigma: float = 10.0, size: int = 5
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Isolated hot and dead pixels against the median of their neighbourhood and, when `centre` is
     given, against their centro-symmetric mate (2D or 3D).
@@ -182,8 +182,9 @@ def detect_outliers(image: np.ndarray, bad: np.ndarray | None = None, noise_var:
     m - value > dead_sigma * noise and the value consistent with zero (< 3 sqrt(noise_var + 1)): dark
     where the reference is clearly lit. A pixel must fail against
     both references (neighbourhood median and mate); where its mate is unknown (masked, off the
-    detector) the neighbourhood test alone decides, with 3x stricter ratios. Sharp fringes and
-    speckle minima pass, since the mate shows the same feature.
+    detector) the neighbourhood test alone decides, with 3x stricter ratios (as it also does for a
+    zero reading amid a very bright neighbourhood, 2 dead_sigma). Sharp fringes and speckle minima
+    pass, since the mate shows the same feature.
     """
     img = np.asarray(image, np.float64)
     bad_ = np.zeros(img.shape, bool) if bad is None else np.asarray(bad, bool)
@@ -207,8 +208,12 @@ def detect_outliers(image: np.ndarray, bad: np.ndarray | None = None, noise_var:
         h1, d1 = tests(med, hot_ratio, dead_ratio)
         h2, d2 = tests(mate0, hot_ratio, dead_ratio)
         h3, d3 = tests(med, 3 * hot_ratio, dead_ratio / 3)
+        _, d4 = tests(med, hot_ratio, dead_ratio / 3)
         hot = np.where(known, h1 & h2, h3)
-        dead = np.where(known, d1 & d2, d3)
+        # a zero reading where the neighbourhood is very bright is dead whatever the mate says (the
+        # mate is the nearest pixel to 2c - x, so at sharp fringes it can be dim itself)
+        strong = d4 & (med - img > 2.0 * dead_sigma * np.sqrt(med + noise_var + 1.0))
+        dead = np.where(known, (d1 & d2) | strong, d3)
     return hot & ~bad_, dead & ~bad_
 
 

@@ -490,13 +490,15 @@ def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel:
     # pixels that never saw a count: gaps (and, for integrating detectors, their dark reads 0)
     empty = stats.raw_max <= 0.0
     info: dict[str, Any] = {}
-    suspect = np.zeros(shape, bool)
     if auto_mask:
         g = masking.detect_gaps(total, ~measured_from_mask(mask), empty=empty, detector=detector)
         mask[g] |= np.uint32(MASK_BITS["gap"])
-        # before the centre is known, outliers against the neighbourhood only: kept out of the
-        # centring, not written to the mask (sharp fringes would be mistaken for hot pixels)
-        suspect, _ = masking.detect_outliers(total, ~measured_from_mask(mask), noise_var)
+    elif detector:
+        mask[masking.model_gaps(detector, shape)] |= np.uint32(MASK_BITS["gap"])
+    # before the centre is known, outliers against the neighbourhood only: kept out of the centring,
+    # not written to the mask (sharp fringes would be mistaken for hot pixels)
+    suspect, _ = masking.detect_outliers(total, ~measured_from_mask(mask), noise_var)
+    suspect |= empty
     found = centre is None
     c = find_centre(total, (~measured_from_mask(mask)) | suspect) if found else centre
     if auto_mask:

@@ -282,8 +282,12 @@ def _hdf5_parts(spec: str) -> tuple[list[_Part], float | None]:
         if dset is not None:
             obj = f.get(dset)
             if isinstance(obj, h5py.Group):
-                paths = find_frame_datasets(obj, f"{name}::{dset}")
-                paths = [dset.rstrip("/") + p for p in paths]
+                base = dset.rstrip("/")
+                cands = [p for p in frame_candidates(f) if p.startswith(base + "/")]
+                if len(cands) != 1:
+                    raise InputError(f"{name}: {dset} is a group; name the frames as {name}::/path "
+                                     f"(datasets under it: {', '.join(cands[:12]) or 'no 2D or 3D datasets'})")
+                paths = cands
             else:
                 _get_dataset(f, dset, name)  # one-line error listing what the file holds
                 paths = [dset]
