@@ -24,3 +24,6 @@ __all__ = [
     "write_lima", "write_pattern", "write_reconstruction", "write_results", "write_tiff",
     "write_tiff_raw",
 ]
+from cxdi_cli.io.frames import FrameStack, iter_frames, logbook, open_frames, parse_frames  # noqa: E402
+
+__all__ += ["FrameStack", "iter_frames", "logbook", "open_frames", "parse_frames"]
