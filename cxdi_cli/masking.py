@@ -252,16 +252,19 @@ def detect_beamstop(image: np.ndarray, centre: Sequence[float], bad: np.ndarray 
     frac = np.where(n_j > 0, n_l / np.maximum(n_j, 1), np.nan)
     n_g = np.bincount(rbin[good], minlength=nb)
     radius = -1
+    shadow_seen = False
     for k in range(nb):
         if np.isnan(frac[k]):
             if k <= 1 or n_g[k] == 0:  # the first rings, or rings masked already: part of the shadow
                 radius = k
+                shadow_seen |= n_g[k] == 0 and k > 0
                 continue
             break
         if frac[k] < 0.5:
             break
         radius = k
-    if radius < 0:
+        shadow_seen = True
+    if radius < 0 or not shadow_seen:
         return out, info
     # the disc: low pixels connected to the centre within a pixel of the annulus estimate, opened so
     # that stray dark speckle pixels at its edge do not stick to it

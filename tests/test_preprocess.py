@@ -165,7 +165,9 @@ def test_split_half_binomial_single_frame(tmp_path):
     lam = 400 * np.exp(-((yy - 31.6) ** 2 + (xx - 30.2) ** 2) / 50) * (1 + np.cos(0.9 * (xx - 30.2)) ** 2)
     tifffile.imwrite(tmp_path / "one.tif", rng.poisson(lam).astype(np.uint16))
     res = pp.preprocess([str(tmp_path / "one.tif")], energy_kev=8, distance=5, pixel=75e-6, split_half=True,
-                        seed=3, auto_mask=False)
+                        seed=3)
+    assert res.report["mask_counts"]["beamstop"] == 0  # no beamstop in this pattern: none invented
+    assert np.hypot(*(np.array(res.report["centre_px"]) - (31.6, 30.2))) < 0.3
     a, b = res.halves
     assert res.report["split_half"] == "binomial thinning p=0.5"
     np.testing.assert_array_equal(a.intensity + b.intensity, res.pattern.intensity)
@@ -263,3 +265,28 @@ def test_usage_errors(cli, tmp_path):
     r = cli("preprocess", tmp_path / "ok.h5", "-o", "-", *GEOM, "--split-half")
     assert r.exit_code == 2
     assert not (tmp_path / "x.cxi").exists()
+
+
+def test_flat_zingers_and_markers(tmp_path):
+    """Flat-field division (bad flat pixels flagged dead), a one-frame zinger flagged hot from the time
+    series, Pilatus-style -1 gap markers flagged invalid, and photons conserved otherwise."""
+    import tifffile
+
+    rng = np.random.default_rng(4)
+    frames = rng.poisson(50, (6, 32, 32)).astype(np.int32)
+    frames[3, 10, 12] += 5000          # a zinger in one frame only
+    frames[:, 20, :] = -1              # a module gap marked -1
+    io.write_lima(str(tmp_path / "f.h5"), frames)
+    flat = np.full((32, 32), 2.0)
+    flat[5, 5] = 0.0
+    tifffile.imwrite(tmp_path / "flat.tif", flat.astype(np.float32))
+    from cxdi_cli.io.frames import open_frames
+
+    fl, bad = pp.load_flat(str(tmp_path / "flat.tif"), (32, 32))
+    assert bad[5, 5] and bad.sum() == 1 and fl[~bad].mean() == pytest.approx(1.0)
+    with open_frames(str(tmp_path / "f.h5")) as st:
+        stats = pp.accumulate(st, flat=fl)
+    m = pp.pixel_flags(stats)
+    assert m[10, 12] & MASK_BITS["hot"] and np.count_nonzero(m & MASK_BITS["hot"]) == 1
+    assert (m[20] & MASK_BITS["invalid"]).all() and np.count_nonzero(m & MASK_BITS["invalid"]) == 32
+    np.testing.assert_allclose(stats.total[0], frames[:, 0].sum(0).astype(float))
