@@ -212,6 +212,23 @@ def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     return d1, d2
 
 
+@numba.njit(cache=True, nogil=True)
+def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
+    """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float64)."""
+    out = 0.0
+    for i in range(psi.size):
+        if kind[i] != 1:
+            continue
+        p = psi[i]
+        q = dd[i] * s
+        f0 = max(float(p.real) ** 2 + float(p.imag) ** 2, eps)
+        pr = float(p.real) + t * float(q.real)
+        pi = float(p.imag) + t * float(q.imag)
+        f1 = max(pr * pr + pi * pi, eps)
+        out += (f1 - f0) - float(amp[i]) ** 2 * math.log(f1 / f0)
+    return out
+
+
 @numba.njit(**_JIT)
 def _ml_apply(rho, d, psi, buf, t, s):  # pragma: no cover - compiled
     """rho += t d; psi += t D with D = buf * s (buf: unscaled transform of d); buf <- rho."""
@@ -240,7 +257,7 @@ class State:
     positivity: bool = False
     amplitude_bound: float | None = None
     support_update: int = 20        # shrink-wrap every k iterations of er/hio/raar (0: never)
-    support_threshold: float = 0.12  # relative to the maximum of the blurred |rho|
+    support_threshold: tuple[float, float] = (0.12, 0.12)  # relative to the maximum of blurred |rho|, start -> end
     support_smooth: tuple[float, float] = (1.0, 0.5)  # Gaussian sigma (pixels) at start and end
     support_min_fraction: float = 0.0  # shrink-wrap never goes below this fraction of the initial size
     iteration: int = 0              # iterations done so far in the whole recipe
@@ -385,6 +402,12 @@ def make_ml() -> Callable[[State], None]:
             if not (d2 > 0.0 and np.isfinite(d1)):
                 break
             t -= d1 / d2
+        for _ in range(5):                   # safeguard: the step must lower L (halve it if not)
+            if _ml_delta(psi, buf, amp, kind, t, s, eps) <= 0.0:
+                break
+            t *= 0.5
+        else:
+            t = 0.0
         _ml_apply(rho, d, psi, buf, np.float32(t), s)
         state.ml["block_start"] = state.iteration + 1
         state.iteration += 1

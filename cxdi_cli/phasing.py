@@ -35,7 +35,7 @@ from cxdi_cli import fft, recipe as rcp, support as sup
 from cxdi_cli.model import DataError, Pattern, Reconstruction, Run, UsageError
 
 #: The default recipe (see `Options.recipe`).
-DEFAULT_RECIPE = "hio**600,er**200,ml**50"
+DEFAULT_RECIPE = "hio**600,er**200,ml**100"
 
 
 @dataclasses.dataclass
@@ -47,7 +47,7 @@ class Options:
     seed: int | None = None
     positivity: bool = True
     amplitude_bound: float | None = None
-    support_threshold: float = 0.12           # shrink-wrap threshold, relative to the maximum
+    support_threshold: tuple[float, float] = (0.12, 0.12)  # shrink-wrap threshold (of the max), start -> end
     support_smooth: tuple[float, float] = (1.0, 0.5)   # shrink-wrap Gaussian sigma, start -> end (pixels)
     support_update: int = 20                  # shrink-wrap period (iterations); 0: only `sup` steps
     support_min_fraction: float = 0.0         # shrink-wrap never goes below this fraction of the start
@@ -63,8 +63,17 @@ class Options:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["support_smooth"] = list(self.support_smooth)
+        d["support_smooth"] = list(_pair(self.support_smooth))
+        d["support_threshold"] = list(_pair(self.support_threshold))
         return d
+
+
+def _pair(v: Any) -> tuple[float, float]:
+    """A (start, end) schedule from a number or a pair."""
+    if isinstance(v, (int, float)):
+        return (float(v), float(v))
+    a, b = v
+    return (float(a), float(b))
 
 
 @dataclasses.dataclass
@@ -240,8 +249,8 @@ def run_one(problem: Problem, options: Options, index: int,
 
     state = alg.State(pair=pair, rho=rho, amp=problem.amp, kind=problem.kind, support=support,
                       positivity=options.positivity, amplitude_bound=options.amplitude_bound,
-                      support_update=options.support_update, support_threshold=options.support_threshold,
-                      support_smooth=tuple(options.support_smooth), support_min_fraction=options.support_min_fraction,
+                      support_update=options.support_update, support_threshold=_pair(options.support_threshold),
+                      support_smooth=_pair(options.support_smooth), support_min_fraction=options.support_min_fraction,
                       total=total, record_every=options.record_every, on_record=on_record,
                       initial_support_size=int(np.count_nonzero(support)))
     record_every = max(1, options.record_every)

@@ -53,18 +53,21 @@ def autocorrelation_support(intensity: np.ndarray, measured: np.ndarray, *, thre
 def shrink_wrap(state, threshold: float | None = None, sigma: float | None = None) -> None:
     """Replace `state.support` by {blur(|rho|, sigma) > threshold * max} (the state's schedule by default).
 
-    sigma goes linearly from state.support_smooth[0] to [1] over the recipe's iterations. The pair's
+    threshold and sigma go linearly from state.support_threshold[0] and state.support_smooth[0] to
+    their [1] over the recipe's iterations. The pair's
     buffer is used as scratch and holds rho again on return. A support that would fall below
     `state.support_min_fraction` of the initial one, or vanish, is not applied.
     """
-    thr = state.support_threshold if threshold is None else threshold
+    frac = min(1.0, state.iteration / max(1, state.total))
+    if threshold is None:
+        t0, t1 = state.support_threshold
+        threshold = t0 + (t1 - t0) * frac
     if sigma is None:
         s0, s1 = state.support_smooth
-        frac = min(1.0, state.iteration / max(1, state.total))
         sigma = s0 + (s1 - s0) * frac
+    thr = threshold
     buf = state.pair.buffer
-    np.abs(state.rho, out=buf.real)   # |rho| on the current support (off it, HIO/RAAR hold feedback
-    buf.real *= state.support         # terms, not the object), into the real part
+    np.abs(state.rho, out=buf.real)   # |rho| into the real part of the pair's buffer
     buf.imag = 0
     state.pair.forward(scale=False)
     buf *= gaussian_transfer(buf.shape, float(sigma))
