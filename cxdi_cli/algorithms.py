@@ -77,17 +77,6 @@ def _update(rho, buf, support, a, b, pos):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
-def _update_er(rho, buf, support, pos):  # pragma: no cover - compiled
-    """`_update` with a = b = 0 (error reduction), which need not read the old rho."""
-    for i in range(rho.size):
-        p = buf[i]
-        neg = np.float32(p.real < np.float32(0.0)) * pos
-        v = p * (np.float32(support[i]) * (np.float32(1.0) - neg))
-        rho[i] = v
-        buf[i] = v
-
-
-@numba.njit(**_JIT)
 def _update_bounded(rho, buf, support, a, b, pos, bound2):  # pragma: no cover - compiled
     """As `_update`, and inside the support |p| is clipped to sqrt(bound2) (amplitude bound)."""
     for i in range(rho.size):
@@ -212,20 +201,19 @@ def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     return d1, d2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_JIT)
 def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
-    """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float64)."""
+    """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float64 sums)."""
     out = 0.0
     for i in range(psi.size):
-        if kind[i] != 1:
-            continue
+        m = 1.0 if kind[i] == 1 else 0.0
         p = psi[i]
         q = dd[i] * s
         f0 = max(float(p.real) ** 2 + float(p.imag) ** 2, eps)
         pr = float(p.real) + t * float(q.real)
         pi = float(p.imag) + t * float(q.imag)
         f1 = max(pr * pr + pi * pi, eps)
-        out += (f1 - f0) - float(amp[i]) ** 2 * math.log(f1 / f0)
+        out += m * ((f1 - f0) - float(amp[i]) ** 2 * math.log1p((f1 - f0) / f0))
     return out
 
 
@@ -332,8 +320,6 @@ def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
         sup = state.support.reshape(-1)
         if state.amplitude_bound:
             _update_bounded(rho, buf, sup, fa, fb, pos, np.float32(state.amplitude_bound ** 2))
-        elif a == 0.0 and b == 0.0:
-            _update_er(rho, buf, sup, pos)
         else:
             _update(rho, buf, sup, fa, fb, pos)
         state.iteration += 1

@@ -59,34 +59,42 @@ def bench_size(shape: tuple[int, ...], repeat: int) -> dict[str, float]:
 
     pattern, options, problem = _problem(shape)
     size = int(np.prod(shape))
-    n = max(3, int(2e7 / (size * np.log2(size))))  # iterations per timed block: ~0.1-0.5 s
     pair = fft.FFTPair(shape)
-    pair.buffer[...] = np.fft.ifftshift(_object(shape, np.random.default_rng(1)))
-
-    def fft_pair():
-        pair.forward(scale=False)
-        pair.inverse(scale=False)
-        pair.buffer *= np.float32(1.0 / size)  # keep the values bounded (not part of the pair's cost)
-
-    for _ in range(3):
-        fft_pair()
-    t_pair = _median_time(lambda: (pair.forward(scale=False), pair.inverse(scale=False)), n, repeat)
+    # the bare pair, unscaled as the loop runs it, on a zero buffer: FFTW's cost does not depend on
+    # the values, and repeated unscaled pairs of real data would overflow to inf
     pair.buffer[...] = 0
+    zero_pair = lambda: (pair.forward(scale=False), pair.inverse(scale=False))  # noqa: E731
+    zero_pair()
+    n = max(5, int(0.15 / _median_time(zero_pair, 3, 1)))  # iterations per timed block: ~0.15 s
     rho = np.fft.ifftshift(_object(shape, np.random.default_rng(1))).astype(np.complex64)
-    pair.buffer[...] = rho
-    state = alg.State(pair=pair, rho=rho, amp=problem.amp, kind=problem.kind, support=problem.support.copy(),
+    pair2 = fft.FFTPair(shape)
+    pair2.buffer[...] = rho
+    state = alg.State(pair=pair2, rho=rho, amp=problem.amp, kind=problem.kind, support=problem.support.copy(),
                       positivity=True, support_update=0, record_every=0)
-    out = {"pair_ms": t_pair * 1e3}
-    for name in ("er", "hio", "raar", "ml"):
-        step = alg.build(name, {})
+    # ML keeps its conjugate-gradient block going on a state of its own (Psi = F rho is carried)
+    pair3 = fft.FFTPair(shape)
+    pair3.buffer[...] = rho
+    state_ml = alg.State(pair=pair3, rho=rho.copy(), amp=problem.amp, kind=problem.kind,
+                         support=problem.support.copy(), support_update=0, record_every=0)
+    steps = {name: alg.build(name, {}) for name in ("er", "hio", "raar", "ml")}
+    states = {"er": state, "hio": state, "raar": state, "ml": state_ml}
+    for name, step in steps.items():
         for _ in range(3):
-            step(state)          # compile, and the first ML iteration of a block computes Psi once
-        out[f"{name}_ms"] = _median_time(lambda: step(state), n, repeat) * 1e3
+            step(states[name])   # compile, and the first ML iteration computes Psi once
+    # blocks of each measurement interleaved round-robin, so that a load from other processes
+    # falls on all of them alike; the median block of each
+    times: dict[str, list[float]] = {k: [] for k in ["pair", *steps]}
+    for _ in range(repeat):
+        times["pair"].append(_median_time(zero_pair, n, 1))
+        for name, step in steps.items():
+            st = states[name]
+            times[name].append(_median_time(lambda: step(st), n, 1))
+    out = {f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}
     from cxdi_cli.support import shrink_wrap
 
     state.support_update = 20
     out["shrinkwrap_ms"] = _median_time(lambda: shrink_wrap(state), max(2, n // 5), repeat) * 1e3
-    del state, pair
+    del state, state_ml, pair, pair2, pair3
     # peak memory of whole runs (HIO/ER/shrink-wrap and ML), preparation excluded
     array_bytes = size * 8
     for label, recipe in (("peak_hio_er", "hio**20,er**10"), ("peak_ml", "er**5,ml**10")):
@@ -109,7 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", action="store_true", help="also 256^3 (slow: minutes on 2 cores)")
     ap.add_argument("--threads", type=int, default=None, help="FFT threads [all cores]")
-    ap.add_argument("--repeat", type=int, default=5, help="timed blocks per measurement (median)")
+    ap.add_argument("--repeat", type=int, default=9, help="timed blocks per measurement (median)")
     args = ap.parse_args()
     from cxdi_cli import algorithms, fft  # noqa: F401  (compiles the kernels from the cache)
 
