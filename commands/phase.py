@@ -54,8 +54,11 @@ def phase(
     er (error reduction), hio(beta=0.9), raar(beta=0.9), ml (Poisson maximum-likelihood refinement,
     conjugate gradient), sup(threshold=,sigma=) (one shrink-wrap update). Groups repeat:
     "(hio**50,er**5)**10". The modulus constraint applies to measured pixels only; masked pixels are
-    left free. The default recipe, HIO then ER then ML, reached the simulated tungsten object in every
-    start (RAAR needed a lower shrink-wrap threshold).
+    left free. Shrink-wrap: every --support-update iterations the support becomes the pixels where
+    |rho| blurred by a Gaussian (sigma shrinking over the run) exceeds --support-threshold times its
+    maximum. Defaults were chosen on simulated tungsten, cells and 3D data (oversampling about 4):
+    HIO then ER then ML reached the tungsten object from 5 of 5 starts, RAAR then ER then ML from 3 of
+    5; a threshold of 0.2 cut the dim parts of the cells. At oversampling below 3, try --support-threshold 0.2.
 
     Metrics (Ic = |F rho|^2 with the unitary transform, I the measured photons, per pixel):
     llk = (1/n) sum [Ic - I + I ln(I/Ic)] over the constrained measured pixels (Poisson; about 0.5 for
