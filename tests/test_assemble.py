@@ -259,3 +259,4 @@ def test_cli_beamstop_found_and_masked(cli, tmp_path):
     err = shell_errors(pat.intensity, pat.mask, exact)
     # measured: (central shell all behind the beamstop) 0.022 0.033 0.018 0.014 0.018 0.022 0.031
     assert np.isnan(err[0]) and np.all(err[1:] < 0.08), err
+
