@@ -66,7 +66,9 @@ class Options:
     support_threshold: tuple[float, float] = (0.12, 0.12)  # shrink-wrap threshold (of the max), start -> end
     support_smooth: tuple[float, float] = (1.0, 0.5)   # shrink-wrap Gaussian sigma, start -> end (pixels)
     support_update: int = 20                  # shrink-wrap period (iterations); 0: only `sup` steps
-    support_min_fraction: float = 0.0         # shrink-wrap never goes below this fraction of the start
+    support_min_fraction: float | None = None  # shrink-wrap never goes below this fraction of the
+    # initial support (None: 1/(4 * 2^N) of an autocorrelation support, which spans 2^N times the
+    # object, or 1/4 of a given support): a collapse onto a bright speck is refused
     autocorrelation_threshold: float = 0.1    # initial support: autocorrelation > this * max
     autocorrelation_smooth: float = 1.0       # Gaussian sigma (pixels) on the autocorrelation
     free_fraction: float = 0.05               # measured pixels withheld for the free log-likelihood
@@ -263,10 +265,14 @@ def run_one(problem: Problem, options: Options, index: int,
                     "support_size": last.get("support_size"), "elapsed_s": round(elapsed, 3),
                     "eta_s": round(elapsed / max(1, state.iteration) * (total - state.iteration), 3)})
 
+    min_fraction = options.support_min_fraction
+    if min_fraction is None:
+        from_file = problem.info.get("support_from") == "file"
+        min_fraction = 0.25 if from_file else 0.25 / 2 ** len(shape)
     state = alg.State(pair=pair, rho=rho, amp=problem.amp, kind=problem.kind, support=support,
                       positivity=options.positivity, amplitude_bound=options.amplitude_bound,
                       support_update=options.support_update, support_threshold=_pair(options.support_threshold),
-                      support_smooth=_pair(options.support_smooth), support_min_fraction=options.support_min_fraction,
+                      support_smooth=_pair(options.support_smooth), support_min_fraction=min_fraction,
                       total=total, record_every=options.record_every, on_record=on_record,
                       initial_support_size=int(np.count_nonzero(support)))
     record_every = max(1, options.record_every)

@@ -209,3 +209,14 @@ def test_reconstruction_3d_particle():
     rec = phasing.phase(pattern, phasing.Options(runs=3, seed=1))
     err = align.nrms_error(rec.runs[0].obj, truth)
     assert err < 0.10, err
+
+
+def test_sup_step_and_support_schedule():
+    """`sup(threshold=...)` updates the support at once; a higher threshold gives a smaller support."""
+    pattern, truth = synthetic(n=64, seed=1)
+    sizes = {}
+    for thr in (0.1, 0.5):
+        opts = phasing.Options(runs=1, seed=3, recipe=f"er**5,sup(threshold={thr},sigma=1)", support_update=0)
+        sizes[thr] = phasing.phase(pattern, opts).runs[0].metrics["support_size"]
+    start = phasing.prepare(pattern, phasing.Options(seed=3)).info["initial_support_size"]
+    assert sizes[0.5] < sizes[0.1] < start
