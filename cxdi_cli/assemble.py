@@ -505,7 +505,8 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
                    saturation: float | None = None, auto_mask: bool = True, detector: str | None = None,
                    on_progress: Callable[..., None] | None = None) -> AssemblyResult:
     """Raw tilt frames on disk -> assembled volume, with the readers, calibration, centre finding and
-    detector masking of `preprocess` (`io.frames`, `preprocess`, `masking`).
+    detector masking of `preprocess` (`io.frames`, `preprocess`, `masking`). `bin` sums K x K detector
+    pixels before the assembly (voxel pitch K p/(lambda D), photons per binned pixel).
 
     Everything is validated (frame shapes, angle count and order, options) before the frames are read.
     Pass 1 sums the calibrated frames: automatic beam centre, and a detector mask from the sum (user mask,
@@ -580,14 +581,27 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
         if not (0 <= c[0] < shape[0] and 0 <= c[1] < shape[1]):
             raise DataError(f"beam centre {c[0]:g},{c[1]:g} is off the {shape[0]}x{shape[1]} detector")
         static_good = measured_from_mask(bits)
-        geom = TiltGeometry(wavelength=wavelength_from_kev(energy_kev), distance=distance, pixel=(pixel, pixel),
-                            centre=(float(c[0]), float(c[1])), axis=axis, omega_sign=omega_sign,
-                            omega_offset=omega_offset)
+        # --bin K: K x K detector pixels summed into one (photons add; a binned pixel is good when all its
+        # pixels are), so the voxel pitch K p/(lambda D) matches the binned frames' pitch at the centre
+        kb = int(bin)
+        bshape = (shape[0] // kb, shape[1] // kb)
+        if min(bshape) < 8:
+            raise UsageError(f"--bin {kb}: leaves fewer than 8 pixels across the {shape[0]}x{shape[1]} detector")
+        bcentre = ((c[0] + 0.5) / kb - 0.5, (c[1] + 0.5) / kb - 0.5)
+        geom = TiltGeometry(wavelength=wavelength_from_kev(energy_kev), distance=distance,
+                            pixel=(pixel * kb, pixel * kb), centre=(float(bcentre[0]), float(bcentre[1])), axis=axis,
+                            omega_sign=omega_sign, omega_offset=omega_offset)
         if size is None:
             from cxdi_cli.geometry import default_crop  # noqa: PLC0415
 
-            size = max(4, default_crop(shape, geom.centre) // bin)
+            size = max(4, default_crop(bshape, geom.centre))
         saturated_frames = [0]
+
+        def binned(a: np.ndarray, how: str) -> np.ndarray:
+            if kb == 1:
+                return a
+            v = a[:bshape[0] * kb, :bshape[1] * kb].reshape(bshape[0], kb, bshape[1], kb)
+            return v.all(axis=(1, 3)) if how == "all" else v.sum(axis=(1, 3))
 
         def calibrated() -> Iterable[tuple[np.ndarray, np.ndarray]]:
             for _, block in stack.blocks():
@@ -599,13 +613,13 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
                         sat = raw >= level
                         saturated_frames[0] += int(sat.any())
                         good &= ~sat
-                    yield ph, good
+                    yield binned(ph, "sum"), binned(good, "all")
 
-        result = assemble(calibrated(), angles, geom, shape, size=size, bin=bin, method=method, friedel=friedel,
+        result = assemble(calibrated(), angles, geom, bshape, size=size, bin=1, method=method, friedel=friedel,
                           on_progress=on_progress)
     vol = result.pattern.intensity
     np.maximum(vol, 0.0, out=vol)            # dark-subtracted noise: no negative photons
-    result.stats.update({"beam_centre": list(geom.centre), "centre_method": "auto" if found else "given",
+    result.stats.update({"beam_centre": [float(c[0]), float(c[1])], "centre_method": "auto" if found else "given",
                          "detector_shape": list(shape), "axis": axis, "omega_sign": omega_sign,
                          "omega_offset_deg": omega_offset, "bin": bin, "saturation_adu": level,
                          "frames_with_saturation": saturated_frames[0],
