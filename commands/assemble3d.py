@@ -22,16 +22,18 @@ def assemble3d(
                                                          "in detector pixels.")] = "auto",
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Voxels per axis [default: the detector "
                                                                       "crop around the centre, / bin].")] = None,
-    bin: Annotated[int, typer.Option("--bin", min=1, help="Voxel pitch in units of the detector's q pitch.")] = 1,
+    bin: Annotated[int, typer.Option("--bin", min=1, help="Sum KxK detector pixels first; voxel pitch "
+                                                          "K p/(λD).")] = 1,
     axis: Annotated[str, typer.Option("--axis", help="Tilt axis in the lab frame: y (vertical) or x.")] = "y",
     omega_sign: Annotated[int, typer.Option("--omega-sign", help="+1 or -1: sense of the goniometer.")] = 1,
     omega_offset: Annotated[float, typer.Option("--omega-offset", help="Added to every ω (degrees).")] = 0.0,
     friedel: Annotated[bool, typer.Option("--friedel/--no-friedel", help="Fill unmeasured voxels from their "
                                                                          "measured centro-symmetric mates "
                                                                          "(flagged 'friedel').")] = True,
-    method: Annotated[str, typer.Option("--method", help="interp: each voxel interpolated from the frames "
-                                                         "bracketing its Ewald crossing (more faithful); "
-                                                         "splat: trilinear splatting of pixels (less memory).")]
+    method: Annotated[str, typer.Option("--method", help="interp: each voxel interpolated (cubic) from the "
+                                                         "two frames bracketing its Ewald crossing, 5-50x more "
+                                                         "faithful; splat: trilinear splatting of pixels (less "
+                                                         "memory, holes where tilt steps exceed a voxel).")]
     = "interp",
     mask: Annotated[Optional[str], typer.Option("--mask", help="User mask applied to every frame "
                                                                "(non-zero = bad).")] = None,
@@ -55,12 +57,17 @@ def assemble3d(
 ) -> None:
     """Assemble 2D patterns recorded at sample tilts ω into a 3D volume of |F(q)|² on a regular grid.
 
-    Every good pixel's exact q on the Ewald sphere is turned into the sample frame by R(−ω) (DESIGN §4;
-    --axis, --omega-sign, --omega-offset for other goniometers) and the counts are divided by the pixel's
-    relative solid angle (D/r)³. The grid has q = 0 at N//2 and the detector's q pitch p/(λD) (× --bin);
-    a reconstruction of it has pixels 1/(N Δq). Voxels no good pixel reached (missing wedge, beamstop,
-    gaps) are flagged 'unmeasured' in the mask; --friedel fills those whose mate was measured. The
-    per-voxel weight is written to /entry_1/data_1/weight. Frames stream through one at a time.
+    Every good pixel's exact q on the Ewald sphere, q = ((x, y, D)/r − (0, 0, 1))/λ, is turned into the
+    sample frame by R_y(−ω) (--axis, --omega-sign, --omega-offset for other goniometers) and the counts
+    are divided by the pixel's relative solid angle (D/r)³. The grid has q = 0 at N//2 and the detector's
+    q pitch p/(λD) (× --bin); a reconstruction of it has pixels 1/(N Δq). Voxels no good pixel reached
+    (missing wedge, beamstop, gaps) are flagged 'unmeasured' in the mask; --friedel fills those whose
+    centro-symmetric mate was measured (flagged 'friedel'). The per-voxel weight (Ewald crossings used)
+    is written to /entry_1/data_1/weight. Frames stream through one at a time.
+
+    Calibration and detector masking as in preprocess: the sum of the series gives the beam centre
+    (--centre auto) and the gaps, beamstop and hot/dead pixels; a pixel at or above the saturation level
+    is dropped from that frame only.
 
     Reports the measured fraction, the missing wedge and the Ewald curvature at the detector edge in
     voxels (warning when a flat-detector assembly would be off by more than half a voxel).

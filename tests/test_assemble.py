@@ -283,3 +283,12 @@ def test_cli_bin_sums_pixels(cli, short_noisy, tmp_path):
     good = pat.mask == 0
     ratio = np.median(pat.intensity[good] / exact[::2, ::2, ::2][good])
     assert 3.0 < ratio < 4.5, ratio
+
+
+def test_decreasing_angles_give_the_same_volume(long_sim):
+    """A series recorded from +70 down to -70 deg assembles to the same volume."""
+    exp, frames, omegas, _ = long_sim
+    ref = _assemble(long_sim)
+    rev = _assemble((exp, frames[::-1], omegas[::-1], None))
+    assert np.array_equal(ref.pattern.mask, rev.pattern.mask)
+    assert np.allclose(ref.pattern.intensity, rev.pattern.intensity, rtol=1e-5)
