@@ -34,9 +34,10 @@ def phase(
         show_default=False)] = None,
     support_threshold: Annotated[str, typer.Option(
         "--support-threshold", help="Shrink-wrap threshold relative to the maximum of the blurred |rho|: "
-                                    "T, or START,END (linear over the run).")] = "0.12",
-    support_smooth: Annotated[str, typer.Option(
-        "--support-smooth", help="Shrink-wrap Gaussian sigma in pixels, START,END (linear over the run).")] = "1,0.5",
+                                    "T, or START,END (linear over the run).")] = "0.12,0.1",
+    support_smooth: Annotated[Optional[str], typer.Option(
+        "--support-smooth", help="Shrink-wrap Gaussian sigma in pixels, START,END (linear over the run) "
+                                 "[default: max(1, object extent/40),0.5].", show_default=False)] = None,
     support_update: Annotated[int, typer.Option(
         "--support-update", min=0, help="Shrink-wrap every K iterations (0: only at `sup` steps).")] = 20,
     free_fraction: Annotated[float, typer.Option(
@@ -56,9 +57,11 @@ def phase(
     "(hio**50,er**5)**10". The modulus constraint applies to measured pixels only; masked pixels are
     left free. Shrink-wrap: every --support-update iterations the support becomes the pixels where
     |rho| blurred by a Gaussian (sigma shrinking over the run) exceeds --support-threshold times its
-    maximum. Defaults were chosen on simulated tungsten, cells and 3D data (oversampling about 4):
-    HIO then ER then ML reached the tungsten object from 5 of 5 starts, RAAR then ER then ML from 3 of
-    5; a threshold of 0.2 cut the dim parts of the cells. At oversampling below 3, try --support-threshold 0.2.
+    maximum. Defaults were chosen on simulated tungsten, cells and 3D data (oversampling about 4,
+    crops of 100 to 420 pixels): HIO then ER then ML reached the tungsten object from 5 of 5 starts,
+    RAAR then ER then ML from 3 of 5; a threshold of 0.2 cut the dim parts of the cells; the blur
+    scales with the object (a fixed 1 pixel failed on large crops, 3 on small ones). At oversampling
+    below 3, or for sparse objects, try --support-threshold 0.2.
 
     Metrics (Ic = |F rho|^2 with the unitary transform, I the measured photons, per pixel):
     llk = (1/n) sum [Ic - I + I ln(I/Ic)] over the constrained measured pixels (Poisson; about 0.5 for
@@ -71,7 +74,8 @@ def phase(
     Example: cxdi phase pattern.cxi -o runs.cxi --runs 10 --recipe "hio**600,er**200,ml**100" --seed 1
     """
     c.check_stdout(output, json_report)
-    smooth = _schedule(support_smooth, "--support-smooth", "START,END in pixels, e.g. 1,0.5", 0.0, 100.0)
+    smooth = None if support_smooth is None else \
+        _schedule(support_smooth, "--support-smooth", "START,END in pixels, e.g. 2,0.5", 0.0, 100.0)
     threshold = _schedule(support_threshold, "--support-threshold", "T or START,END between 0 and 1", 0.0, 1.0)
     from cxdi_cli import fft, io, phasing  # noqa: PLC0415
     from cxdi_cli import recipe as rcp  # noqa: PLC0415
@@ -98,7 +102,7 @@ def phase(
           f"jobs {jobs}")
     c.say(f"  positivity {'on' if positivity else 'off'}, amplitude bound {amplitude_bound or 'none'}, "
           f"support from {problem.info['support_from']} ({problem.info['initial_support_size']} px), shrink-wrap "
-          f"threshold {_span(threshold)} every {support_update} it., sigma {_span(smooth)} px; "
+          f"threshold {_span(threshold)} every {support_update} it., sigma {_span(problem.info['support_smooth'])} px; "
           f"free pixels {problem.info['free_pixels']} of {problem.info['measured_pixels']} measured; "
           f"oversampling estimate {_fmt(problem.info.get('oversampling_estimate'))}")
     with c.progress("phase", total=runs * n_it) as tick:

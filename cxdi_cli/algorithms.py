@@ -245,7 +245,7 @@ class State:
     positivity: bool = False
     amplitude_bound: float | None = None
     support_update: int = 20        # shrink-wrap every k iterations of er/hio/raar (0: never)
-    support_threshold: tuple[float, float] = (0.12, 0.12)  # relative to the maximum of blurred |rho|, start -> end
+    support_threshold: tuple[float, float] = (0.12, 0.1)  # relative to the maximum of blurred |rho|, start -> end
     support_smooth: tuple[float, float] = (1.0, 0.5)  # Gaussian sigma (pixels) at start and end
     support_min_fraction: float = 0.0  # shrink-wrap never goes below this fraction of the initial size
     iteration: int = 0              # iterations done so far in the whole recipe

@@ -21,19 +21,28 @@ with the unitary transform F, I the measured photons):
 - A run is flagged ``failed`` when outside_fraction > `max_outside` (0.1), or a metric is not finite.
 
 Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and weak-phase cells on
-128- and 256-pixel detectors, linear oversampling about 4, 5 runs each; a 32^3 porous particle):
+128-, 256- and 512-pixel detectors, linear oversampling about 4, 5 runs each; a 32^3 porous particle):
 - recipe ``hio**600,er**200,ml**100``: HIO (beta 0.9) reached the 256-pixel tungsten object from 5
   of 5 starts where RAAR 800 + ER 200 (PyNX's 3D recipe) or RAAR 600 + ER 200 + ML 100 reached it
   from 3 of 5 with the same shrink-wrap settings; the closing Poisson-ML block lowered the 3D error
   from about 0.09 to 0.001-0.02 and the cells error by about 0.01, for the cost of about 250 HIO
   iterations.
-- shrink-wrap threshold 0.12 of the maximum, every 20 iterations, Gaussian sigma 1 -> 0.5 pixels:
-  0.2 (the usual choice for compact strong objects) cut the dim parts of the cells (error 0.34 against
-  0.10-0.16 at 0.12); 0.10 let some tungsten starts keep an oversized support. A higher starting
-  threshold (0.2 -> 0.12) made the support collapse on 256-pixel data.
+- shrink-wrap threshold from 0.12 to 0.10 of the maximum (linear over the run), every 20
+  iterations: 0.2 (the usual choice for compact strong objects) cut the dim parts of the cells
+  (error 0.34 against about 0.1); a constant 0.10 let some tungsten starts keep an oversized
+  support, a constant 0.12 left the 405-pixel cells crop at 0.24, 0.12 -> 0.08 lost more starts;
+  0.12 -> 0.10 gave 5 of 5 tungsten starts at every size and 4-5 of 5 cells starts.
+- shrink-wrap Gaussian sigma from max(1, extent/40) to 0.5 pixels, the object extent estimated from
+  the initial support: a fixed 1 -> 0.5 reached the 420-pixel tungsten crop from 1 of 5 starts, a
+  fixed 3 -> 0.5 failed on the 100- and 210-pixel crops; scaled, all sizes converged 5 of 5.
+- initial support: the autocorrelation blurred by 1 pixel, above 0.05 of its maximum: the thin
+  tungsten strokes give the autocorrelation a sharp central peak, and at 0.1 the initial support
+  was smaller than the object (2117 against 3717 pixels). Sparse objects (clusters of small
+  discs) have far wider autocorrelations; for them 0.1 is the better cut.
 - positivity on (the real part of rho non-negative on the support): without it one tungsten start
   in five stagnated; the weak-phase cells are unaffected.
-- initial support: the autocorrelation blurred by 1 pixel, above 0.1 of its maximum.
+- shrink-wrap never shrinks the support below 1/(4 * 2^N) of the initial autocorrelation support
+  (a collapse onto a bright speck, seen on 256-pixel data, is refused).
 At linear oversampling below about 3, a higher threshold (``--support-threshold 0.2``) is safer.
 """
 from __future__ import annotations
@@ -63,13 +72,14 @@ class Options:
     seed: int | None = None
     positivity: bool = True
     amplitude_bound: float | None = None
-    support_threshold: tuple[float, float] = (0.12, 0.12)  # shrink-wrap threshold (of the max), start -> end
-    support_smooth: tuple[float, float] = (1.0, 0.5)   # shrink-wrap Gaussian sigma, start -> end (pixels)
+    support_threshold: tuple[float, float] = (0.12, 0.1)  # shrink-wrap threshold (of the max), start -> end
+    support_smooth: tuple[float, float] | None = None  # shrink-wrap Gaussian sigma, start -> end (pixels);
+    # None: (max(1, object extent / 40), 0.5), the extent (pixels) estimated from the initial support
     support_update: int = 20                  # shrink-wrap period (iterations); 0: only `sup` steps
     support_min_fraction: float | None = None  # shrink-wrap never goes below this fraction of the
     # initial support (None: 1/(4 * 2^N) of an autocorrelation support, which spans 2^N times the
     # object, or 1/4 of a given support): a collapse onto a bright speck is refused
-    autocorrelation_threshold: float = 0.1    # initial support: autocorrelation > this * max
+    autocorrelation_threshold: float = 0.05   # initial support: autocorrelation > this * max
     autocorrelation_smooth: float = 1.0       # Gaussian sigma (pixels) on the autocorrelation
     free_fraction: float = 0.05               # measured pixels withheld for the free log-likelihood
     free_island: int = 3                      # free islands are cubes of this many pixels across
@@ -81,7 +91,7 @@ class Options:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["support_smooth"] = list(_pair(self.support_smooth))
+        d["support_smooth"] = None if self.support_smooth is None else list(_pair(self.support_smooth))
         d["support_threshold"] = list(_pair(self.support_threshold))
         return d
 
@@ -209,6 +219,9 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
         prof = np.any(support_f, axis=tuple(a for a in range(data.ndim) if a != ax))
         extents.append(max(1, int(np.count_nonzero(prof))) / (2.0 if support is None else 1.0))
     centre_radius = max(3.0, 1.5 * max(n / e for n, e in zip(data.shape, extents)))
+    info["object_extent_px"] = max(extents)
+    info["support_smooth"] = list(_pair(options.support_smooth)) if options.support_smooth is not None \
+        else [round(max(1.0, max(extents) / 40.0), 2), 0.5]
     info["free_exclusion_radius_px"] = centre_radius
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2 ** 31 - 1]))
     if options.free_fraction > 0:
@@ -272,7 +285,7 @@ def run_one(problem: Problem, options: Options, index: int,
     state = alg.State(pair=pair, rho=rho, amp=problem.amp, kind=problem.kind, support=support,
                       positivity=options.positivity, amplitude_bound=options.amplitude_bound,
                       support_update=options.support_update, support_threshold=_pair(options.support_threshold),
-                      support_smooth=_pair(options.support_smooth), support_min_fraction=min_fraction,
+                      support_smooth=_pair(problem.info["support_smooth"]), support_min_fraction=min_fraction,
                       total=total, record_every=options.record_every, on_record=on_record,
                       initial_support_size=int(np.count_nonzero(support)))
     record_every = max(1, options.record_every)
@@ -287,7 +300,8 @@ def run_one(problem: Problem, options: Options, index: int,
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 3)
     obj = np.fft.fftshift(state.rho).astype(np.complex64)
     params = options.as_dict()
-    params.update(seed=problem.seed, run_index=index, effective_recipe=rcp.format_recipe(problem.steps))
+    params.update(seed=problem.seed, run_index=index, effective_recipe=rcp.format_recipe(problem.steps),
+                  support_smooth=problem.info["support_smooth"])
     hist = {k: np.asarray(v, np.float64) for k, v in history.items()}
     return Run(obj=obj, support=np.fft.fftshift(state.support), metrics=metrics, params=params, history=hist)
 
