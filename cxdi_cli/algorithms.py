@@ -203,17 +203,18 @@ def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
 
 @numba.njit(**_JIT)
 def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
-    """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float64 sums)."""
+    """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float32 terms, float64 sum).
+
+    Only the sign matters (the line-search safeguard), so float32 terms are enough."""
     out = 0.0
+    tf = np.float32(t)
     for i in range(psi.size):
-        m = 1.0 if kind[i] == 1 else 0.0
+        m = np.float32(kind[i] == 1)
         p = psi[i]
-        q = dd[i] * s
-        f0 = max(float(p.real) ** 2 + float(p.imag) ** 2, eps)
-        pr = float(p.real) + t * float(q.real)
-        pi = float(p.imag) + t * float(q.imag)
-        f1 = max(pr * pr + pi * pi, eps)
-        out += m * ((f1 - f0) - float(amp[i]) ** 2 * math.log1p((f1 - f0) / f0))
+        p1 = p + tf * (dd[i] * s)
+        f0 = max(p.real * p.real + p.imag * p.imag, eps)
+        f1 = max(p1.real * p1.real + p1.imag * p1.imag, eps)
+        out += m * ((f1 - f0) - amp[i] * amp[i] * np.log(f1 / f0))
     return out
 
 
@@ -389,7 +390,7 @@ def make_ml() -> Callable[[State], None]:
                 break
             t -= d1 / d2
         for _ in range(5):                   # safeguard: the step must lower L (halve it if not)
-            if _ml_delta(psi, buf, amp, kind, t, s, eps) <= 0.0:
+            if _ml_delta(psi, buf, amp, kind, t, s, np.float32(eps)) <= 0.0:
                 break
             t *= 0.5
         else:
