@@ -35,6 +35,7 @@ import numba
 import numpy as np
 
 from cxdi_cli import fft
+from cxdi_cli.support import shrink_wrap
 
 # pixel kinds of the `kind` array (int8)
 MASKED, MEASURED, FREE = 0, 1, 2
@@ -261,9 +262,6 @@ class State:
     def buf(self) -> np.ndarray:
         return self.pair.buffer
 
-    def flat(self, a: np.ndarray) -> np.ndarray:
-        return a.reshape(-1)
-
 
 def fourier_metrics(state: State, psi: np.ndarray | None = None) -> dict[str, float]:
     """Metrics of rho against the data from its transform: `psi` (unitary) or, if None, the
@@ -325,8 +323,6 @@ def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
             _update(rho, buf, sup, fa, fb, pos)
         state.iteration += 1
         if state.support_update and state.iteration % state.support_update == 0:
-            from cxdi_cli.support import shrink_wrap  # noqa: PLC0415 - support imports this module
-
             shrink_wrap(state)
         if rec:
             state.last["support_size"] = int(np.count_nonzero(state.support))
@@ -410,8 +406,6 @@ def make_support_update(threshold: float | None = None, sigma: float | None = No
     """A shrink-wrap update now (threshold relative to the maximum, Gaussian sigma in pixels)."""
 
     def step(state: State) -> None:
-        from cxdi_cli.support import shrink_wrap  # noqa: PLC0415
-
         shrink_wrap(state, threshold=threshold, sigma=sigma)
 
     return step
