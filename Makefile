@@ -29,7 +29,7 @@ man: $(STAMP)
 	$(BIN)/python -m cxdi_cli.commands._man man
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" sh examples/demo.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(MAKE) --no-print-directory -C examples -j2 OUT=$(CURDIR)/demo summary
 
 clean:
 	rm -rf demo build dist *.egg-info
