@@ -62,7 +62,7 @@ def resolve_prt(
     if data is not None:
         rec = io.read_reconstruction(average)
         obj, run_intensity = _one_object(rec, average)
-        if run_intensity is None and average != "-" and len(rec.runs) == 1:
+        if run_intensity is None and len(rec.runs) == 1:
             run_intensity = _optional_array(io, average, "/entry_1/run_intensity", obj.shape)
         pattern = io.read_pattern(data)
         if obj.shape != pattern.intensity.shape:
