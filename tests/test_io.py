@@ -152,3 +152,15 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
         with open(tmp, "w") as fh:
             fh.write("new")
     assert target.read_text() == "new" and os.listdir(tmp_path) == ["out.cxi"]
+
+
+def test_refuses_raw_stacks_and_reconstructions_as_patterns(tmp_path):
+    io.write_lima(str(tmp_path / "raw.h5"), np.ones((3, 8, 8), np.uint32))
+    with pytest.raises(DataError, match="raw frames.*preprocess"):
+        io.read_pattern(str(tmp_path / "raw.h5"))
+    rec = Reconstruction(runs=[Run(obj=np.ones((8, 8), np.complex64), support=np.ones((8, 8), bool))])
+    io.write_reconstruction(str(tmp_path / "r.cxi"), rec, io.make_step("t"))
+    with pytest.raises(DataError, match="reconstruction"):
+        io.read_pattern(str(tmp_path / "r.cxi"))
+    with pytest.raises(DataError, match="complex"):
+        io.read_pattern(f"{tmp_path / 'r.cxi'}::/entry_1/image_1/data")

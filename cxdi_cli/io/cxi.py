@@ -325,9 +325,11 @@ def write_tiff_raw(dest: str, array: np.ndarray) -> None:
 def _pattern_dataset(f, name: str, dset: str | None) -> str:
     if dset is not None:
         return dset
-    for cand in (f"{DET}/data", "/entry_1/data_1/data", "/entry_1/image_1/data"):
+    for cand in (f"{DET}/data", "/entry_1/data_1/data"):
         if cand in f and isinstance(f[cand], _h5py().Dataset):
             return cand
+    if "/entry_1/image_1/data" in f:
+        raise DataError(f"{name}: holds a reconstruction (/entry_1/image_1), not diffraction data")
     default = nexus_default(f)
     if default:
         return default
@@ -355,6 +357,13 @@ def read_pattern(spec: str) -> Pattern:
         with open_h5(name) as f:
             dpath = _pattern_dataset(f, name, dset)
             ds = _get_dataset(f, dpath, name)
+            if ds.dtype.kind == "c":
+                raise DataError(f"{name}: {dpath} holds complex values (a reconstruction?), "
+                                "not diffraction intensities")
+            if dset is None and ds.ndim == 3 and not dpath.startswith("/entry_1/"):
+                raise DataError(f"{name}: {dpath} is a stack of {ds.shape[0]} raw frames, not a pattern: "
+                                "run cxdi preprocess (2D) or cxdi assemble3d (tilt series) first, or name "
+                                f"the dataset as {name}::{dpath} if it really is a 3D volume")
             try:
                 data = np.asarray(ds[()], dtype=np.float32)
             except OSError as exc:
