@@ -75,6 +75,8 @@ def check_stdout(output: str | None, json_report: bool) -> None:
     """stdout carries the data (-o -) or the --json report, never both."""
     if output == "-" and json_report:
         raise usage_error("-o - and --json both want stdout; write the data to a file or drop --json")
+    if output == "-" and sys.stdout.isatty():
+        raise usage_error("no output file: give -o FILE (or pipe stdout: binary data never goes to a terminal)")
 
 
 def report(enabled: bool, schema: str, **data: Any) -> None:
