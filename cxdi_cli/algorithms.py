@@ -206,7 +206,10 @@ def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
 def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float32 terms, float64 sum).
 
-    Only the sign matters (the line-search safeguard), so float32 terms are enough."""
+    Written as f0 x - I log(1 + x) with x = (f1 - f0) / f0, and log(1 + x) by its series when |x| is
+    small: the naive (f1 - f0) - I log(f1 / f0) in float32 loses everything to cancellation for the
+    small steps of a converging run (an error floor of ~1e-7 I per pixel), so the sign the line-search
+    safeguard needs would be noise."""
     out = 0.0
     tf = np.float32(t)
     for i in range(psi.size):
@@ -215,7 +218,12 @@ def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
         p1 = p + tf * (dd[i] * s)
         f0 = max(p.real * p.real + p.imag * p.imag, eps)
         f1 = max(p1.real * p1.real + p1.imag * p1.imag, eps)
-        out += m * ((f1 - f0) - amp[i] * amp[i] * np.log(f1 / f0))
+        x = (f1 - f0) / f0
+        if abs(x) < np.float32(0.03):
+            lg = x * (np.float32(1.0) - x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * np.float32(0.25))))
+        else:
+            lg = np.log(f1 / f0)
+        out += m * (f0 * x - amp[i] * amp[i] * lg)
     return out
 
 
