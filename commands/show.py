@@ -55,7 +55,12 @@ def show(
 
     Example: cxdi show volume.cxi --terminal --slice y=70
 
+    -o NAME.tif writes the numbers instead of a picture: a float32 ImageJ TIFF of the intensity
+    (masked pixels NaN) or of the object's amplitude and phase as two channels, with the pixel size.
+
     Example: cxdi show prtf.h5 -o - | display
+
+    Example: cxdi show avg.cxi -o avg.tif
     """
     if output is None and not terminal:
         raise c.usage_error("nothing to do: give -o PREVIEW.png, or --terminal to draw on the terminal")
@@ -69,8 +74,16 @@ def show(
 
     from cxdi_cli import render  # noqa: PLC0415 - matplotlib and numpy only when the command runs
 
+    if output is not None and output.lower().endswith((".tif", ".tiff")):
+        from cxdi_cli import export, io  # noqa: PLC0415
+
+        image, axes, pixel = export.tiff_image(input, run=run or 1)
+        io.write_tiff(output, image, pixel_size=pixel, axes=axes)
+        c.say(f"wrote {output}: float32 TIFF, axes {axes}, shape {'x'.join(map(str, image.shape))}")
+        if not terminal:
+            return
     pic = render.load_picture(input, log=log, slice_spec=slice_spec, crop_support=crop_support, run=run)
-    if output is not None:
+    if output is not None and not output.lower().endswith((".tif", ".tiff")):
         fig = render.render_figure(pic, width=width, dpi=dpi)
         render.save_png(fig, output, dpi=dpi)
         c.say(f"wrote {output if output != '-' else 'PNG to stdout'}: {pic.kind}, {len(pic.panels or pic.curves)} "

@@ -294,19 +294,22 @@ def read_array(spec: str, what: str = "image") -> np.ndarray:
             raise InputError(f"{name}: cannot read {dset} ({str(exc).splitlines()[0]}); truncated file?") from None
 
 
-def write_tiff(dest: str, array: np.ndarray, pixel_size: float | None = None) -> None:
-    """Write a float32 ImageJ-readable TIFF (a 3D array becomes a stack), atomically."""
+def write_tiff(dest: str, array: np.ndarray, pixel_size: float | None = None, axes: str | None = None) -> None:
+    """Write a float32 ImageJ-readable TIFF (a 3D array becomes a stack), atomically.
+
+    `axes` in ImageJ order (e.g. "CYX" for amplitude and phase channels); `pixel_size` in metres."""
     import tifffile  # noqa: PLC0415
 
     arr = np.asarray(array)
     if np.iscomplexobj(arr):
         arr = np.abs(arr)
     arr = arr.astype(np.float32)
-    kw: dict[str, Any] = {"imagej": True}
+    axes = axes or ("ZYX" if arr.ndim == 3 else "YX")
+    kw: dict[str, Any] = {"imagej": True, "metadata": {"axes": axes}}
     if pixel_size:
         um = pixel_size * 1e6
         kw["resolution"] = (1.0 / um, 1.0 / um)
-        kw["metadata"] = {"unit": "um", "axes": "ZYX" if arr.ndim == 3 else "YX"}
+        kw["metadata"].update(unit="um", spacing=um)
     with atomic_output(dest, ".tif") as tmp:
         tifffile.imwrite(tmp, arr, **kw)
 
