@@ -30,7 +30,8 @@ def resolve_prt(
     correlation between independent half-sets.
 
     PRTF: the transform of the average, put on the data's scale, against sqrt(I), in power over the
-    measured pixels of each ring (shell); resolution where it drops below 1/e. FRC/FSC: the two
+    measured pixels of each ring (shell), less the 1/N floor that the mean of N disagreeing runs keeps
+    (unbiased, from the runs' mean intensity); resolution where it drops below 1/e. FRC/FSC: the two
     half-set averages are aligned to each other (translation, twin, phase ramp, global phase) and
     correlated; resolutions at the 0.5, 1/7 and half-bit thresholds. q is the spatial frequency in
     nm^-1 (from the data's geometry; else from the reconstruction's pixel size: Nyquist = 1/(2 pixel));
@@ -61,9 +62,10 @@ def resolve_prt(
 
     if data is not None:
         rec = io.read_reconstruction(average)
-        obj, run_intensity = _one_object(rec, average)
+        obj, run_intensity, n_runs = _one_object(rec, average)
         if run_intensity is None and len(rec.runs) == 1:
             run_intensity = _optional_array(io, average, "/entry_1/run_intensity", obj.shape)
+            n_runs = _n_runs(rec.runs[0].metrics)
         pattern = io.read_pattern(data)
         if obj.shape != pattern.intensity.shape:
             raise DataError(f"{average}: object shape {obj.shape} differs from the data shape "
@@ -76,10 +78,11 @@ def resolve_prt(
         if q_step is None:
             q_step = _q_from_pixel(rec.pixel_size, obj.shape)
         curve, info = prtf.prtf(obj, pattern.intensity, pattern.measured, q_step=q_step,
-                                run_intensity=run_intensity)
+                                run_intensity=run_intensity, n_runs=n_runs)
         res = prtf.resolution(curve, prtf.PRTF_THRESHOLD)
         curves["prtf"] = (curve, None)
         report["prtf"] = {**_res(res, curve), "threshold": prtf.PRTF_THRESHOLD, "scale_from": info["scale_from"],
+                          "debiased_runs": info["debiased_runs"],
                           "nyquist" + _qkey(curve): _q(curve, curve.q[-1] / curve.nyquist_fraction[-1])}
         if info["scale_from"] == "fit":
             c.warn(f"{average}: no run_intensity (not written by cxdi average); the PRTF scale is fitted to "
@@ -95,8 +98,8 @@ def resolve_prt(
     for name, fa, fb, runs in pairs:
         if runs is None:
             ra, rb = io.read_reconstruction(fa), io.read_reconstruction(fb)
-            a, _ = _one_object(ra, fa)
-            b, _ = _one_object(rb, fb)
+            a, _, _ = _one_object(ra, fa)
+            b, _, _ = _one_object(rb, fb)
             label_b = fb
             inputs += [fa, fb]
         else:
@@ -165,10 +168,19 @@ def resolve_prt(
 # --------------------------------------------------------------------------- helpers
 
 
-def _one_object(rec: Any, name: str) -> tuple[Any, Any]:
-    """The object of an average file; for a file of several runs, the average of its usable runs."""
+def _n_runs(metrics: dict[str, Any]) -> Any:
+    """The number of runs an average file says it averaged (`cxdi average` writes n_runs), or None."""
+    import numbers  # noqa: PLC0415
+
+    n = metrics.get("n_runs") if metrics else None
+    return int(n) if isinstance(n, numbers.Real) and not isinstance(n, bool) and n >= 1 else None
+
+
+def _one_object(rec: Any, name: str) -> tuple[Any, Any, Any]:
+    """The object of an average file; for a file of several runs, the average of its usable runs, the
+    runs' mean Fourier intensity and how many were averaged (None, None for an average file)."""
     if len(rec.runs) == 1:
-        return rec.runs[0].obj, None
+        return rec.runs[0].obj, None, None
     from cxdi_cli import average as avg_lib  # noqa: PLC0415
 
     order, _, _ = avg_lib.rank_runs([r.metrics for r in rec.runs])
@@ -176,7 +188,7 @@ def _one_object(rec: Any, name: str) -> tuple[Any, Any]:
         order = list(range(len(rec.runs)))
     c.say(f"{name}: {len(rec.runs)} runs; aligning and averaging {len(order)} of them")
     res = avg_lib.average_objects([rec.runs[i].obj for i in order], [rec.runs[i].support for i in order])
-    return res.average, res.run_intensity
+    return res.average, res.run_intensity, len(res.used)
 
 
 def _split_runs(io: Any, names: List[str]) -> tuple[Any, Any, Any]:

@@ -91,7 +91,8 @@ def ring_sum(values: np.ndarray, index: np.ndarray, nrings: int, weights: np.nda
 
 
 def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step: Sequence[float] | None = None,
-         run_intensity: np.ndarray | None = None, min_count: int = 1) -> tuple[Curve, dict[str, Any]]:
+         run_intensity: np.ndarray | None = None, n_runs: int | None = None,
+         min_count: int = 1) -> tuple[Curve, dict[str, Any]]:
     """Phase-retrieval transfer function of an averaged object against the measured intensity.
 
     PRTF(q) = sqrt(sum_ring |s F(q)|^2 / sum_ring I(q)) over the measured pixels of each ring (the
@@ -103,7 +104,14 @@ def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step
     given, else s = sum |F| sqrt(I) / sum |F|^2 over the measured pixels (the average's own fit to
     the data, which biases the curve upwards where the runs disagree). An exact object against its
     own |F|^2 gives 1 at every q. Rings with fewer than `min_count` measured pixels or no photons
-    are NaN. Returns ``(curve, info)``; info holds ``scale`` and ``scale_from``.
+    are NaN.
+
+    Finite number of runs: the mean of N runs whose phases disagree keeps |<F>|^2 = <|F|^2> / N, so
+    the plain PRTF of N unrelated runs sits at 1/sqrt(N) (0.45 for 5 runs, above 1/e: the curve could
+    never cross). With `run_intensity` and `n_runs` = N > 1 (the runs averaged, with `obj` their plain
+    mean) the ring power of |<F>|^2 is replaced by its unbiased estimate of |E F|^2,
+    (N sum |<F>|^2 - sum <|F|^2>) / (N - 1), clipped at 0, the same correction as for a variance.
+    Returns ``(curve, info)``; info holds ``scale``, ``scale_from`` and ``debiased_runs`` (N, or None).
     """
     obj = np.asarray(obj)
     intensity = np.asarray(intensity, dtype=np.float64)
@@ -129,12 +137,17 @@ def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step
     idx, q, frac, unit = radial_index(obj.shape, q_step)
     n = len(q)
     num = ring_sum((scale * amp) ** 2, idx, n, meas)
+    debiased = None
+    if run_intensity is not None and n_runs is not None and n_runs > 1:
+        runs_power = ring_sum(scale ** 2 * run_intensity, idx, n, meas)
+        num = np.maximum((n_runs * num - runs_power) / (n_runs - 1), 0.0)
+        debiased = int(n_runs)
     den_r = ring_sum(intensity, idx, n, meas)
     cnt = np.bincount(idx[(idx >= 0) & meas], minlength=n)[:n]
     with np.errstate(invalid="ignore", divide="ignore"):
         val = np.where((cnt >= min_count) & (den_r > 0), np.sqrt(num / den_r), np.nan)
     return Curve(q=q, nyquist_fraction=frac, value=val, count=cnt, q_unit=unit), {
-        "scale": scale, "scale_from": scale_from}
+        "scale": scale, "scale_from": scale_from, "debiased_runs": debiased}
 
 
 def frc(a: np.ndarray, b: np.ndarray, *, q_step: Sequence[float] | None = None,
