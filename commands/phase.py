@@ -27,8 +27,11 @@ def phase(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel processes.")] = 1,
     keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Keep only the K best runs.",
                                                 show_default=False)] = None,
-    positivity: Annotated[bool, typer.Option(
-        "--positivity/--no-positivity", help="Real part of the object non-negative on the support.")] = True,
+    positivity: Annotated[Optional[bool], typer.Option(
+        "--positivity/--no-positivity", help="Real part of the object non-negative on the support "
+        "(up to one global phase) [default: auto: on, and the same starts are run again without it when "
+        "even the best run cannot fit the data with it, as for specimens whose phase varies by more than "
+        "about a radian; the best runs of both sets are kept].", show_default=False)] = None,
     amplitude_bound: Annotated[Optional[float], typer.Option(
         "--amplitude-bound", min=0.0, help="Largest |rho| allowed on the support [default: none].",
         show_default=False)] = None,
@@ -84,7 +87,8 @@ def phase(
     if threads is None and jobs > 1:
         threads = max(1, fft.threads() // jobs)
     options = phasing.Options(
-        recipe=recipe, runs=runs, seed=seed, positivity=positivity, amplitude_bound=amplitude_bound,
+        recipe=recipe, runs=runs, seed=seed, positivity="auto" if positivity is None else positivity,
+        amplitude_bound=amplitude_bound,
         support_threshold=threshold, support_smooth=smooth, support_update=support_update,
         free_fraction=free_fraction, record_every=history_every, threads=threads)
     steps = phasing.parse_recipe(recipe)           # usage error (exit 2) before reading anything
@@ -100,7 +104,8 @@ def phase(
     c.say(f"cxdi phase: {pattern.intensity.ndim}D {tuple(pattern.intensity.shape)}, recipe "
           f"{rcp.format_recipe(steps)} ({n_it} iterations, left to right), {runs} run(s), seed {problem.seed}, "
           f"jobs {jobs}")
-    c.say(f"  positivity {'on' if positivity else 'off'}, amplitude bound {amplitude_bound or 'none'}, "
+    pos_text = "auto" if positivity is None else ("on" if positivity else "off")
+    c.say(f"  positivity {pos_text}, amplitude bound {amplitude_bound or 'none'}, "
           f"support from {problem.info['support_from']} ({problem.info['initial_support_size']} px), shrink-wrap "
           f"threshold {_span(threshold)} every {support_update} it., sigma {_span(problem.info['support_smooth'])} px; "
           f"free pixels {problem.info['free_pixels']} of {problem.info['measured_pixels']} measured; "
@@ -125,6 +130,9 @@ def phase(
     step_info = io.make_step(c.command_line(), {**options.as_dict(), "jobs": jobs, "keep": keep,
                                                 "support_file": support}, [input])
     io.write_reconstruction(output, rec, step_info)
+    auto = rec.extra.get("phase", {}).get("positivity", "")
+    if auto.startswith("auto: off"):
+        c.warn(f"positivity {auto}")
     failed = sum(1 for r in rec.runs if r.metrics.get("failed"))
     if rec.runs[0].metrics.get("failed"):
         c.warn("every run was flagged as failed (more than 10% of |rho|^2 outside the support)")

@@ -104,7 +104,7 @@ def test_json_report_progress_lines_and_defaults_on_stderr(small, tmp_path):
     assert events and all(e["schema"] == "cxdi.phase.progress/1" for e in lines)
     assert {"run", "iteration", "algorithm", "llk", "llk_free", "support_size", "elapsed_s", "eta_s"} <= set(events[0])
     assert sum(1 for e in lines if e.get("done")) == 2
-    assert "hio**200,er**50,ml**20" in res.stderr and "positivity on" in res.stderr and "threshold 0.12 -> 0.1" in res.stderr
+    assert "hio**200,er**50,ml**20" in res.stderr and "positivity auto" in res.stderr and "threshold 0.12 -> 0.1" in res.stderr
     rec = io.read_reconstruction(str(out))
     assert [r.params["run_index"] for r in rec.runs] == [r["run_index"] for r in rep["runs"]]
     assert rec.runs[0].metrics["llk_free"] == pytest.approx(rep["runs"][0]["llk_free"])

@@ -219,7 +219,8 @@ def test_sup_step_and_support_schedule():
     pattern, truth = synthetic(n=64, seed=1)
     sizes = {}
     for thr in (0.1, 0.5):
-        opts = phasing.Options(runs=1, seed=3, recipe=f"er**5,sup(threshold={thr},sigma=1)", support_update=0)
+        opts = phasing.Options(runs=1, seed=3, recipe=f"er**5,sup(threshold={thr},sigma=1)", support_update=0,
+                               positivity=True)
         sizes[thr] = phasing.phase(pattern, opts).runs[0].metrics["support_size"]
     start = phasing.prepare(pattern, phasing.Options(seed=3)).info["initial_support_size"]
     assert sizes[0.5] < sizes[0.1] < start

@@ -1,0 +1,38 @@
+"""Positivity "auto": kept for real-valued specimens, dropped for strongly phase-varying ones."""
+import numpy as np
+from scipy import ndimage
+
+from cxdi_cli import align, fft, phasing
+from cxdi_cli.model import MASK_BITS, Pattern
+
+
+def specimen(phase_amplitude: float, n: int = 128, photons: float = 1e8, seed: int = 1):
+    """A blobby particle with a smooth phase pattern of +-phase_amplitude rad; Poisson data, masked centre."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    blob = ndimage.gaussian_filter((rng.random((n, n)) > 0.5).astype(float), 1.5)
+    amp = ndimage.gaussian_filter(((yy / 15.0) ** 2 + (xx / 19.0) ** 2 < 1) * (0.5 + blob), 0.7)
+    obj = amp * np.exp(1j * phase_amplitude * np.sin(xx / 6.0) * np.cos(yy / 8.0))
+    intensity = np.abs(fft.cfftn(obj.astype(np.complex64), norm="ortho")) ** 2
+    scale = photons / intensity.sum()
+    mask = np.where(yy**2 + xx**2 < 5, MASK_BITS["beamstop"], 0).astype(np.uint32)
+    data = rng.poisson(intensity * scale).astype(np.float32)
+    return Pattern(intensity=data, mask=mask), (obj * np.sqrt(scale)).astype(np.complex64)
+
+
+def test_positivity_dropped_for_a_complex_specimen():
+    pattern, truth = specimen(2.5)
+    rec = phasing.phase(pattern, phasing.Options(runs=3, seed=1))
+    assert rec.extra["phase"]["positivity"].startswith("auto: off")
+    assert rec.runs[0].params["positivity"] is False
+    assert align.nrms_error(rec.runs[0].obj, truth) < 0.10
+    forced = phasing.phase(pattern, phasing.Options(runs=3, seed=1, positivity=True))
+    assert align.nrms_error(forced.runs[0].obj, truth) > 0.3  # what positivity alone gives
+
+
+def test_positivity_kept_for_a_nearly_real_specimen():
+    pattern, truth = specimen(0.2)
+    rec = phasing.phase(pattern, phasing.Options(runs=2, seed=1))
+    assert rec.extra["phase"]["positivity"].startswith("auto: on")
+    assert all(r.params["positivity"] is True for r in rec.runs)
+    assert align.nrms_error(rec.runs[0].obj, truth) < 0.10
