@@ -70,8 +70,11 @@ def phase(
     llk = (1/n) sum [Ic - I + I ln(I/Ic)] over the constrained measured pixels (Poisson; about 0.5 for
     a correct model); llk_free = the same over about --free-fraction of the measured pixels, withheld
     in small islands outside the central speckle (it ranks runs); chi2 = (1/n) sum (I - Ic)^2/max(Ic, 1);
-    support_size (pixels); outside_fraction = share of |P_M rho|^2 off the support. A run with
-    outside_fraction > 0.1 (or non-finite metrics) is flagged failed. Runs are written best first:
+    support_size (pixels); outside_fraction = share of |P_M rho|^2 off the support; amplitude_misfit =
+    (sum (|F rho| - sqrt(I))^2 - sum I/(1+4I)) / sum I, the amplitude misfit beyond photon noise (about 0
+    for a run that fits the data; it drives --positivity auto). A run with
+    outside_fraction > 0.1 + noise_fraction (the photon-noise share of the data, which P_M spreads
+    everywhere), or with non-finite metrics, is flagged failed. Runs are written best first:
     /entry_1 is the unflagged run with the lowest llk_free.
 
     Example: cxdi phase pattern.cxi -o runs.cxi --runs 10 --recipe "hio**600,er**200,ml**100" --seed 1
@@ -135,7 +138,7 @@ def phase(
         c.warn(f"positivity {auto}")
     failed = sum(1 for r in rec.runs if r.metrics.get("failed"))
     if rec.runs[0].metrics.get("failed"):
-        c.warn("every run was flagged as failed (more than 10% of |rho|^2 outside the support)")
+        c.warn("every run was flagged as failed (more of |P_M rho|^2 off the support than photon noise explains)")
     c.say(f"cxdi phase: best run {rec.runs[0].params['run_index']}: llk {_fmt(rec.runs[0].metrics['llk'])}, "
           f"llk_free {_fmt(rec.runs[0].metrics['llk_free'])}; {failed} of {len(rec.runs)} written run(s) flagged failed")
     c.report(json_report, "cxdi.phase/1", input=input, output=output, shape=list(pattern.intensity.shape),
