@@ -40,8 +40,11 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   tungsten strokes give the autocorrelation a sharp central peak, and at 0.1 the initial support
   was smaller than the object (2117 against 3717 pixels). Sparse objects (clusters of small
   discs) have far wider autocorrelations; for them 0.1 is the better cut.
-- positivity on (the real part of rho non-negative on the support): without it one tungsten start
-  in five stagnated; the weak-phase cells are unaffected.
+- positivity "auto" (the real part of rho non-negative on the support, up to a global phase): without
+  it the tungsten error rose from 0.045 to 0.15-0.20 and starts stagnated; but a specimen whose phase
+  varies by more than about a radian cannot be fitted with it (0.73 against 0.045 without), so when
+  even the best run's amplitude misfit exceeds 0.012 the same starts run again without it and the
+  best runs of both sets are kept (real-valued specimens fit to 0.0004-0.007, stuck runs 0.016-0.2).
 - shrink-wrap never shrinks the support below 1/(4 * 2^N) of the initial autocorrelation support
   (a collapse onto a bright speck, seen on 256-pixel data, is refused).
 At linear oversampling below about 3, a higher threshold (``--support-threshold 0.2``) is safer.
