@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxdi_cli import io
+from cxdi_cli.io.cxi import as_text
 from cxdi_cli.model import (
     DataError,
     InputError,
@@ -565,14 +566,6 @@ def _crossing_notes(cs: CurveSet) -> list[str]:
     return notes
 
 
-def _attr_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return _attr_text(value.ravel()[0]) if value.size else ""
-    return str(value)
-
-
 def curves_from_h5(f, name: str) -> list[CurveSet]:
     """Every group of 1-D curves under /entry_1 (process groups skipped), one CurveSet per group.
 
@@ -591,7 +584,7 @@ def curves_from_h5(f, name: str) -> list[CurveSet]:
         d = f[dpath]
         if d.dtype.kind in "biuf" and (d.ndim == 1 and d.shape[0] >= 2 or d.ndim == 0):
             groups.setdefault(parent, {})[key] = d
-    default = _attr_text(f["/entry_1"].attrs.get("default", ""))
+    default = as_text(f["/entry_1"].attrs.get("default", ""))
     first = f"/entry_1/{default}".rstrip("/.") if default else ""
     sets = []
     for path in sorted(groups, key=lambda p: (p != first, p)):
@@ -603,13 +596,13 @@ def curves_from_h5(f, name: str) -> list[CurveSet]:
             continue
         xname = None
         if "axes" in g.attrs:
-            cand = _attr_text(g.attrs["axes"])
+            cand = as_text(g.attrs["axes"])
             xname = cand if cand in arrays else None
         if xname is None:
             names = sorted(arrays)
             xname = next((k for k in names if _X_NAMES.search(k) and not _is_threshold(k)), None) \
                 or next((k for k in names if k.lower().startswith("nyquist")), None)
-        signal = _attr_text(g.attrs.get("signal", ""))
+        signal = as_text(g.attrs.get("signal", ""))
         candidates = [k for k in arrays if k != xname and not _AUX_NAMES.search(k)]
         if xname:
             n = arrays[xname].shape[0]
@@ -775,7 +768,7 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
             if ds is None or not hasattr(ds, "shape"):
                 holds = ", ".join(io.list_datasets(f, 1)[:12]) or "no datasets"
                 raise InputError(f"{name}: no dataset {path} (the file holds: {holds})")
-            stack = ds.ndim == 3 and _attr_text(ds.attrs.get("interpretation", "")) == "image"
+            stack = ds.ndim == 3 and as_text(ds.attrs.get("interpretation", "")) == "image"
             arr = np.asarray(ds[()])
     title = f"{label}  {'×'.join(map(str, arr.shape))}"
     if path is not None and stack and slice_spec is None and arr.dtype.kind in "biuf":

@@ -130,11 +130,12 @@ def _scalar(f, path: str) -> float | None:
     return None
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """An HDF5 string (bytes, numpy scalar or 1-element array) as Python text."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
-        return _text(value.ravel()[0]) if value.size else ""
+        return as_text(value.ravel()[0]) if value.size else ""
     return str(value)
 
 
@@ -179,11 +180,11 @@ def read_provenance(f) -> list[dict[str, Any]]:
         g = entry[k]
         if "json" in g:
             try:
-                steps.append(json.loads(_text(g["json"][()])))
+                steps.append(json.loads(as_text(g["json"][()])))
                 continue
             except ValueError:
                 pass
-        steps.append({k2: _text(g[k2][()]) for k2 in g if hasattr(g[k2], "shape")})
+        steps.append({k2: as_text(g[k2][()]) for k2 in g if hasattr(g[k2], "shape")})
     return steps
 
 
@@ -493,7 +494,7 @@ def read_reconstruction(spec: str) -> Reconstruction:
             params: dict[str, Any] = {}
             if f"{img}/process_1/parameters" in f:
                 try:
-                    params = json.loads(_text(f[f"{img}/process_1/parameters"][()]))
+                    params = json.loads(as_text(f[f"{img}/process_1/parameters"][()]))
                 except ValueError:
                     params = {}
             history = {}
@@ -510,7 +511,7 @@ def read_reconstruction(spec: str) -> Reconstruction:
         extra = {}
         if "/entry_1/cxdi_extra" in f:
             try:
-                extra = json.loads(_text(f["/entry_1/cxdi_extra"][()]))
+                extra = json.loads(as_text(f["/entry_1/cxdi_extra"][()]))
             except ValueError:
                 extra = {}
     return Reconstruction(runs=runs, pixel_size=pixel, geometry=geometry, provenance=provenance,
