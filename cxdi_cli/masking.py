@@ -352,8 +352,9 @@ def auto_mask(image: np.ndarray, mask: np.ndarray, centre: Sequence[float] | Non
               beamstop: bool = True, gaps: bool = True, outliers: bool = True,
               empty: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Add automatically detected bits to `mask` (a copy is returned): gaps, hot/dead outliers, the
-    beamstop and rod around `centre` (2D; for 3D volumes only hot/dead outliers among measured
-    voxels, never touching the unmeasured bits). Returns (mask, info)."""
+    beamstop and rod around `centre` (2D; for 3D volumes only hot outliers among measured voxels,
+    never touching the unmeasured bits: a dead detector pixel is the assembly's business, and a
+    zero voxel in a volume is a true zero of |F|^2). Returns (mask, info)."""
     img = np.asarray(image, np.float64)
     m = np.asarray(mask, np.uint32).copy()
     info: dict[str, Any] = {}
@@ -370,7 +371,8 @@ def auto_mask(image: np.ndarray, mask: np.ndarray, centre: Sequence[float] | Non
     if outliers:
         hot, dead = detect_outliers(img, bad, noise_var, centre=centre)
         m[hot] |= bit("hot")
-        m[dead] |= bit("dead")
+        if img.ndim == 2:  # an assembled volume has no dead voxels, only true zeros of |F|^2
+            m[dead] |= bit("dead")
     return m, info
 
 
