@@ -171,6 +171,12 @@ def cli_command(name: str, fn: Callable) -> Callable:
         except KeyboardInterrupt:
             print(f"cxdi {name}: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as SIGPIPE would
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise typer.Exit(141) from None
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
             from cxdi_cli.model import CxdiError  # noqa: PLC0415
 
