@@ -68,12 +68,7 @@ def average(
             metrics.append(run.metrics)
     avg_lib.check_compatible(items)
     order, skipped, key = avg_lib.rank_runs(metrics, by, best=best)
-    if not order and not any(avg_lib._finite(m.get(k)) for m in metrics for k in avg_lib.METRICS):
-        # no metric at all (TIFF objects, foreign files): keep the runs in the order given
-        order = [i for i, m in enumerate(metrics) if not m.get("failed")][:best]
-        skipped = [(i, f"not among the first {best} (no metric to rank by)") for i in range(len(metrics))
-                   if i not in order]
-        key = "none"
+    if key == "none":
         c.warn(f"no run carries a metric ({', '.join(avg_lib.METRICS)}); averaging the runs in the order given")
     if not order:
         raise DataError(f"{runs[0]}: no usable run ({'; '.join(f'{labels[i]}: {r}' for i, r in skipped[:3])})")
@@ -87,7 +82,7 @@ def average(
     for row in res.table:
         i = order[row["index"]]
         value = metrics[i].get(key)
-        table.append({"run": labels[i], key: float(value) if avg_lib._finite(value) else None,
+        table.append({"run": labels[i], key: float(value) if avg_lib.finite(value) else None,
                       **{k: v for k, v in row.items() if k != "index"}})
     skipped_rows = [{"run": labels[i], "reason": r} for i, r in skipped]
     for row in table:

@@ -46,14 +46,22 @@ def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *, best: 
 
     Runs flagged ``failed`` or whose metric is missing / not finite are skipped with a reason.
     When *no* run has the requested metric ``llk_free`` (no free pixels were kept), ``llk`` is used
-    instead; the metric actually used is returned. Direction: `METRICS` (lower is better) unless
+    instead; when no run has any metric, the runs are kept in the order given (metric "none"). The
+    metric actually used is returned. Direction: `METRICS` (lower is better) unless
     `lower_is_better` says otherwise.
 
     Returns ``(selected indices best first, [(index, reason) skipped], metric used)``.
     """
     key = by.replace("-", "_")
-    if key == "llk_free" and not any(_finite(m.get(key)) for m in metrics) and any(
-            _finite(m.get("llk")) for m in metrics):
+    if not any(finite(m.get(k)) for m in metrics for k in METRICS):
+        # no metric at all (TIFF objects, foreign files): the runs in the order given
+        order = [i for i, m in enumerate(metrics) if not m.get("failed")]
+        cut = order if best is None else order[:best]
+        skipped = [(i, "the run failed (metrics.failed)") for i, m in enumerate(metrics) if m.get("failed")]
+        skipped += [(i, f"not among the first {best} (no metric to rank by)") for i in order[len(cut):]]
+        return cut, skipped, "none"
+    if key == "llk_free" and not any(finite(m.get(key)) for m in metrics) and any(
+            finite(m.get("llk")) for m in metrics):
         key = "llk"
     low = METRICS.get(key, True) if lower_is_better is None else lower_is_better
     ok: list[tuple[float, int]] = []
@@ -61,7 +69,7 @@ def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *, best: 
     for i, m in enumerate(metrics):
         if bool(m.get("failed", False)):
             skipped.append((i, "the run failed (metrics.failed)"))
-        elif not _finite(m.get(key)):
+        elif not finite(m.get(key)):
             skipped.append((i, f"no finite {key} metric"))
         else:
             ok.append((float(m[key]) if low else -float(m[key]), i))
@@ -74,7 +82,8 @@ def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *, best: 
     return order, skipped, key
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """True for a number that is not None, NaN or infinite."""
     try:
         return v is not None and math.isfinite(float(v))
     except (TypeError, ValueError):
