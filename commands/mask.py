@@ -54,7 +54,7 @@ def mask(
     import numpy as np  # noqa: PLC0415
 
     from cxdi_cli import io, masking  # noqa: PLC0415
-    from cxdi_cli.inspect_file import estimate_oversampling  # noqa: PLC0415
+    from cxdi_cli.support import estimate_oversampling  # noqa: PLC0415
     from cxdi_cli.model import DataError, UsageError, mask_counts, mask_bit, measured_from_mask  # noqa: PLC0415
 
     pattern = io.read_pattern(input)

@@ -10,6 +10,7 @@ import numpy as np
 
 from cxdi_cli import io
 from cxdi_cli.model import Geometry, InputError, mask_counts
+from cxdi_cli.support import estimate_oversampling
 
 
 def _geometry_dict(geometry: Geometry, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -24,50 +25,6 @@ def _geometry_dict(geometry: Geometry, shape: tuple[int, ...]) -> dict[str, Any]
     rp = geometry.real_pixel(shape)
     out["real_space_pixel_m"] = list(rp) if rp else None
     return out
-
-
-def estimate_oversampling(intensity: np.ndarray, measured: np.ndarray) -> float | None:
-    """Linear oversampling estimated from the speckle size, in detector pixels along each axis.
-
-    The intensity is divided by its radial average (removing the steep fall-off with q), and the
-    masked, normalised autocorrelation of the remaining speckle contrast is computed; its first
-    minimum along an axis lies one speckle away, and a speckle spans sigma = lambda D / (p S) pixels,
-    the linear oversampling itself (DESIGN §1). Masked pixels are excluded, so a beamstop over q = 0 does not bias it.
-    Returns the smallest estimate over the axes (the specimen's largest extent), or None.
-    """
-    from cxdi_cli import fft
-
-    data = np.asarray(intensity, np.float64)
-    meas = np.asarray(measured, bool) & (data > 0)
-    if meas.sum() < 64:
-        return None
-    centre = [n // 2 for n in data.shape]
-    grids = np.meshgrid(*[np.arange(n) - c for n, c in zip(data.shape, centre)], indexing="ij")
-    radius = np.sqrt(sum(g.astype(np.float64) ** 2 for g in grids)).astype(int)
-    sums = np.bincount(radius[meas], weights=data[meas], minlength=radius.max() + 1)
-    counts = np.bincount(radius[meas], minlength=radius.max() + 1)
-    radial = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    flat = np.where(meas, data / np.maximum(radial[radius], 1e-30) - 1.0, 0.0)
-    w = meas.astype(np.float64)
-    num = fft.icfftn(np.abs(fft.cfftn(flat)) ** 2).real
-    den = fft.icfftn(np.abs(fft.cfftn(w)) ** 2).real
-    corr = np.where(den > 0.05 * den.max(), num / np.maximum(den, 1e-30), 0.0)
-    estimates = []
-    for axis in range(data.ndim):
-        index = list(centre)
-        index[axis] = slice(centre[axis], None)
-        profile = corr[tuple(index)]
-        if profile[0] <= 0:
-            continue
-        profile = profile / profile[0]
-        for k in range(1, profile.size - 1):
-            if profile[k] <= profile[k - 1] and profile[k] <= profile[k + 1]:
-                # parabolic refinement of the first minimum
-                a, b, c2 = profile[k - 1], profile[k], profile[k + 1]
-                d = a - 2 * b + c2
-                estimates.append(k + (0.5 * (a - c2) / d if d > 0 else 0.0))
-                break
-    return float(min(estimates)) if estimates else None
 
 
 def describe(spec: str) -> dict[str, Any]:

@@ -531,7 +531,7 @@ def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel:
         halves = tuple(
             Pattern(intensity=np.maximum(extract(h, mask, plan)[0], 0.0).astype(np.float32), mask=omask.copy(),
                     geometry=dataclasses.replace(geometry), source=source) for h in (ha, hb))  # type: ignore[assignment]
-    from cxdi_cli.inspect_file import estimate_oversampling  # noqa: PLC0415
+    from cxdi_cli.support import estimate_oversampling  # noqa: PLC0415
 
     sigma = estimate_oversampling(img, good)
     speck = masking.central_speckle(omask, plan["centre_out"], sigma)
