@@ -84,10 +84,10 @@ def _update_bounded(rho, buf, support, a, b, pos, bound2):  # pragma: no cover -
         p = buf[i]
         x = rho[i]
         r2 = p.real * p.real + p.imag * p.imag
-        p = p * np.sqrt(bound2 / max(r2, bound2))
+        pc = p * np.sqrt(bound2 / max(r2, bound2))  # the bound acts on the support only
         neg = np.float32(p.real < np.float32(0.0)) * pos
         inside = np.float32(support[i]) * (np.float32(1.0) - neg)
-        v = inside * p + (np.float32(1.0) - inside) * (a * x + b * p)
+        v = inside * pc + (np.float32(1.0) - inside) * (a * x + b * p)
         rho[i] = v
         buf[i] = v
 
