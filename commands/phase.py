@@ -71,7 +71,8 @@ def phase(
     a correct model); llk_free = the same over about --free-fraction of the measured pixels, withheld
     in small islands outside the central speckle (it ranks runs); chi2 = (1/n) sum (I - Ic)^2/max(Ic, 1);
     support_size (pixels); outside_fraction = share of |P_M rho|^2 off the support; amplitude_misfit =
-    (sum (|F rho| - sqrt(I))^2 - sum I/(1+4I)) / sum I, the amplitude misfit beyond photon noise (about 0
+    (sum (|F rho| - sqrt(I))^2 - sum E[(|F rho| - sqrt(k))^2]) / sum I with k ~ Poisson(|F rho|^2), the
+    amplitude misfit beyond photon noise (about 0
     for a run that fits the data; it drives --positivity auto). A run with
     outside_fraction > 0.1 + noise_fraction (the photon-noise share of the data, which P_M spreads
     everywhere), or with non-finite metrics, is flagged failed. Runs are written best first:

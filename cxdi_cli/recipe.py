@@ -182,8 +182,3 @@ def flatten(items: Sequence[Item]) -> list[Step]:
             for _ in range(item.count):
                 out.extend(inner)
     return out
-
-
-def iterations(items: Sequence[Item]) -> int:
-    """Total number of step applications (iterations) of a parsed recipe."""
-    return sum(s.count for s in flatten(items))

@@ -13,7 +13,10 @@ def names(text):
 
 def test_left_to_right_with_counts():
     assert names("raar**800,er**200") == [("raar", 800), ("er", 200)]
-    assert rcp.iterations(rcp.parse("raar**800, er**200", STEPS)) == 1000
+    from cxdi_cli import phasing
+
+    # sup steps are support updates, not iterations
+    assert phasing.count_iterations(phasing.parse_recipe("raar**800, er**200,sup,ml**5")) == 1005
 
 
 def test_groups_unroll_in_order():
