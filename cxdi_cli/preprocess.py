@@ -113,7 +113,6 @@ class FrameStats:
     sumsq: np.ndarray               # float64 sum of squared photons (temporal variance)
     cal_max: np.ndarray             # float64 largest single-frame photons
     raw_max: np.ndarray             # float64 largest raw value
-    raw_min: np.ndarray             # float64 smallest raw value
     saturated: np.ndarray           # bool: at or above the saturation level in some frame
     marker: np.ndarray              # bool: negative integer markers (-1 gap, -2 bad: Pilatus/Eiger)
     halves: tuple[np.ndarray, np.ndarray] | None = None  # even / odd frame sums
@@ -156,8 +155,6 @@ def accumulate(stack, frames: slice | None = None, *, dark: np.ndarray | None = 
     sumsq = np.zeros(shape, np.float64)
     cal_max = np.full(shape, -np.inf)
     raw_max = np.full(shape, -np.inf)
-    raw_min = np.full(shape, np.inf)
-    sat = np.zeros(shape, bool)
     marker = np.zeros(shape, bool)
     halves = (np.zeros(shape, np.float64), np.zeros(shape, np.float64)) if split else None
     sel = range(stack.n_frames)[frames] if frames is not None else range(stack.n_frames)
@@ -184,9 +181,6 @@ def accumulate(stack, frames: slice | None = None, *, dark: np.ndarray | None = 
                 raise DataError(f"{stack.name}: frame {_frame_index(sel, n + fi)} holds negative values "
                                 f"(min {rawf[fi].min():g}); raw detector counts cannot be negative")
         np.maximum(raw_max, rawf.max(axis=0), out=raw_max)
-        np.minimum(raw_min, rawf.min(axis=0), out=raw_min)
-        if level is not None:
-            sat |= (rawf >= level).any(axis=0)
         cal = calibrate(rawf, dark, flat, gain, threshold)
         total += cal.sum(axis=0)
         sumsq += np.einsum("kij,kij->ij", cal, cal)
@@ -199,7 +193,8 @@ def accumulate(stack, frames: slice | None = None, *, dark: np.ndarray | None = 
         on_progress(advance=k)
     if not np.any(raw_max > 0) and not marker.all():
         raise DataError(f"{stack.name}: all selected frames are zero")
-    return FrameStats(n=n, total=total, sumsq=sumsq, cal_max=cal_max, raw_max=raw_max, raw_min=raw_min,
+    sat = raw_max >= level if level is not None else np.zeros(shape, bool)
+    return FrameStats(n=n, total=total, sumsq=sumsq, cal_max=cal_max, raw_max=raw_max,
                       saturated=sat, marker=marker, halves=halves, saturation=level,
                       first_frame=sel[0] if len(sel) else 0)
 
