@@ -18,7 +18,6 @@ beamstop shadow is asked for.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from cxdi_cli import fft, geometry
 from cxdi_cli.model import DataError, Geometry, Reconstruction, Run, UsageError, wavelength_from_kev
+from cxdi_cli.simulate import _out_dir, _seed, _write_json
 
 SCHEMA = "cxdi.simulate/1"
 
@@ -210,14 +210,13 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         raise UsageError("photons, distance, energy and pixel must be positive")
     if oversampling < 2.0:
         raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
+    seed = _seed(seed)
     omegas = parse_angles(angles)
     if frames is not None:
         if frames < 2:
             raise UsageError(f"frames {frames}: need at least 2 tilt angles")
         omegas = np.linspace(omegas[0], omegas[-1], int(frames))
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a directory")
+    out = _out_dir(out_dir)
     lam = wavelength_from_kev(energy_kev)
     shape = (int(size), int(size))
     if centre is None:
@@ -265,7 +264,6 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
 
     from cxdi_cli import io  # noqa: PLC0415
 
-    out.mkdir(parents=True, exist_ok=True)
     geom = Geometry(wavelength=lam, distance=distance, pixel=(pixel, pixel), centre=centre, q_pitch=(dq, dq, dq))
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   angles=[float(omegas[0]), float(omegas[-1]), int(omegas.size)], oversampling=oversampling,
@@ -304,5 +302,5 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         "particle": {"shapes": len(particle.kinds), "pores": particle.kinds.count("pore"),
                      "helix_spheres": particle.kinds.count("helix"), "helix_handedness": "left" if mirror else "right"},
     }
-    (out / "experiment.json").write_text(json.dumps(exp, indent=1))
+    _write_json(out / "experiment.json", exp)
     return exp

@@ -153,3 +153,15 @@ def test_cli_simulate_particle3d(cli, tmp_path):
     assert (tmp_path / "s" / "tilts.h5").exists() and (tmp_path / "s" / "truth.cxi").exists()
     r = cli("simulate", "particle3d", "-o", tmp_path / "t", "--size", 32, "--darks", 3)
     assert r.exit_code == 2 and "--darks" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["tungsten", "particle3d"])
+def test_output_folder_errors_match_the_2d_kinds(cli, tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = cli("simulate", kind, "-o", f, "--size", 64)
+    assert r.exit_code == 1 and "not a folder" in r.stderr
+    assert f.read_text() == "x"
+    r = cli("simulate", kind, "-o", "-", "--size", 64)
+    assert r.exit_code == 2 and not (tmp_path / "-").exists()
