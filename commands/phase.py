@@ -118,6 +118,8 @@ def phase(
         seen: dict[int, int] = {}
 
         def on_progress(ev: dict) -> None:
+            if ev["run"] >= runs and ev["run"] not in seen:  # positivity auto's second pass
+                tick(0, total=2 * runs * n_it)
             if progress_json:
                 print(json.dumps({"schema": "cxdi.phase.progress/1", **_clean(ev)}), file=sys.stderr, flush=True)
             if ev.get("done"):

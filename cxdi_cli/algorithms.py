@@ -403,7 +403,7 @@ def make_ml() -> Callable[[State], None]:
         state.ml["block_start"] = state.iteration + 1
         state.iteration += 1
         if rec:
-            state.last["outside_fraction"] = outside_fraction(state, rho)
+            state.last["outside_fraction"] = 0.0  # ML keeps rho on the support (rho *= S, d = P_S G)
             state.last["support_size"] = int(np.count_nonzero(state.support))
             state.on_record(state, "ml")  # type: ignore[misc]
 

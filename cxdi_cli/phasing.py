@@ -236,6 +236,7 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     info["free_pixels"] = int(np.count_nonzero(kind == alg.FREE))
     amp = np.sqrt(data_f).astype(np.float32)
     amp[kind == alg.MASKED] = 0
+    info["noise_fraction"] = noise_fraction(amp, kind)  # a property of the data: once, not per run
     return Problem(amp=amp, kind=kind, support=support_f, shape=tuple(data.shape), seed=seed, steps=steps,
                    n_iterations=count_iterations(steps), info=info)
 
@@ -302,7 +303,7 @@ def run_one(problem: Problem, options: Options, index: int,
         for _ in range(step.count):
             fn(state)
     state.ml.clear()                          # free the ML work arrays before the output copy
-    metrics = final_metrics(state, options)
+    metrics = final_metrics(state, options, problem.info["noise_fraction"])
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 3)
     obj = np.fft.fftshift(state.rho).astype(np.complex64)
     params = options.as_dict()
@@ -312,7 +313,7 @@ def run_one(problem: Problem, options: Options, index: int,
     return Run(obj=obj, support=np.fft.fftshift(state.support), metrics=metrics, params=params, history=hist)
 
 
-def final_metrics(state: alg.State, options: Options) -> dict[str, Any]:
+def final_metrics(state: alg.State, options: Options, noise: float) -> dict[str, Any]:
     """Metrics of the final object (see the module docstring for the formulas)."""
     buf = state.pair.buffer
     buf[...] = state.rho
@@ -320,7 +321,7 @@ def final_metrics(state: alg.State, options: Options) -> dict[str, Any]:
     m = alg.fourier_metrics(state)
     n = buf.size
     m["amplitude_misfit"] = amplitude_misfit(buf, state.amp, state.kind, 1.0 / math.sqrt(n))
-    m["noise_fraction"] = noise_fraction(state.amp, state.kind)
+    m["noise_fraction"] = noise
     alg._modulus(buf.reshape(-1), state.amp.reshape(-1), state.kind.reshape(-1),
                  np.float32(1.0 / np.sqrt(n)), np.float32(1.0 / n))
     state.pair.inverse(scale=False)
@@ -470,6 +471,9 @@ def _phase_auto_positivity(pattern: Pattern, options: Options, **kw: Any) -> Rec
     if not (best > options.auto_misfit):
         first.extra["phase"]["positivity"] = f"auto: on (best amplitude misfit {best:.3g})"
         return _mark_positivity(first, "auto: on")
+    report = kw.get("on_progress")
+    if report is not None:  # second pass: runs numbered on from the first, so progress never goes back
+        kw["on_progress"] = lambda ev: report({**ev, "run": ev["run"] + options.runs, "positivity": False})
     second = phase(pattern, dataclasses.replace(options, positivity=False), **kw)
     runs = sorted(first.runs + second.runs, key=rank_key)[: len(first.runs)]
     for rank, run in enumerate(runs, start=1):
