@@ -72,14 +72,13 @@ def simulate(
     """
     if kind not in KIND_NAMES:
         raise c.usage_error(f"unknown kind {kind!r}; choose one of {', '.join(KIND_NAMES)}")
-    tilts = _parse_angles(angles) if angles is not None else None
     from cxdi_cli.simulate import simulate as run  # noqa: PLC0415
 
     options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,
                    frames=frames, seed=seed, oversampling=oversampling, thickness=thickness,
                    gap_cross_near_beam=gap_cross_near_beam, beamstop=beamstop, rod_angle=rod_angle,
                    darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise,
-                   angles=tilts)
+                   angles=angles)
     info = run(kind, output, command=c.command_line(), **options)
     if json_report:
         c.report(True, "cxdi.simulate/1", **{k: v for k, v in info.items() if k != "schema"})
@@ -90,15 +89,3 @@ def simulate(
     if info.get("preprocess"):
         c.say(f"next: {info['preprocess']}")
 
-
-def _parse_angles(text: str) -> tuple[float, float, float] | list[float]:
-    """START:STOP:STEP (a range, stop included) or A,B,C,... (explicit angles), in degrees."""
-    try:
-        if ":" in text:
-            parts = [float(v) for v in text.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            return (parts[0], parts[1], parts[2])
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise c.usage_error(f"--angles {text!r}: give START:STOP:STEP or a comma list of degrees") from None

@@ -166,12 +166,19 @@ def edge_curvature_voxels(size: int, pixel: float, distance: float) -> float:
 
 def parse_angles(angles: Any) -> np.ndarray:
     """A tuple (start, stop, step) in degrees (stop included when it lands on the grid), a "START:STOP:STEP"
-    string, or an explicit increasing list/array of angles."""
+    string, a comma list "A,B,C,..." or an explicit increasing list/array of angles."""
     if isinstance(angles, str):
-        parts = angles.split(":")
-        if len(parts) != 3:
-            raise UsageError(f"angles {angles!r}: expected START:STOP:STEP in degrees")
-        angles = tuple(float(p) for p in parts)
+        text = angles
+        try:
+            if ":" in text:
+                parts = [float(v) for v in text.split(":")]
+                if len(parts) != 3:
+                    raise ValueError
+                angles = (parts[0], parts[1], parts[2])
+            else:
+                angles = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--angles {text!r}: give START:STOP:STEP or a comma list of degrees") from None
     if isinstance(angles, tuple) and len(angles) == 3:
         start, stop, step = (float(v) for v in angles)
         if step <= 0 or stop < start:

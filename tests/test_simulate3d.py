@@ -165,3 +165,12 @@ def test_output_folder_errors_match_the_2d_kinds(cli, tmp_path, monkeypatch, kin
     assert f.read_text() == "x"
     r = cli("simulate", kind, "-o", "-", "--size", 64)
     assert r.exit_code == 2 and not (tmp_path / "-").exists()
+
+
+def test_cli_angles_range_or_comma_list(cli, tmp_path):
+    r = cli("simulate", "particle3d", "-o", tmp_path / "s", "--size", 32, "--angles", "-20,0,25", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert np.allclose(np.loadtxt(tmp_path / "s" / "angles.txt"), [-20, 0, 25])
+    for bad in ("1:2", "a,b", "10,5"):
+        r = cli("simulate", "particle3d", "-o", tmp_path / "t", "--size", 32, "--angles", bad)
+        assert r.exit_code == 2 and "angles" in r.stderr, (bad, r.stderr)
