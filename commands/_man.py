@@ -57,8 +57,8 @@ def _option_line(param) -> str:
     return f"{opts} {metavar}"
 
 
-def page(name: str, command, parent: str = "cxdi") -> str:
-    """The roff source of one command's man page."""
+def page(name: str, command, parent: str = "cxdi", commands: list[str] | tuple[str, ...] = ()) -> str:
+    """The roff source of one command's man page; `commands` (the command tree's names) go in SEE ALSO."""
     full = f"{parent} {name}" if name else parent
     title = full.replace(" ", "-")
     summary, body, examples = _paragraphs(command.help or "")
@@ -98,8 +98,7 @@ def page(name: str, command, parent: str = "cxdi") -> str:
         out.append(".SH EXAMPLES")
         for ex in examples:
             out += [".PP", ".nf", _esc(ex), ".fi"]
-    others = sorted(n for n in ("preprocess", "mask", "assemble3d", "phase", "average", "resolve-prt",
-                                "simulate", "plan", "info", "show") if n != name)
+    others = sorted(n for n in commands if n != name)
     out += [".SH SEE ALSO", ", ".join(f"\\fBcxdi\\-{_esc(n)}\\fR(1)" for n in others)]
     return "\n".join(out) + "\n"
 
@@ -111,9 +110,10 @@ def pages() -> dict[str, str]:
     from cxdi_cli.commands.main import app  # noqa: PLC0415
 
     root = typer.main.get_command(app)
-    result = {"cxdi.1": page("", root)}
+    names = sorted(root.commands)
+    result = {"cxdi.1": page("", root, commands=names)}
     for name, cmd in sorted(root.commands.items()):
-        result[f"cxdi-{name}.1"] = page(name, cmd)
+        result[f"cxdi-{name}.1"] = page(name, cmd, commands=names)
     return result
 
 
