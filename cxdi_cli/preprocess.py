@@ -299,7 +299,8 @@ def find_centre(image: np.ndarray, mask: np.ndarray | None = None, guess: Sequen
     and its point reflection about c is computed for every half-pixel c at once with FFT
     correlations, masked pixels (mask bits set, or `mask` True) excluded on both sides; then
     refined near q = 0 (within `radius` pixels, default a quarter of the image) by a quadratic fit of
-    the misfit on the 5x5 half-pixel grid around its minimum. `guess` and `search` limit the search.
+    the misfit on the 5x5 half-pixel grid around its minimum. With `guess` and `search` (pixels) the
+    FFT map is skipped: the local misfit is walked downhill from the guess, at most `search` away.
     """
     img = np.asarray(image, np.float64)
     if img.ndim != 2:
@@ -314,31 +315,40 @@ def find_centre(image: np.ndarray, mask: np.ndarray | None = None, guess: Sequen
     w = good.astype(np.float64)
     if not np.any(f > 0):
         raise DataError("cannot find the beam centre: no signal in the unmasked pixels")
-    metric, overlap = _symmetry_map(f, w)
-    allowed = overlap >= 0.2 * w.sum()
-    if guess is not None and search is not None:
-        pi, pj = np.indices(metric.shape)
-        allowed &= (pi / 2.0 - guess[0]) ** 2 + (pj / 2.0 - guess[1]) ** 2 <= search * search
-    metric = np.where(allowed, metric, np.inf)
-    if not np.isfinite(metric).any():
-        raise DataError("cannot find the beam centre: too few unmasked pixels overlap their mirror image")
-    p0 = np.unravel_index(int(np.argmin(metric)), metric.shape)
-    c0 = (p0[0] / 2.0, p0[1] / 2.0)
     if radius is None:
         radius = max(12.0, min(img.shape) / 4.0)
+    local = guess is not None and search is not None
+    if local:
+        # a refinement near a known centre: the full symmetry map is not needed, the downhill walk
+        # of the local misfit starts from the guess and stays within `search` of it
+        p0 = (int(np.floor(2.0 * guess[0] + 0.5)), int(np.floor(2.0 * guess[1] + 0.5)))
+        steps = max(6, int(np.ceil(search)) + 2)
+    else:
+        metric, overlap = _symmetry_map(f, w)
+        metric = np.where(overlap >= 0.2 * w.sum(), metric, np.inf)
+        if not np.isfinite(metric).any():
+            raise DataError("cannot find the beam centre: too few unmasked pixels overlap their mirror image")
+        p0 = np.unravel_index(int(np.argmin(metric)), metric.shape)
+        steps = 6
+    c0 = (p0[0] / 2.0, p0[1] / 2.0)
     # local refinement on the half-pixel grid (walk downhill until the minimum is central), then a
     # quadratic fit of the 5x5 misfit grid
     p = (int(p0[0]), int(p0[1]))
     grid = np.full((5, 5), np.inf)
-    for _ in range(6):
+    for step in range(steps):
         grid = np.array([[_local_metric(f, w, (p[0] + di, p[1] + dj), c0, radius)
                           for dj in range(-2, 3)] for di in range(-2, 3)])
         if not np.isfinite(grid).any():
+            if local and step == 0:
+                raise DataError("cannot find the beam centre: too few unmasked pixels overlap their mirror image")
             break
         k = np.unravel_index(int(np.argmin(grid)), grid.shape)
         if k == (2, 2):
             break
-        p = (p[0] + int(k[0]) - 2, p[1] + int(k[1]) - 2)
+        nxt = (p[0] + int(k[0]) - 2, p[1] + int(k[1]) - 2)
+        if local and (nxt[0] / 2.0 - guess[0]) ** 2 + (nxt[1] / 2.0 - guess[1]) ** 2 > search * search:
+            break
+        p = nxt
     pf = np.array(p, float) + (_quadratic_minimum(grid) if np.isfinite(grid[2, 2]) else 0.0)
     return float(pf[0] / 2.0), float(pf[1] / 2.0)
 

@@ -201,6 +201,9 @@ def test_find_centre_synthetic_subpixel():
     hot[70, 30] = hot[10, 80] = True
     cy, cx = pp.find_centre(img, (mask > 0) | hot)
     assert abs(cy - true[0]) < 0.1 and abs(cx - true[1]) < 0.1
+    # the refinement from a guess (no FFT map, a local downhill walk) lands on the same centre
+    ry, rx = pp.find_centre(img, (mask > 0) | hot, guess=(cy + 1.3, cx - 0.8), search=4.0)
+    assert abs(ry - cy) < 0.02 and abs(rx - cx) < 0.02
 
 
 def test_calibrate_threshold():
