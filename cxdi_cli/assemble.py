@@ -136,17 +136,12 @@ class VolumeAssembler:
         self.dq = float(q_pitch) if q_pitch else geom.pixel[1] / (geom.wavelength * geom.distance)
         self.method = method
         self.flat = flat
-        self.kernels: list[tuple[Callable[[np.ndarray], np.ndarray], int]] = [(_lanczos3, 3), (_keys, 2)]
-        self.bilinear_fallback = False
-        self.use_spline = True
         self.qdet = detector_q(geom, self.shape, flat).reshape(3, -1)
         self.solid = solid_angle(geom, self.shape).reshape(-1)
         n3 = self.n ** 3
         self.sum = np.zeros(n3, np.float64 if n3 <= 256 ** 3 else np.float32)
         self.wsum = np.zeros(n3, self.sum.dtype)
-        self.count = 0
         self._prev: tuple[int, np.ndarray, np.ndarray, Any] | None = None
-        self.used_pixels = np.zeros(self.shape[0] * self.shape[1], bool)
         if method == "interp":
             self._prepare_crossings()
 
@@ -159,21 +154,23 @@ class VolumeAssembler:
         inside = np.all((u >= 0) & (u <= n - 1), axis=0)
         u = u[:, inside]
         vals = values[inside]
-        self.used_pixels[np.flatnonzero(sel)[inside]] = True
         base = np.minimum(np.floor(u).astype(np.int64), n - 2)
         f = u - base
         ix, iy, iz = base
         fx, fy, fz = f
+        idx, wts = [], []
         for dz in (0, 1):
             wz = fz if dz else 1.0 - fz
             for dy in (0, 1):
                 wy = fy if dy else 1.0 - fy
                 wzy = wz * wy
                 for dx in (0, 1):
-                    w = wzy * (fx if dx else 1.0 - fx)
-                    idx = ((iz + dz) * n + (iy + dy)) * n + (ix + dx)
-                    np.add.at(self.sum, idx, w * vals)
-                    np.add.at(self.wsum, idx, w)
+                    wts.append(wzy * (fx if dx else 1.0 - fx))
+                    idx.append(((iz + dz) * n + (iy + dy)) * n + (ix + dx))
+        # one accumulation over the 8 corners, in the same order as corner by corner
+        idx_all, w_all = np.concatenate(idx), np.concatenate(wts)
+        np.add.at(self.sum, idx_all, w_all * np.tile(vals, 8))
+        np.add.at(self.wsum, idx_all, w_all)
 
     # ------------------------------------------------------------------ per-voxel interpolation
     def _prepare_crossings(self) -> None:
@@ -229,17 +226,15 @@ class VolumeAssembler:
         iy, ix = np.divmod(rem, n)
         return (ix - c) * self.dq, (iy - c) * self.dq, (iz - c) * self.dq
 
-    def _sample_frame(self, values: np.ndarray, good: np.ndarray, spline: tuple[np.ndarray, np.ndarray] | None,
-                      omega: float, vox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _sample_frame(self, values: np.ndarray, good: np.ndarray, spline: tuple[np.ndarray, np.ndarray],
+                      omega: float, qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Value of a frame at the detector point where each voxel's rotated q projects, and whether it
         could be had. The frames are oversampled, so a cubic follows the speckle far better than bilinear:
         cubic B-spline (its prefilter is global: used only SPLINE_CLEARANCE pixels away from any masked
         pixel and the detector edge), else separable Lanczos-3 then Keys kernels whose taps are all good
-        pixels (a masked pixel never leaks in), else (only if `bilinear_fallback`) bilinear over the good
-        pixels of the 2x2 carrying at least half the weight."""
-        qx, qy, qz = self._voxel_q(vox.astype(np.int64))
+        pixels (a masked pixel never leaks in). `qs` (3, k): the voxels' sample-frame q."""
         rot = rotation(self.geom.axis, float(self.geom.effective(omega)))
-        ql = rot @ np.stack([qx, qy, qz])
+        ql = rot @ qs
         lam, d = self.geom.wavelength, self.geom.distance
         den = 1.0 + lam * ql[2]
         col = self.geom.centre[1] + d * lam * ql[0] / den / self.geom.pixel[1]
@@ -250,19 +245,18 @@ class VolumeAssembler:
         fr, fc = row - r0, col - c0
         img = values.reshape(self.shape)
         gimg = good.reshape(self.shape)
-        val = np.zeros(vox.size)
-        ok = np.zeros(vox.size, bool)
-        if spline is not None:
-            from scipy import ndimage  # noqa: PLC0415
+        val = np.zeros(qs.shape[1])
+        ok = np.zeros(qs.shape[1], bool)
+        from scipy import ndimage  # noqa: PLC0415
 
-            coef, clear = spline
-            sel = np.flatnonzero((r0 >= 0) & (r0 < ny - 1) & (c0 >= 0) & (c0 < nx - 1))
-            sel = sel[clear[r0[sel], c0[sel]] & clear[r0[sel] + 1, c0[sel] + 1]]
-            if sel.size:
-                val[sel] = ndimage.map_coordinates(coef, [row[sel], col[sel]], order=3, mode="nearest",
-                                                   prefilter=False)
-                ok[sel] = True
-        for kern, half in self.kernels:
+        coef, clear = spline
+        sel = np.flatnonzero((r0 >= 0) & (r0 < ny - 1) & (c0 >= 0) & (c0 < nx - 1))
+        sel = sel[clear[r0[sel], c0[sel]] & clear[r0[sel] + 1, c0[sel] + 1]]
+        if sel.size:
+            val[sel] = ndimage.map_coordinates(coef, [row[sel], col[sel]], order=3, mode="nearest",
+                                               prefilter=False)
+            ok[sel] = True
+        for kern, half in ((_lanczos3, 3), (_keys, 2)):
             sel = np.flatnonzero(~ok)
             if not sel.size:
                 break
@@ -283,29 +277,11 @@ class VolumeAssembler:
                     acc += wr[a_] * wc[b_] * img[rr_, cc_]
             val[sel[allgood]] = acc[allgood]
             ok[sel[allgood]] = True
-        sel = np.flatnonzero(~ok)
-        if self.bilinear_fallback and sel.size:
-            acc = np.zeros(sel.size)
-            wgood = np.zeros(sel.size)
-            for dr in (0, 1):
-                for dc in (0, 1):
-                    rr, cc = r0[sel] + dr, c0[sel] + dc
-                    w = (fr[sel] if dr else 1 - fr[sel]) * (fc[sel] if dc else 1 - fc[sel])
-                    inb = (rr >= 0) & (rr < ny) & (cc >= 0) & (cc < nx)
-                    rr_, cc_ = np.where(inb, rr, 0), np.where(inb, cc, 0)
-                    g = inb & gimg[rr_, cc_]
-                    acc += np.where(g, w * img[rr_, cc_], 0.0)
-                    wgood += np.where(g, w, 0.0)
-            fit = wgood >= 0.5 - 1e-9
-            val[sel[fit]] = acc[fit] / wgood[fit]
-            ok[sel[fit]] = True
         return np.maximum(val, 0.0), ok
 
-    def _spline(self, values: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _spline(self, values: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cubic B-spline coefficients of a frame (masked pixels filled smoothly first) and the map of
         pixels far enough from masked ones and the detector edge for the spline to be trusted."""
-        if not self.use_spline:
-            return None
         from scipy import ndimage  # noqa: PLC0415
 
         from cxdi_cli.masking import fill_bad  # noqa: PLC0415
@@ -333,8 +309,9 @@ class VolumeAssembler:
         s, e = self._cx_bounds[j], (self._cx_bounds[j + 1] if j + 1 < self._cx_bounds.size else None)
         vox, t = self._cx_vox[s:e], self._cx_t[s:e]
         if vox.size:
-            va, oka = self._sample_frame(lo[1], lo[2], lo[3], self.angles[self._order[j]], vox)
-            vb, okb = self._sample_frame(hi[1], hi[2], hi[3], self.angles[self._order[j + 1]], vox)
+            qs = np.stack(self._voxel_q(vox.astype(np.int64)))
+            va, oka = self._sample_frame(lo[1], lo[2], lo[3], self.angles[self._order[j]], qs)
+            vb, okb = self._sample_frame(hi[1], hi[2], hi[3], self.angles[self._order[j + 1]], qs)
             wa, wb = (1 - t) * oka, t * okb
             wt = wa + wb
             use = wt >= 0.5
@@ -353,8 +330,6 @@ class VolumeAssembler:
             self._splat(float(self.angles[index]), values[good], good)
         else:
             self._interp_frame(index, values, good)
-            self.used_pixels |= good
-        self.count += 1
 
     def finish(self, friedel: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Normalise; flag unmeasured voxels; optionally fill them from their Friedel mates.
