@@ -174,3 +174,5 @@ class Reconstruction:
     provenance: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. alignment table, modes
     source: str = ""
+    # numeric datasets directly under /entry_1 (write_reconstruction(arrays=)): mode_K, run_intensity
+    arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)

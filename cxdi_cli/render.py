@@ -646,10 +646,6 @@ def curves_from_h5(f, name: str) -> list[CurveSet]:
 # --------------------------------------------------------------------------- files -> pictures
 
 
-def _entry_with_image(f) -> bool:
-    return any(re.fullmatch(r"entry_\d+", k) and "image_1" in f[k] for k in f)
-
-
 def _read_pattern_lenient(spec: str, name: str) -> Pattern:
     """read_pattern, but a preview also shows data the phasing would refuse (negative values...)."""
     try:
@@ -721,6 +717,7 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
         arr = io.read_array(spec)
         return _array_picture(arr, spec, log=log, slice_spec=slice_spec, crop_support=crop_support,
                               title=f"{label}  {'×'.join(map(str, arr.shape))}")
+    sets: list[CurveSet] = []
     with io.open_h5(name) as f:
         if dset is not None:
             target = "pattern" if dset.rstrip("/").endswith(("detector_1/data", "data_1/data")) \
@@ -728,7 +725,7 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
                 else "array"
         elif io.cxi.DET + "/data" in f:
             target = "pattern"
-        elif _entry_with_image(f):
+        elif io.cxi.reconstruction_entries(f):
             target = "reconstruction"
         else:
             sets = curves_from_h5(f, label)
@@ -747,17 +744,12 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
         runs = f", {len(rec.runs)} runs" if len(rec.runs) > 1 else ""
         modes: list[tuple[str, np.ndarray]] = []
         if len(rec.runs) == 1 and dset is None:  # an average: its modes (cxdi average writes /entry_1/mode_K)
-            with io.open_h5(name) as f:
-                keys = sorted((k for k in f["/entry_1"] if re.fullmatch(r"mode_\d+", k)), key=lambda k: int(k[5:]))
-                for k in keys:
-                    ds = f[f"/entry_1/{k}"]
-                    if hasattr(ds, "shape") and tuple(ds.shape) == rec.runs[0].obj.shape:
-                        modes.append((k, np.asarray(ds[()]).astype(np.complex64)))
+            keys = sorted((k for k in rec.arrays if re.fullmatch(r"mode_\d+", k)), key=lambda k: int(k[5:]))
+            modes = [(k, rec.arrays[k].astype(np.complex64)) for k in keys
+                     if rec.arrays[k].shape == rec.runs[0].obj.shape]
         return reconstruction_picture(rec, slice_spec=slice_spec, crop_support=crop_support, run=run,
                                       title=f"{label}  {shape}{runs}", modes=modes)
     if target == "curves":
-        with io.open_h5(name) as f:
-            sets = curves_from_h5(f, label)
         return Picture(kind="curves", title=label, curves=sets, ncols=min(len(sets), 2))
     with io.open_h5(name) as f:
         path = dset or io.cxi.nexus_default(f) or _only_image(f)

@@ -164,3 +164,23 @@ def test_refuses_raw_stacks_and_reconstructions_as_patterns(tmp_path):
         io.read_pattern(str(tmp_path / "r.cxi"))
     with pytest.raises(DataError, match="complex"):
         io.read_pattern(f"{tmp_path / 'r.cxi'}::/entry_1/image_1/data")
+
+
+def test_reconstruction_arrays_round_trip(tmp_path):
+    """write_reconstruction(arrays=) writes under /entry_1; read_reconstruction gives them back."""
+    rng = np.random.default_rng(2)
+    obj = (rng.random((8, 8)) * np.exp(1j * rng.random((8, 8)))).astype(np.complex64)
+    arrays = {"mode_1": obj * 0.5, "mode_2": obj.conj(), "run_intensity": rng.random((8, 8)).astype(np.float32)}
+    rec = Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0, metrics={"n_runs": 4})])
+    io.write_reconstruction(str(tmp_path / "a.cxi"), rec, io.make_step("cxdi average"), arrays=arrays)
+    back = io.read_reconstruction(str(tmp_path / "a.cxi"))
+    assert sorted(back.arrays) == sorted(arrays)
+    for k, v in arrays.items():
+        assert back.arrays[k].dtype == v.dtype and np.array_equal(back.arrays[k], v)
+    assert back.runs[0].metrics["n_runs"] == 4
+    plain = io.read_reconstruction(str(tmp_path / "a.cxi") + "::/entry_1/image_1/data")
+    assert np.array_equal(plain.arrays["run_intensity"], arrays["run_intensity"])
+    runs = tmp_path / "r.cxi"
+    io.write_reconstruction(str(runs), Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0)]),
+                            io.make_step("cxdi phase"))
+    assert io.read_reconstruction(str(runs)).arrays == {}

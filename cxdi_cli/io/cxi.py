@@ -442,7 +442,8 @@ def write_pattern(dest: str, pattern: Pattern, step: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- reconstructions
 
 
-def _entries(f) -> list[str]:
+def reconstruction_entries(f) -> list[str]:
+    """The entries holding a reconstruction (`entry_N` with an `image_1`), in numerical order."""
     keys = [k for k in f if re.fullmatch(r"entry_\d+", k) and "image_1" in f[k]]
     return sorted(keys, key=lambda k: int(k.split("_")[1]))
 
@@ -475,7 +476,7 @@ def read_reconstruction(spec: str) -> Reconstruction:
     runs: list[Run] = []
     pixel = None
     with open_h5(name) as f:
-        entries = _entries(f) if dset is None else ["/" + dset.strip("/").split("/")[0]]
+        entries = reconstruction_entries(f) if dset is None else ["/" + dset.strip("/").split("/")[0]]
         if not entries:
             raise InputError(f"{name}: no reconstruction (/entry_N/image_1/data) in this file")
         for e in entries:
@@ -514,8 +515,22 @@ def read_reconstruction(spec: str) -> Reconstruction:
                 extra = json.loads(as_text(f["/entry_1/cxdi_extra"][()]))
             except ValueError:
                 extra = {}
+        arrays = _entry_arrays(f)
     return Reconstruction(runs=runs, pixel_size=pixel, geometry=geometry, provenance=provenance,
-                          extra=extra, source=spec)
+                          extra=extra, source=spec, arrays=arrays)
+
+
+def _entry_arrays(f) -> dict[str, np.ndarray]:
+    """The numeric datasets directly under /entry_1 (what write_reconstruction(arrays=) wrote)."""
+    h5py = _h5py()
+    out: dict[str, np.ndarray] = {}
+    if "/entry_1" not in f:
+        return out
+    for key in f["/entry_1"]:
+        ds = f["/entry_1"].get(key)
+        if isinstance(ds, h5py.Dataset) and ds.ndim >= 1 and ds.dtype.kind in "biufc":
+            out[key] = np.asarray(ds[()])
+    return out
 
 
 def write_reconstruction(dest: str, rec: Reconstruction, step: dict[str, Any],
