@@ -50,15 +50,15 @@ def average(
 
     from cxdi_cli import average as avg_lib  # noqa: PLC0415
     from cxdi_cli import io  # noqa: PLC0415
-    from cxdi_cli.model import DataError, Reconstruction, Run  # noqa: PLC0415
+    from cxdi_cli.model import Reconstruction, Run  # noqa: PLC0415
 
     recs = []
     items, labels, objs, supports, metrics = [], [], [], [], []
     for name in runs:
         rec = io.read_reconstruction(name)
         recs.append((name, rec))
-        base = name.split("::")[0]
-        entry = name.split("::")[1].strip("/").split("/")[0] if "::" in name else None
+        base, dset = io.split_url(name)
+        entry = dset.strip("/").split("/")[0] if dset else None
         for k, run in enumerate(rec.runs, start=1):
             label = f"{base}::{entry or f'entry_{k}'}"
             labels.append(label)
@@ -66,12 +66,9 @@ def average(
             objs.append(run.obj)
             supports.append(run.support)
             metrics.append(run.metrics)
-    avg_lib.check_compatible(items)
-    order, skipped, key = avg_lib.rank_runs(metrics, by, best=best)
+    order, skipped, key = avg_lib.select_runs(items, metrics, by, best=best)
     if key == "none":
         c.warn(f"no run carries a metric ({', '.join(avg_lib.METRICS)}); averaging the runs in the order given")
-    if not order:
-        raise DataError(f"{runs[0]}: no usable run ({'; '.join(f'{labels[i]}: {r}' for i, r in skipped[:3])})")
     if key not in (by.replace("-", "_"), "none"):
         c.warn(f"no run has a finite {by}; selecting by {key.replace('_', '-')}")
     with c.progress("aligning", 2 * len(order)) as tick:
@@ -90,7 +87,7 @@ def average(
             c.warn(f"{row['run']} rejected: {row['reason']}")
     ref_name, ref_rec = recs[0]
     for name, rec in recs:
-        if labels[order[0]].startswith(name.split("::")[0] + "::"):
+        if labels[order[0]].startswith(io.split_url(name)[0] + "::"):
             ref_name, ref_rec = name, rec
             break
     others = {name: rec.provenance for name, rec in recs if name != ref_name and rec.provenance != ref_rec.provenance}

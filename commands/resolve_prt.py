@@ -53,6 +53,7 @@ def resolve_prt(
     import numpy as np  # noqa: PLC0415
 
     from cxdi_cli import align, io, prtf  # noqa: PLC0415
+    from cxdi_cli import average as avg_lib  # noqa: PLC0415
     from cxdi_cli.model import DataError  # noqa: PLC0415
 
     curves: dict[str, Any] = {}     # name -> (curve, unit info)
@@ -63,9 +64,6 @@ def resolve_prt(
     if data is not None:
         rec = io.read_reconstruction(average)
         obj, run_intensity, n_runs = _one_object(rec, average)
-        if run_intensity is None and len(rec.runs) == 1:
-            run_intensity = _optional_array(io, average, "/entry_1/run_intensity", obj.shape)
-            n_runs = _n_runs(rec.runs[0].metrics)
         pattern = io.read_pattern(data)
         if obj.shape != pattern.intensity.shape:
             raise DataError(f"{average}: object shape {obj.shape} differs from the data shape "
@@ -107,13 +105,8 @@ def resolve_prt(
             label_b = f"{runs[0]} (odd runs)"
             rb = ra
             inputs += list(runs)
-        if a.shape != b.shape:
-            raise DataError(f"{label_b}: object shape {b.shape} differs from {a.shape} of the other half; "
-                            "half-sets must come from the same measurement")
-        if (ra.pixel_size is not None and rb.pixel_size is not None
-                and not np.allclose(ra.pixel_size, rb.pixel_size, rtol=1e-3)):
-            raise DataError(f"{label_b}: pixel size {tuple(rb.pixel_size)} m differs from "
-                            f"{tuple(ra.pixel_size)} m of the other half")
+        avg_lib.check_compatible([(fa or runs[0], a.shape, ra.pixel_size, ra.geometry),
+                                  (label_b, b.shape, rb.pixel_size, rb.geometry)])
         b_al, ainfo = align.align_to(b, a)
         # the reconstruction's own pixel size first, then the geometry it carries
         q_step = _q_from_pixel(ra.pixel_size, a.shape) or ra.geometry.q_step(a.ndim)
@@ -168,57 +161,54 @@ def resolve_prt(
 # --------------------------------------------------------------------------- helpers
 
 
-def _n_runs(metrics: dict[str, Any]) -> Any:
-    """The number of runs an average file says it averaged (`cxdi average` writes n_runs), or None."""
-    import numbers  # noqa: PLC0415
-
-    n = metrics.get("n_runs") if metrics else None
-    return int(n) if isinstance(n, numbers.Real) and not isinstance(n, bool) and n >= 1 else None
-
-
 def _one_object(rec: Any, name: str) -> tuple[Any, Any, Any]:
-    """The object of an average file; for a file of several runs, the average of its usable runs, the
-    runs' mean Fourier intensity and how many were averaged (None, None for an average file)."""
-    if len(rec.runs) == 1:
-        return rec.runs[0].obj, None, None
+    """(object, runs' mean Fourier intensity or None, number of runs averaged or None) of `rec`.
+
+    An average file (one run): its object, the /entry_1/run_intensity and metrics.n_runs that
+    `cxdi average` writes. A file of several runs: the runs selected (`average.select_runs`: failed
+    runs and runs without a metric are never used) aligned and averaged.
+    """
     from cxdi_cli import average as avg_lib  # noqa: PLC0415
 
-    order, _, _ = avg_lib.rank_runs([r.metrics for r in rec.runs])
-    if not order:
-        order = list(range(len(rec.runs)))
+    if len(rec.runs) == 1:
+        obj = rec.runs[0].obj
+        ri = rec.arrays.get("run_intensity")
+        n = rec.runs[0].metrics.get("n_runs")
+        n_runs = int(n) if avg_lib.finite(n) and not isinstance(n, bool) and n >= 1 else None
+        return obj, ri if ri is not None and ri.shape == obj.shape else None, n_runs
+    objs, sups, order = _select(avg_lib, [name], [rec])
     c.say(f"{name}: {len(rec.runs)} runs; aligning and averaging {len(order)} of them")
-    res = avg_lib.average_objects([rec.runs[i].obj for i in order], [rec.runs[i].support for i in order])
+    res = avg_lib.average_objects([objs[i] for i in order], [sups[i] for i in order])
     return res.average, res.run_intensity, len(res.used)
 
 
+def _select(avg_lib: Any, names: List[str], recs: List[Any]) -> tuple[list[Any], list[Any], list[int]]:
+    """Objects and supports of every run of `recs`, and the usable ones ranked (`average.select_runs`:
+    same data set checked; failed runs and runs without a metric never used)."""
+    objs, sups, metrics, items = [], [], [], []
+    for n, rec in zip(names, recs):
+        for k, r in enumerate(rec.runs, start=1):
+            items.append((n if len(rec.runs) == 1 else f"{n}::entry_{k}", r.obj.shape, rec.pixel_size,
+                          rec.geometry))
+            objs.append(r.obj)
+            sups.append(r.support)
+            metrics.append(r.metrics)
+    order, _, _ = avg_lib.select_runs(items, metrics)
+    return objs, sups, order
+
+
 def _split_runs(io: Any, names: List[str]) -> tuple[Any, Any, Any]:
-    """Average the even- and odd-ranked runs of run files separately, the second aligned to the first."""
+    """Average the even- and odd-ranked usable runs of run files separately."""
     from cxdi_cli import average as avg_lib  # noqa: PLC0415
     from cxdi_cli.model import DataError  # noqa: PLC0415
 
     recs = [io.read_reconstruction(n) for n in names]
-    runs = [(n, r) for n, rec in zip(names, recs) for r in rec.runs]
-    avg_lib.check_compatible([(n, r.obj.shape, rec.pixel_size, rec.geometry)
-                              for n, rec in zip(names, recs) for r in rec.runs])
-    order, _, _ = avg_lib.rank_runs([r.metrics for _, r in runs])
+    objs, sups, order = _select(avg_lib, names, recs)
     if len(order) < 2:
         raise DataError(f"{names[0]}: --split-runs needs at least 2 usable runs, found {len(order)}")
-    even = [runs[i][1].obj for i in order[0::2]]
-    odd = [runs[i][1].obj for i in order[1::2]]
-    a = avg_lib.average_objects(even).average
-    b = avg_lib.average_objects(odd).average
+    a = avg_lib.average_objects([objs[i] for i in order[0::2]], [sups[i] for i in order[0::2]]).average
+    b = avg_lib.average_objects([objs[i] for i in order[1::2]], [sups[i] for i in order[1::2]]).average
     return recs[0], a, b
-
-
-def _optional_array(io: Any, name: str, path: str, shape: tuple[int, ...]) -> Any:
-    from cxdi_cli.model import CxdiError  # noqa: PLC0415
-
-    base = name.split("::")[0]
-    try:
-        arr = io.read_array(f"{base}::{path}")
-    except CxdiError:
-        return None
-    return arr if arr.shape == shape else None
 
 
 def _q_from_pixel(pixel: Any, shape: tuple[int, ...]) -> Any:

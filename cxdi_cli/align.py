@@ -191,8 +191,8 @@ def align_to(obj: np.ndarray, ref: np.ndarray, *, twin: bool = True, ramp: bool 
 
     Returns ``(aligned, info)``; ``info`` has ``shift`` (pixels per axis, applied after the ramp),
     ``twin`` (bool), ``ramp`` (cycles per array length per axis, removed), ``phase`` (radians,
-    removed), ``correlation`` (normalised, in [0, 1]) and ``residual``: ||c a - ref|| / ||ref|| with c
-    the optimal complex scalar (see `nrms_error`).
+    removed), ``correlation`` (normalised, in [0, 1]), ``optimal_scale`` (the complex scalar c of
+    `optimal_scale(aligned, ref)`) and ``residual``: ||c a - ref|| / ||ref|| (see `nrms_error`).
     """
     obj = np.asarray(obj)
     ref = np.asarray(ref)
@@ -215,7 +215,8 @@ def align_to(obj: np.ndarray, ref: np.ndarray, *, twin: bool = True, ramp: bool 
     nref = float(np.linalg.norm(ref))
     residual = float(np.linalg.norm(c * x - ref) / nref) if nref > 0 else float("nan")
     info = {"shift": [float(v) for v in s], "twin": bool(is_twin), "phase": phase,
-            "ramp": [float(v) for v in k], "correlation": float(score), "residual": residual}
+            "ramp": [float(v) for v in k], "correlation": float(score), "residual": residual,
+            "optimal_scale": c}
     return x, info
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from cxdi_cli import align, fft
 from cxdi_cli.model import DataError
 
-__all__ = ["METRICS", "AverageResult", "rank_runs", "average_objects", "svd_modes", "check_compatible"]
+__all__ = ["METRICS", "AverageResult", "rank_runs", "average_objects", "svd_modes", "check_compatible",
+           "select_runs"]
 
 #: Metrics a selection can use, and whether lower is better. Both are Poisson negative
 #: log-likelihoods per pixel (PyNX's LLK convention): lower means a better fit to the data.
@@ -40,15 +41,14 @@ class AverageResult:
     run_intensity: np.ndarray           # mean |cfftn(run, unitary)|^2 of the used runs (PRTF scale)
 
 
-def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *, best: int | None = None,
-              lower_is_better: bool | None = None) -> tuple[list[int], list[tuple[int, str]], str]:
+def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *,
+              best: int | None = None) -> tuple[list[int], list[tuple[int, str]], str]:
     """Order runs by a metric and keep the best `best` (all when None).
 
     Runs flagged ``failed`` or whose metric is missing / not finite are skipped with a reason.
     When *no* run has the requested metric ``llk_free`` (no free pixels were kept), ``llk`` is used
     instead; when no run has any metric, the runs are kept in the order given (metric "none"). The
-    metric actually used is returned. Direction: `METRICS` (lower is better) unless
-    `lower_is_better` says otherwise.
+    metric actually used is returned. Direction: `METRICS` (lower is better).
 
     Returns ``(selected indices best first, [(index, reason) skipped], metric used)``.
     """
@@ -63,7 +63,7 @@ def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *, best: 
     if key == "llk_free" and not any(finite(m.get(key)) for m in metrics) and any(
             finite(m.get("llk")) for m in metrics):
         key = "llk"
-    low = METRICS.get(key, True) if lower_is_better is None else lower_is_better
+    low = METRICS.get(key, True)
     ok: list[tuple[float, int]] = []
     skipped: list[tuple[int, str]] = []
     for i, m in enumerate(metrics):
@@ -79,6 +79,22 @@ def rank_runs(metrics: Sequence[dict[str, Any]], by: str = "llk_free", *, best: 
         for i in order[best:]:
             skipped.append((i, f"not among the best {best} by {key}"))
         order = order[:best]
+    return order, skipped, key
+
+
+def select_runs(items: Sequence[tuple[str, tuple[int, ...], tuple[float, ...] | None, Any]],
+                metrics: Sequence[dict[str, Any]], by: str = "llk_free", *,
+                best: int | None = None) -> tuple[list[int], list[tuple[int, str]], str]:
+    """The runs to average: `check_compatible(items)`, then `rank_runs(metrics, by, best=best)`.
+
+    Failed runs and runs without the metric are never selected; DataError when no run is usable
+    (its message names up to three skipped runs and why). Returns what `rank_runs` returns.
+    """
+    check_compatible(items)
+    order, skipped, key = rank_runs(metrics, by, best=best)
+    if not order:
+        why = "; ".join(f"{items[i][0]}: {r}" for i, r in skipped[:3])
+        raise DataError(f"no usable run ({why})")
     return order, skipped, key
 
 
@@ -186,7 +202,7 @@ def average_objects(objs: Sequence[np.ndarray], supports: Sequence[np.ndarray] |
         aligned, infos = [], []
         for o in objs:
             a, info = align.align_to(o, ref, twin=twin, ramp=ramp, upsample=upsample)
-            c = align.optimal_scale(a, ref)
+            c = info.pop("optimal_scale")
             aligned.append((a * c).astype(np.complex64))
             info["scale"] = abs(c)
             infos.append(info)
@@ -194,7 +210,8 @@ def average_objects(objs: Sequence[np.ndarray], supports: Sequence[np.ndarray] |
         stack = np.stack(aligned)
         used, dist = _reject(stack, outlier)
         avg = stack[used].mean(axis=0)
-        ref = avg
+        if p + 1 < passes:
+            ref = avg
     table = []
     rejected = [i for i in range(len(objs)) if i not in used]
     med = float(np.median(dist))

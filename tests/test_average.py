@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from cxdi_cli import align, average, io
-from cxdi_cli.model import Geometry, Reconstruction, Run
+from cxdi_cli.model import DataError, Geometry, Reconstruction, Run
 
 from test_align import blob
 
@@ -79,8 +79,18 @@ def test_rank_runs_direction_failed_and_fallback():
     assert "failed" in reasons[2] and "finite" in reasons[3] and "best 2" in reasons[0]
     order, _, key = average.rank_runs([{"llk": 2.0}, {"llk": 1.0}])  # no free LLK anywhere: llk
     assert key == "llk" and order == [1, 0]
-    order, _, _ = average.rank_runs(ms, by="llk", lower_is_better=False)
-    assert order == [1, 0]
+    order, skipped, key = average.rank_runs(ms, by="llk")  # lower is better; runs without llk skipped
+    assert key == "llk" and order == [0, 1] and sorted(i for i, _ in skipped) == [2, 3, 4]
+
+
+def test_select_runs_never_averages_failed_runs():
+    items = [(f"r{i}", (8, 8), (1e-8, 1e-8), None) for i in range(2)]
+    with pytest.raises(DataError, match="no usable run.*r0: the run failed"):
+        average.select_runs(items, [{"failed": True}, {"failed": True}])
+    order, _, key = average.select_runs(items, [{"failed": True}, {}])  # no metric anywhere: order given
+    assert order == [1] and key == "none"
+    with pytest.raises(DataError, match="shape"):
+        average.select_runs([items[0], ("r1", (8, 9), None, None)], [{}, {}])
 
 
 # --------------------------------------------------------------------------- CLI
