@@ -91,8 +91,7 @@ def ring_sum(values: np.ndarray, index: np.ndarray, nrings: int, weights: np.nda
 
 
 def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step: Sequence[float] | None = None,
-         run_intensity: np.ndarray | None = None, n_runs: int | None = None,
-         min_count: int = 1) -> tuple[Curve, dict[str, Any]]:
+         run_intensity: np.ndarray | None = None, n_runs: int | None = None) -> tuple[Curve, dict[str, Any]]:
     """Phase-retrieval transfer function of an averaged object against the measured intensity.
 
     PRTF(q) = sqrt(sum_ring |s F(q)|^2 / sum_ring I(q)) over the measured pixels of each ring (the
@@ -103,8 +102,7 @@ def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step
     measured pixels when `run_intensity` (the runs' mean |F_run|^2, written by `cxdi average`) is
     given, else s = sum |F| sqrt(I) / sum |F|^2 over the measured pixels (the average's own fit to
     the data, which biases the curve upwards where the runs disagree). An exact object against its
-    own |F|^2 gives 1 at every q. Rings with fewer than `min_count` measured pixels or no photons
-    are NaN.
+    own |F|^2 gives 1 at every q. Rings without a measured pixel or without photons are NaN.
 
     Finite number of runs: the mean of N runs whose phases disagree keeps |<F>|^2 = <|F|^2> / N, so
     the plain PRTF of N unrelated runs sits at 1/sqrt(N) (0.45 for 5 runs, above 1/e: the curve could
@@ -145,7 +143,7 @@ def prtf(obj: np.ndarray, intensity: np.ndarray, measured: np.ndarray, *, q_step
     den_r = ring_sum(intensity, idx, n, meas)
     cnt = np.bincount(idx[(idx >= 0) & meas], minlength=n)[:n]
     with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.where((cnt >= min_count) & (den_r > 0), np.sqrt(num / den_r), np.nan)
+        val = np.where((cnt > 0) & (den_r > 0), np.sqrt(num / den_r), np.nan)
     return Curve(q=q, nyquist_fraction=frac, value=val, count=cnt, q_unit=unit), {
         "scale": scale, "scale_from": scale_from, "debiased_runs": debiased}
 
