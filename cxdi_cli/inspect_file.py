@@ -42,11 +42,14 @@ def describe(spec: str) -> dict[str, Any]:
     with io.open_h5(name) as f:
         is_recon = "/entry_1/image_1" in f
         is_pattern = "/entry_1/instrument_1/detector_1/data" in f or "/entry_1/data_1/data" in f
-        datasets = io.list_datasets(f, 1)
-        provenance = io.read_provenance(f)
-    info["provenance"] = provenance
+        plain = not is_recon and not is_pattern and spec == name
+        if plain:  # neither a pattern nor a reconstruction: list what the file holds
+            provenance = io.read_provenance(f)
+            datasets = {p: {"shape": list(f[p].shape), "dtype": str(f[p].dtype)}
+                        for p in io.list_datasets(f, 1)[:200]}
     if is_recon:
         rec = io.read_reconstruction(spec)
+        info["provenance"] = rec.provenance
         shape = rec.runs[0].obj.shape
         info.update(kind="reconstruction", shape=list(shape), n_runs=len(rec.runs),
                     pixel_size_m=list(rec.pixel_size) if rec.pixel_size else None)
@@ -59,8 +62,9 @@ def describe(spec: str) -> dict[str, Any]:
         if rec.extra:
             info["extra"] = rec.extra
         return info
-    if is_pattern or spec != name:
+    if not plain:
         pattern = io.read_pattern(spec)
+        info["provenance"] = pattern.provenance
         shape = pattern.intensity.shape
         meas = pattern.measured
         info.update(kind="volume" if len(shape) == 3 else "pattern", shape=list(shape),
@@ -74,7 +78,5 @@ def describe(spec: str) -> dict[str, Any]:
         return info
     if not datasets:
         raise InputError(f"{name}: HDF5 file holds no numeric datasets")
-    with io.open_h5(name) as f:
-        info.update(kind="hdf5", datasets={p: {"shape": list(f[p].shape), "dtype": str(f[p].dtype)}
-                                           for p in datasets[:200]})
+    info.update(provenance=provenance, kind="hdf5", datasets=datasets)
     return info
