@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 
@@ -49,3 +50,26 @@ def test_bad_inputs_one_line_exit_1_no_output(cli, sims, tmp_path, command):
         assert len(lines) == 1 and str(bad).split("::")[0] in lines[0], r.stderr
         assert not out.exists()
         assert [p.name for p in tmp_path.iterdir()] == ["cut.cxi"]  # no temporary leftovers either
+
+
+@pytest.mark.parametrize("kind", ["tungsten", "cells"])
+def test_info_of_expected_matches_the_experiment(cli, sims, kind):
+    """photons_total is the sum over measured pixels, the geometry is the simulated one, and the oversampling
+    estimate is close to the simulated sigma."""
+    from cxdi_cli import io
+
+    path = sims / kind / "expected.cxi"
+    exp = json.loads((sims / kind / "experiment.json").read_text())
+    r = cli("info", path, "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["kind"] == "pattern"
+    p = io.read_pattern(str(path))
+    total = float(p.intensity[p.measured].astype(np.float64).sum())
+    assert info["photons_total"] == pytest.approx(total, rel=1e-6)
+    g = info["geometry"]
+    assert g["energy_kev"] == pytest.approx(exp["energy_kev"], rel=1e-9)
+    assert g["distance_m"] == pytest.approx(exp["distance_m"], rel=1e-12)
+    assert g["pixel_m"] == pytest.approx([exp["pixel_m"]] * 2, rel=1e-12)
+    assert g["beam_centre"] == pytest.approx(exp["beam_centre"], abs=1e-9)
+    assert info["oversampling_estimate"] == pytest.approx(exp["oversampling"], rel=0.3)
