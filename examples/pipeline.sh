@@ -13,7 +13,7 @@ for seed in 1 2 3 4; do
   cxdi phase "$out/data.cxi" -o "$out/run$seed.cxi" --runs 1 --seed "$seed" --threads 1 -q &
 done
 wait
-cxdi average "$out"/run*.cxi --best 3 -o - -q | cxdi resolve-prt - --data "$out/data.cxi" --json > "$out/prtf.json"
 cxdi average "$out"/run*.cxi --best 3 -o "$out/avg.cxi" -q
+cxdi resolve-prt "$out/avg.cxi" --data "$out/data.cxi" --json > "$out/prtf.json"
 cxdi show "$out/avg.cxi" -o "$out/avg.png" -q
 echo "image: $out/avg.png   resolution report: $out/prtf.json"
