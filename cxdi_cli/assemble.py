@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from cxdi_cli.geometry import pixel_q
+from cxdi_cli import geometry as geo
 from cxdi_cli.model import MASK_BITS, DataError, Geometry, InputError, Pattern, UsageError, mask_counts
 
 METHODS = ("splat", "interp")
@@ -53,36 +53,18 @@ class TiltGeometry:
         """Effective rotation angle(s) in radians."""
         return np.deg2rad(self.omega_sign * np.asarray(omega_deg, float) + self.omega_offset)
 
-
-def rotation(axis: str, angle_rad: float) -> np.ndarray:
-    """Right-handed rotation by `angle_rad` about lab +y or +x, acting on (x, y, z)."""
-    c, s = np.cos(angle_rad), np.sin(angle_rad)
-    if axis == "y":
-        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-    if axis == "x":
-        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    raise UsageError(f"tilt axis {axis!r}: expected x or y")
+    def q_step(self) -> float:
+        """The detector's q pitch at the centre along x, p_x/(lambda D) (`model.Geometry.q_step`)."""
+        return Geometry(wavelength=self.wavelength, distance=self.distance, pixel=self.pixel).q_step(2)[1]
 
 
 def detector_q(geom: TiltGeometry, shape: tuple[int, int], flat: bool = False) -> np.ndarray:
     """Lab-frame q (3, ny, nx) of every pixel: exact Ewald sphere, or (flat=True) the flat-detector
     approximation q = (x, y, 0) / (lambda D) that ignores curvature."""
     if not flat:
-        return pixel_q(shape, geom.centre, geom.distance, geom.pixel, geom.wavelength)
-    py, px = geom.pixel
-    i = (np.arange(shape[0]) - geom.centre[0]) * py
-    j = (np.arange(shape[1]) - geom.centre[1]) * px
-    y, x = np.meshgrid(i, j, indexing="ij")
+        return geo.pixel_q(shape, geom.centre, geom.distance, geom.pixel, geom.wavelength)
+    y, x = geo.detector_xy(shape, geom.centre, geom.pixel)
     return np.stack([x, y, np.zeros_like(x)]) / (geom.wavelength * geom.distance)
-
-
-def solid_angle(geom: TiltGeometry, shape: tuple[int, int]) -> np.ndarray:
-    """Pixel solid angle relative to the central pixel: (D/r)^3."""
-    py, px = geom.pixel
-    i = (np.arange(shape[0]) - geom.centre[0]) * py
-    j = (np.arange(shape[1]) - geom.centre[1]) * px
-    y, x = np.meshgrid(i, j, indexing="ij")
-    return (geom.distance / np.sqrt(x * x + y * y + geom.distance ** 2)) ** 3
 
 
 def check_angles(angles: np.ndarray, n_frames: int | None = None, source: str = "angles") -> np.ndarray:
@@ -133,11 +115,11 @@ class VolumeAssembler:
         self.angles = np.asarray(angles, float)
         self.n = int(size)
         self.c = self.n // 2
-        self.dq = float(q_pitch) if q_pitch else geom.pixel[1] / (geom.wavelength * geom.distance)
+        self.dq = float(q_pitch) if q_pitch else geom.q_step()
         self.method = method
         self.flat = flat
         self.qdet = detector_q(geom, self.shape, flat).reshape(3, -1)
-        self.solid = solid_angle(geom, self.shape).reshape(-1)
+        self.solid = geo.solid_angle(self.shape, geom.centre, geom.distance, geom.pixel).reshape(-1)
         n3 = self.n ** 3
         self.sum = np.zeros(n3, np.float64 if n3 <= 256 ** 3 else np.float32)
         self.wsum = np.zeros(n3, self.sum.dtype)
@@ -148,7 +130,7 @@ class VolumeAssembler:
     # ------------------------------------------------------------------ splatting
     def _splat(self, omega: float, values: np.ndarray, sel: np.ndarray) -> None:
         n, c = self.n, self.c
-        rot = rotation(self.geom.axis, -float(self.geom.effective(omega)))
+        rot = geo.rotation(self.geom.axis, -float(self.geom.effective(omega)))
         q = rot @ self.qdet[:, sel]
         u = q / self.dq + c                              # continuous voxel coordinates (x, y, z)
         inside = np.all((u >= 0) & (u <= n - 1), axis=0)
@@ -233,7 +215,7 @@ class VolumeAssembler:
         cubic B-spline (its prefilter is global: used only SPLINE_CLEARANCE pixels away from any masked
         pixel and the detector edge), else separable Lanczos-3 then Keys kernels whose taps are all good
         pixels (a masked pixel never leaks in). `qs` (3, k): the voxels' sample-frame q."""
-        rot = rotation(self.geom.axis, float(self.geom.effective(omega)))
+        rot = geo.rotation(self.geom.axis, float(self.geom.effective(omega)))
         ql = rot @ qs
         lam, d = self.geom.wavelength, self.geom.distance
         den = 1.0 + lam * ql[2]
@@ -416,7 +398,7 @@ def assemble(frames: Iterable[tuple[np.ndarray, np.ndarray]], angles: np.ndarray
     if bin < 1:
         raise UsageError(f"--bin {bin}: must be a positive integer")
     angles = np.asarray(angles, float)
-    dq = bin * geom.pixel[1] / (geom.wavelength * geom.distance)
+    dq = bin * geom.q_step()
     acc = VolumeAssembler(geom, detector_shape, angles, size, q_pitch=dq, method=method, flat=flat)
     good_any = np.zeros(detector_shape, bool)
     k = -1
