@@ -373,10 +373,6 @@ def _quadratic_minimum(grid: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- crop, bin, pad
 
 
-def _round(x: float) -> int:
-    return int(np.floor(x + 0.5))
-
-
 def plan_output(shape: tuple[int, int], centre: tuple[float, float], crop: int | None = None,
                 binning: int = 1, pad: int | None = None) -> dict[str, Any]:
     """Where the output window lies on the detector and where q = 0 lands in the output.
@@ -399,10 +395,10 @@ def plan_output(shape: tuple[int, int], centre: tuple[float, float], crop: int |
     if m < 2:
         raise UsageError(f"--bin {binning} leaves fewer than 2 output pixels")
     k = binning
-    start = tuple(_round(c - (k - 1) / 2.0 - (m // 2) * k) for c in centre)
-    if k == 1:
-        sl = geo.crop_window(centre, m)
-        start = (sl[0].start, sl[1].start)
+    # the K x K block whose middle is nearest the centre becomes output pixel M // 2 (K = 1: the
+    # `geometry.crop_window` of the rounded centre)
+    first = geo.centre_pixel((centre[0] - (k - 1) / 2.0, centre[1] - (k - 1) / 2.0))
+    start = (first[0] - (m // 2) * k, first[1] - (m // 2) * k)
     resid = tuple((c - s - (k - 1) / 2.0) / k - m // 2 for c, s in zip(centre, start))
     n = m if pad is None else int(pad)
     if n < m:
