@@ -24,7 +24,7 @@ from cxdi_cli import fft
 from cxdi_cli.model import DataError
 
 __all__ = ["register_translation", "fourier_shift", "phase_ramp", "twin_image", "align_to", "nrms_error",
-           "optimal_scale"]
+           "optimal_scale", "remove_global_phase"]
 
 
 def _coords(shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -129,6 +129,20 @@ def twin_image(x: np.ndarray) -> np.ndarray:
         if n % 2 == 0:
             y = np.roll(y, 1, axis=ax)  # i -> 2 (n // 2) - i  (mod n)
     return np.ascontiguousarray(y)
+
+
+def remove_global_phase(obj: np.ndarray, support: np.ndarray | None = None) -> np.ndarray:
+    """The object with its global phase removed: the phase of sum(obj) over `support` (the whole
+    array when None or empty), i.e. the amplitude-weighted mean phase, becomes 0.
+
+    The one convention for pictures (`cxdi show` PNG, terminal) and TIFF export of a run.
+    """
+    obj = np.asarray(obj)
+    support = None if support is None else np.asarray(support, bool)
+    ref = np.sum(obj[support]) if support is not None and support.any() else np.sum(obj)
+    if abs(ref) == 0:
+        return obj
+    return obj * np.conj(ref) / abs(ref)
 
 
 def optimal_scale(a: np.ndarray, ref: np.ndarray) -> complex:

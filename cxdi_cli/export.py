@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxdi_cli import io
+from cxdi_cli import align, io
 from cxdi_cli.model import InputError
 
 
@@ -24,7 +24,7 @@ def tiff_image(spec: str, run: int = 1) -> tuple[np.ndarray, str, float | None]:
         if not 1 <= run <= len(rec.runs):
             raise InputError(f"{name}: no run {run} (the file holds {len(rec.runs)})")
         obj = rec.runs[run - 1].obj
-        phase = np.angle(obj * np.exp(-1j * np.angle(np.vdot(np.abs(obj), obj))))  # global phase removed
+        phase = np.angle(align.remove_global_phase(obj, rec.runs[run - 1].support))  # as `cxdi show` draws it
         planes = np.stack([np.abs(obj), np.where(np.abs(obj) > 0, phase, 0)]).astype(np.float32)
         pixel = rec.pixel_size[-1] if rec.pixel_size else None
         if obj.ndim == 2:

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cxdi_cli import io
+from cxdi_cli import align, io
 from cxdi_cli.io.cxi import as_text
 from cxdi_cli.model import (
     DataError,
@@ -331,14 +331,6 @@ def _support_box(support: np.ndarray, margin: float = CROP_MARGIN) -> tuple[slic
     return tuple(box)
 
 
-def _deglobal(obj: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """The object with its global phase removed (amplitude-weighted mean phase in the support = 0)."""
-    ref = np.sum(obj[support]) if support.any() else np.sum(obj)
-    if abs(ref) == 0:
-        return obj
-    return obj * np.conj(ref) / abs(ref)
-
-
 def _amp_max(amp: np.ndarray) -> float:
     nz = amp[amp > 0]
     if nz.size == 0:
@@ -377,7 +369,7 @@ def run_panels(run: Run, pixel: tuple[float, ...] | None, *, slice_spec: str | N
     support = np.asarray(run.support, bool)
     if obj.ndim not in (2, 3):
         raise DataError(f"reconstruction must be 2D or 3D, got shape {obj.shape}")
-    obj = _deglobal(obj, support)
+    obj = align.remove_global_phase(obj, support)
     if crop_support:
         box = _support_box(support)
         if box is not None:
