@@ -89,12 +89,7 @@ def mask(
         m[img >= saturation] |= np.uint32(mask_bit("saturated"))
     user = np.zeros(img.shape, bool)
     for spec in add or []:
-        extra = np.asarray(io.read_array(spec, "mask"))
-        while extra.ndim > ndim and extra.shape[0] == 1:
-            extra = extra[0]
-        if extra.shape != img.shape:
-            raise DataError(f"{spec}: mask shape {extra.shape} does not match the pattern {img.shape}")
-        user |= np.where(np.isfinite(extra), extra, 1) != 0
+        user |= masking.user_mask(io.read_array(spec, "mask"), img.shape, spec)
     if circle or rect or polygon:
         user |= masking.shapes_mask(img.shape, circle or [], rect or [], polygon or [])
     m[user] |= np.uint32(mask_bit("user"))

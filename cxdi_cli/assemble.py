@@ -494,12 +494,8 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
         progress(advance=0, total=2 * stack.n_frames)
         bits = np.zeros(shape, np.uint32)
         if mask is not None:
-            user = np.asarray(io.read_array(mask, "mask"))
-            while user.ndim > 2 and user.shape[0] == 1:
-                user = user[0]
-            if user.shape != shape:
-                raise DataError(f"{mask}: mask of shape {user.shape} does not match the frames' {shape}")
-            bits[user != 0] |= np.uint32(MASK_BITS["user"])
+            user = masking.user_mask(io.read_array(mask, "mask"), shape, mask, "the frames")
+            bits[user] |= np.uint32(MASK_BITS["user"])
         dark_img = preprocess.load_dark(list(dark), shape) if dark else None
         flat_img, flat_bad = preprocess.load_flat(flat_field, shape) if flat_field else (None, None)
         if flat_bad is not None:

@@ -390,6 +390,20 @@ def parse_numbers(text: str, n: int | None, what: str) -> list[float]:
     return vals
 
 
+def user_mask(values: np.ndarray, shape: tuple[int, ...], source: str, target: str = "the pattern") -> np.ndarray:
+    """A user mask array (as read from `source`) -> bool map of bad pixels: non-zero, NaN or infinite =
+    bad. Leading length-1 axes are dropped; any other shape than `shape` is refused (DataError naming
+    `source` and `target`, what the mask is for)."""
+    m = np.asarray(values)
+    while m.ndim > len(shape) and m.shape[0] == 1:
+        m = m[0]
+    if m.shape != tuple(shape):
+        raise DataError(f"{source}: mask shape {m.shape} does not match {target} {tuple(shape)}")
+    if m.dtype.kind in "fc":
+        return ~np.isfinite(m) | (m != 0)
+    return m != 0
+
+
 def shapes_mask(shape: tuple[int, int], circles: Sequence[str] = (), rects: Sequence[str] = (),
                 polygons: Sequence[str] = ()) -> np.ndarray:
     """Pixels inside user shapes: circles 'ROW,COL,R', rectangles 'R0,C0,R1,C1' (inclusive corners),

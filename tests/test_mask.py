@@ -65,6 +65,7 @@ def test_auto_detection_finds_what_the_simulation_broke(cli, raw_pattern, tmp_pa
     assert cs["beamstop_radius_px"] == pytest.approx(e["beamstop"]["radius_px"], abs=1.5)
     assert 0 < cs["central_speckle_missing_fraction"] <= 1
     # the simulation puts the beamstop beyond one speckle (sigma = 4 px): the user is warned
+    assert cs["warning"] is not None
     assert (cs["beamstop_radius_px"] > rep["oversampling"]) == (cs["warning"] is not None)
 
 
@@ -163,3 +164,20 @@ def test_detect_gaps_ignores_dark_edges():
     img[:, 50:] = 0          # dark high-q columns at the edge: not a gap
     g = masking.detect_gaps(img)
     assert g[30:32].all() and g.sum() == 2 * 60
+
+
+def test_user_mask_array_rules():
+    """One loader rule for mask --add and assemble3d --mask: non-zero, NaN and inf are bad; leading
+    length-1 axes dropped; a wrong shape is refused naming the file."""
+    from cxdi_cli.model import DataError
+
+    a = np.zeros((1, 4, 5))
+    a[0, 1, 2] = 3.0
+    a[0, 2, 3] = np.nan
+    a[0, 3, 4] = -np.inf
+    bad = masking.user_mask(a, (4, 5), "m.tif")
+    assert bad.dtype == bool and bad.shape == (4, 5)
+    assert set(zip(*np.nonzero(bad))) == {(1, 2), (2, 3), (3, 4)}
+    assert masking.user_mask(np.eye(3, dtype=np.uint8), (3, 3), "e.npy").sum() == 3
+    with pytest.raises(DataError, match="m.tif"):
+        masking.user_mask(a, (5, 4), "m.tif")
