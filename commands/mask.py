@@ -81,7 +81,7 @@ def mask(
             m |= before_unmeasured
     info: dict = {}
     if not no_auto:
-        m, info = masking.auto_mask(img, m, ctr if ndim == 2 else ctr, detector=detector, margin=margin,
+        m, info = masking.auto_mask(img, m, ctr, detector=detector, margin=margin,
                                     beamstop=ndim == 2, gaps=ndim == 2)
     elif detector:
         m[masking.model_gaps(detector, img.shape)] |= np.uint32(mask_bit("gap"))

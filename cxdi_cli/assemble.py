@@ -502,7 +502,6 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
             bits[flat_bad] |= np.uint32(MASK_BITS["dead"])
         # pass 1: the sum of the series (centre, detector mask); checks NaN / negative / all-zero frames
         stats = preprocess.accumulate(stack, dark=dark_img, flat=flat_img, gain=adu_per_photon,
-                                      saturation=saturation,
                                       on_progress=lambda advance=0, total=None, **k: progress(advance=advance))
         level = stats.saturation
         bits[stats.marker] |= np.uint32(MASK_BITS["invalid"])

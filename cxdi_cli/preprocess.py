@@ -63,7 +63,7 @@ def calibrate(frames: np.ndarray, dark: np.ndarray | None = None, flat: np.ndarr
     return x
 
 
-def load_dark(specs: str | Sequence[str], shape: tuple[int, int], frames: slice | None = None) -> np.ndarray:
+def load_dark(specs: str | Sequence[str], shape: tuple[int, int]) -> np.ndarray:
     """Mean dark image (ADU) of one or more dark frames / stacks, read block by block."""
     from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
 
@@ -73,7 +73,7 @@ def load_dark(specs: str | Sequence[str], shape: tuple[int, int], frames: slice 
                             f"the data frames {shape[0]}x{shape[1]}")
         acc = np.zeros(shape, np.float64)
         n = 0
-        for i, block in stack.blocks(frames):
+        for i, block in stack.blocks():
             b = np.asarray(block, np.float64)
             if not np.all(np.isfinite(b)):
                 raise DataError(f"{stack.name}: dark frame {i + int(np.argmax(~np.isfinite(b).reshape(len(b), -1).all(1)))} "
@@ -480,7 +480,7 @@ def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel:
         dark_img = load_dark(list(dark), shape) if dark else None
         flat_img, flat_bad = load_flat(flat, shape) if flat else (None, None)
         stats = accumulate(stack, frames, dark=dark_img, flat=flat_img, gain=adu_per_photon,
-                           threshold=threshold, saturation=saturation, split=split_half,
+                           threshold=threshold, split=split_half,
                            on_progress=on_progress)
         source = stack.name
     mask = pixel_flags(stats)
