@@ -93,12 +93,13 @@ def beamstop_shadow(shape: tuple[int, int], centre: tuple[float, float], radius:
 
 
 def choose_broken(rng: np.random.Generator, shape: tuple[int, int], excluded: np.ndarray,
-                  n_hot: int, n_dead: int, lit: np.ndarray | None = None,
+                  n_hot: int, n_dead: int, lit: np.ndarray | None = None, dim: np.ndarray | None = None,
                   ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Pick hot and dead pixels at random, apart from each other and from `excluded` pixels.
 
     Dead pixels are drawn among `lit` pixels (where light arrives, so their silence is a defect one can
-    see); hot pixels anywhere that is not excluded. Neighbouring broken pixels are avoided so each one
+    see); hot pixels among `dim` pixels (where the signal stays well below a hot pixel's reading), or
+    anywhere that is not excluded when `dim` is None. Neighbouring broken pixels are avoided so each one
     is an isolated outlier.
     """
     free = ~excluded.copy()
@@ -120,15 +121,17 @@ def choose_broken(rng: np.random.Generator, shape: tuple[int, int], excluded: np
         return out
 
     dead = draw(lit if lit is not None else np.ones(shape, bool), n_dead)
-    hot = draw(np.ones(shape, bool), n_hot)
+    hot = draw(dim if dim is not None else np.ones(shape, bool), n_hot)
     return hot, dead
 
 
 def make_defects(rng: np.random.Generator, shape: tuple[int, int], centre: tuple[float, float], *,
                  gap_rows: list[int], gap_cols: list[int], beamstop_radius: float, rod_width: float,
                  rod_direction: tuple[float, float], n_hot: int, n_dead: int,
-                 lit: np.ndarray | None, hot_range: tuple[float, float]) -> Defects:
-    """Assemble a detector's defects: gaps, beamstop shadow, and randomly placed hot/dead pixels."""
+                 lit: np.ndarray | None, hot_range: tuple[float, float],
+                 dim: np.ndarray | None = None) -> Defects:
+    """Assemble a detector's defects: gaps, beamstop shadow, and randomly placed hot/dead pixels (dead
+    ones among `lit` pixels, hot ones among `dim` pixels; see choose_broken)."""
     shadow = beamstop_shadow(shape, centre, beamstop_radius, rod_width, rod_direction)
     gaps = np.zeros(shape, bool)
     gaps[gap_rows, :] = True
@@ -137,7 +140,7 @@ def make_defects(rng: np.random.Generator, shape: tuple[int, int], centre: tuple
     from scipy.ndimage import binary_dilation  # noqa: PLC0415
 
     excluded = binary_dilation(shadow | gaps, iterations=2)
-    hot, dead = choose_broken(rng, shape, excluded, n_hot, n_dead, lit)
+    hot, dead = choose_broken(rng, shape, excluded, n_hot, n_dead, lit, dim)
     lo, hi = hot_range
     hot_level = np.exp(rng.uniform(np.log(lo), np.log(hi), len(hot)))
     return Defects(shape=shape, gap_rows=list(gap_rows), gap_cols=list(gap_cols), shadow=shadow,

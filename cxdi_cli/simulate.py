@@ -44,7 +44,7 @@ import numpy as np
 
 from cxdi_cli import fft, geometry
 from cxdi_cli.detector import (
-    UINT16_MAX, Defects, IntegratingDetector, beamstop_shadow, choose_broken, counting_frames, make_defects,
+    UINT16_MAX, Defects, IntegratingDetector, beamstop_shadow, counting_frames, make_defects,
     module_gaps,
 )
 from cxdi_cli.model import (
@@ -516,15 +516,7 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
     defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
                            beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
                            n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0, n_broken),
-                           hot_range=hot_range)
-    if defects.hot:  # move hot pixels off the bright region (re-draw among dim pixels only)
-        from scipy.ndimage import binary_dilation  # noqa: PLC0415
-
-        excl = binary_dilation(defects.shadow | defects.gaps, iterations=2) | ~dim
-        for r, c in defects.dead:
-            excl[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] = True
-        defects.hot, _ = choose_broken(rng, exp.shape, excl, n_broken, 0)
-        defects.hot_level = defects.hot_level[:len(defects.hot)]
+                           hot_range=hot_range, dim=dim)
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   frames=frames, darks=darks, oversampling=oversampling, adu_per_photon=adu_per_photon,
                   dark_adu=dark_adu, read_noise=read_noise, gap_cross_near_beam=gap_cross_near_beam,

@@ -260,8 +260,10 @@ def test_cells_integrating_detector(cells):
         assert abs(frames[:, r, c].mean() - offset[r, c]) < 5 * info["read_noise_adu"]
         assert lam[r, c] / info["n_frames"] > 5.0
     signal = frames - offset
+    assert len(info["broken_pixels"]["hot"]) >= 2
     for r, c in info["broken_pixels"]["hot"]:
         assert mask[r, c] & BIT["hot"]
+        assert lam[r, c] / info["n_frames"] * g + dark < 2000  # drawn among dim pixels only
         near = signal[:, max(r - 3, 0):r + 4, max(c - 3, 0):c + 4].copy()
         near[:, min(r, 3), min(c, 3)] = 0
         assert signal[:, r, c].min() > 10000 and signal[:, r, c].min() > 10 * near.max()
