@@ -280,7 +280,7 @@ def test_flat_zingers_and_markers(tmp_path):
     frames[3, 10, 12] += 5000          # a zinger in one frame only
     frames[:, 20, :] = -1              # a module gap marked -1
     io.write_lima(str(tmp_path / "f.h5"), frames)
-    flat = np.full((32, 32), 2.0)
+    flat = rng.uniform(1.0, 3.0, (32, 32))  # non-uniform: dividing by it shows in the sum
     flat[5, 5] = 0.0
     tifffile.imwrite(tmp_path / "flat.tif", flat.astype(np.float32))
     from cxdi_cli.io.frames import open_frames
@@ -292,4 +292,8 @@ def test_flat_zingers_and_markers(tmp_path):
     m = pp.pixel_flags(stats)
     assert m[10, 12] & MASK_BITS["hot"] and np.count_nonzero(m & MASK_BITS["hot"]) == 1
     assert (m[20] & MASK_BITS["invalid"]).all() and np.count_nonzero(m & MASK_BITS["invalid"]) == 32
-    np.testing.assert_allclose(stats.total[0], frames[:, 0].sum(0).astype(float))
+    # every frame divided by the normalised flat (markers count 0)
+    assert np.ptp(fl[~bad]) > 0.5
+    expected = (np.where(frames < 0, 0, frames) / fl).sum(0)
+    np.testing.assert_allclose(stats.total[0], expected[0])
+    np.testing.assert_allclose(stats.total, expected)
