@@ -12,6 +12,7 @@ Everything here works on detector-sized arrays with numpy; nothing does I/O.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -37,9 +38,9 @@ class Defects:
     dead: list[tuple[int, int]]
     hot_level: np.ndarray                    # per hot pixel: its mean reading per frame (counts or ADU)
 
-    @property
+    @functools.cached_property
     def gaps(self) -> np.ndarray:
-        """Boolean map of the insensitive module gaps."""
+        """Boolean map of the insensitive module gaps (built once, on first use)."""
         g = np.zeros(self.shape, bool)
         g[self.gap_rows, :] = True
         g[:, self.gap_cols] = True
@@ -129,22 +130,24 @@ def make_defects(rng: np.random.Generator, shape: tuple[int, int], centre: tuple
                  gap_rows: list[int], gap_cols: list[int], beamstop_radius: float, rod_width: float,
                  rod_direction: tuple[float, float], n_hot: int, n_dead: int,
                  lit: np.ndarray | None, hot_range: tuple[float, float],
-                 dim: np.ndarray | None = None) -> Defects:
+                 dim: np.ndarray | None = None, shadow: np.ndarray | None = None) -> Defects:
     """Assemble a detector's defects: gaps, beamstop shadow, and randomly placed hot/dead pixels (dead
-    ones among `lit` pixels, hot ones among `dim` pixels; see choose_broken)."""
-    shadow = beamstop_shadow(shape, centre, beamstop_radius, rod_width, rod_direction)
-    gaps = np.zeros(shape, bool)
-    gaps[gap_rows, :] = True
-    gaps[:, gap_cols] = True
+    ones among `lit` pixels, hot ones among `dim` pixels; see choose_broken). `shadow`: the beamstop
+    shadow of these arguments when the caller already has it (computed here otherwise)."""
+    if shadow is None:
+        shadow = beamstop_shadow(shape, centre, beamstop_radius, rod_width, rod_direction)
+    defects = Defects(shape=shape, gap_rows=list(gap_rows), gap_cols=list(gap_cols), shadow=shadow,
+                      hot=[], dead=[], hot_level=np.zeros(0))
+    gaps = defects.gaps
     # defects keep 2 pixels away from the shadow and gaps so each bit is unambiguous
     from scipy.ndimage import binary_dilation  # noqa: PLC0415
 
     excluded = binary_dilation(shadow | gaps, iterations=2)
     hot, dead = choose_broken(rng, shape, excluded, n_hot, n_dead, lit, dim)
     lo, hi = hot_range
-    hot_level = np.exp(rng.uniform(np.log(lo), np.log(hi), len(hot)))
-    return Defects(shape=shape, gap_rows=list(gap_rows), gap_cols=list(gap_cols), shadow=shadow,
-                   hot=hot, dead=dead, hot_level=hot_level)
+    defects.hot, defects.dead = hot, dead
+    defects.hot_level = np.exp(rng.uniform(np.log(lo), np.log(hi), len(hot)))
+    return defects
 
 
 def counting_frames(rng: np.random.Generator, expected_per_frame: np.ndarray, n_frames: int,

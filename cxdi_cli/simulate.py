@@ -439,14 +439,14 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
     gap_idx = list(range(exp.chip, exp.chip + exp.gap))
     n_broken = _broken_counts(size * size)
     # hot pixels: 10x to 100x the brightest pixel a frame holds outside the beamstop (counters are 32-bit)
-    shadow_guess = beamstop_shadow(exp.shape, exp.centre, bs[0], bs[1], bs[2])
-    peak = float(per_frame[~shadow_guess].max())
+    shadow = beamstop_shadow(exp.shape, exp.centre, bs[0], bs[1], bs[2])
+    peak = float(per_frame[~shadow].max())
     hot_lo = min(max(1000.0, 10.0 * peak), 2e8)
-    ok = ~shadow_guess
+    ok = ~shadow
     defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
                            beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
                            n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0, n_broken),
-                           hot_range=(hot_lo, 10 * hot_lo))
+                           hot_range=(hot_lo, 10 * hot_lo), shadow=shadow)
     stack = counting_frames(rng, per_frame, frames, defects)
     full = stack == np.iinfo(np.uint32).max  # a 32-bit counter at its ceiling (absurd --photons only)
     sat_list = [(int(r), int(c)) for r, c in zip(*np.nonzero(full.any(axis=0)))]
@@ -506,17 +506,17 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
     det = IntegratingDetector(gain=adu_per_photon, dark_adu=dark_adu, offset_spread=0.03 * dark_adu,
                               read_noise=read_noise)
     det.draw_offset(rng, exp.shape)
-    shadow_guess = beamstop_shadow(exp.shape, exp.centre, bs[0], bs[1], bs[2])
+    shadow = beamstop_shadow(exp.shape, exp.centre, bs[0], bs[1], bs[2])
     # hot pixels read 20000..45000 ADU; they sit where the real signal stays below a tenth of that
     hot_range = (20000.0, 45000.0)
     dim = per_frame * adu_per_photon + dark_adu < hot_range[0] / 10
     gap_idx = list(range(exp.chip, exp.chip + exp.gap))
     n_broken = _broken_counts(size * size)
-    ok = ~shadow_guess & (per_frame * adu_per_photon + dark_adu < UINT16_MAX / 2)  # dead, not saturated
+    ok = ~shadow & (per_frame * adu_per_photon + dark_adu < UINT16_MAX / 2)  # dead, not saturated
     defects = make_defects(rng, exp.shape, exp.centre, gap_rows=gap_idx, gap_cols=gap_idx,
                            beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
                            n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0, n_broken),
-                           hot_range=hot_range, dim=dim)
+                           hot_range=hot_range, dim=dim, shadow=shadow)
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   frames=frames, darks=darks, oversampling=oversampling, adu_per_photon=adu_per_photon,
                   dark_adu=dark_adu, read_noise=read_noise, gap_cross_near_beam=gap_cross_near_beam,
