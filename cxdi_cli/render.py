@@ -140,10 +140,6 @@ def _check_index(axis: int, index: int, shape: Sequence[int]) -> int:
     return index % n
 
 
-def _take(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.take(arr, index, axis=axis)
-
-
 def _plane_axes(axis: int) -> tuple[int, int]:
     """(vertical, horizontal) array axes of the plane normal to `axis` in a (z, y, x) volume."""
     rest = [a for a in range(3) if a != axis]
@@ -281,7 +277,7 @@ def pattern_picture(pattern: Pattern, *, log: bool = True, slice_spec: str | Non
             index = data.shape[axis] // 2 if index is None else _check_index(axis, index, data.shape)
             centre = data.shape[axis] // 2
             where = "q = 0" if index == centre else f"{index - centre:+d} from q = 0"
-            planes.append((_take(data, axis, index), _take(masked, axis, index),
+            planes.append((np.take(data, index, axis=axis), np.take(masked, index, axis=axis),
                            f"{AXES[axis]} = {index} ({where})", _plane_axes(axis)))
     shown = np.concatenate([p[0][~p[1]].ravel() for p in planes])
     vmin, vmax = _intensity_scale(shown, log)
@@ -390,7 +386,7 @@ def run_panels(run: Run, pixel: tuple[float, ...] | None, *, slice_spec: str | N
     panels = []
     for axis, index in wanted:
         index = centre[axis] if index is None else _check_index(axis, index, obj.shape)
-        plane = _take(obj, axis, index)
+        plane = np.take(obj, index, axis=axis)
         panel = _complex_panel(plane, amax)
         av, ah = _plane_axes(axis)
         panel.title = f"slice {AXES[axis]} = {index}"
@@ -951,16 +947,8 @@ def save_png(fig, dest: str, dpi: float = 100.0) -> None:
         fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
 
 
-def render_file(spec: str, dest: str, *, width: int | None = None, dpi: float = 100.0, **options: Any) -> Picture:
-    """Read `spec`, draw it and write the PNG to `dest`; returns the Picture drawn."""
-    pic = load_picture(spec, **options)
-    fig = render_figure(pic, width=width, dpi=dpi)
-    save_png(fig, dest, dpi=dpi)
-    return pic
-
-
 __all__ = [
     "CurveSet", "MASK_RGB", "Panel", "Picture", "curves_from_h5", "default_width", "load_picture",
     "metrics_text", "nice_length", "parse_slice", "pattern_picture", "phase_colours", "reconstruction_picture",
-    "render_figure", "render_file", "run_panels", "save_png",
+    "render_figure", "run_panels", "save_png",
 ]
