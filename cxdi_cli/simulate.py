@@ -48,7 +48,7 @@ from cxdi_cli.detector import (
     module_gaps,
 )
 from cxdi_cli.model import (
-    Geometry, InputError, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
+    DataError, Geometry, InputError, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
 )
 
 SCHEMA = "cxdi.simulate/1"
@@ -279,7 +279,7 @@ class _Experiment:
         self.centre = _beam_centre(size, self.chip, self.gap, near_cross, fraction)
         try:
             self.crop = geometry.default_crop(self.shape, self.centre)
-        except Exception as exc:  # noqa: BLE001 - a too-small detector is a usage problem here
+        except DataError as exc:  # a too-small detector is a usage problem here
             raise UsageError(f"--size {size}: {exc}") from None
         self.specimen_size = self.wavelength * distance / (pixel * oversampling)
         self.oversampling = oversampling
@@ -590,8 +590,6 @@ def _check_options(kind: str, fn: Callable, options: dict[str, Any]) -> None:
     params = inspect.signature(fn).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return
-    if "command" in options and "command" not in params:
-        options.pop("command")
     unknown = [k for k in options if k not in params]
     if unknown:
         names = ", ".join("--" + k.replace("_", "-") for k in unknown)
@@ -605,6 +603,5 @@ def simulate(kind: str, out_dir: str | os.PathLike, **options: Any) -> dict[str,
         raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     options = {k: v for k, v in options.items() if v is not None}
     fn = KINDS[kind]
-    if fn is not _particle3d:
-        _check_options(kind, fn, options)
+    _check_options(kind, fn, options)
     return fn(out_dir, **options)
