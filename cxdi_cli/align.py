@@ -80,10 +80,15 @@ def register_translation(a: np.ndarray, b: np.ndarray, upsample: int = 20) -> np
     b = np.asarray(b)
     if a.shape != b.shape:
         raise DataError(f"cannot register arrays of different shapes {a.shape} and {b.shape}")
-    spectrum = fft.fftn(a) * np.conj(fft.fftn(b))
+    return _register(fft.fftn(a), b, upsample)
+
+
+def _register(spectrum_a: np.ndarray, b: np.ndarray, upsample: int) -> np.ndarray:
+    """`register_translation` with the transform of `a` already computed (reused across candidates)."""
+    spectrum = spectrum_a * np.conj(fft.fftn(b))
     cc = np.abs(fft.ifftn(spectrum))
     peak = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
-    shape = np.array(a.shape)
+    shape = np.array(b.shape)
     peak = np.where(peak > shape // 2, peak - shape, peak)
     if upsample <= 1:
         return peak
@@ -174,23 +179,24 @@ def _peak_correlation(ref: np.ndarray, x: np.ndarray) -> float:
     return float(abs(np.vdot(ref, x)) / den) if den > 0 else 0.0
 
 
-def _align_candidate(obj: np.ndarray, ref: np.ndarray, ramp: bool,
+def _align_candidate(obj: np.ndarray, ref: np.ndarray, ref_spectrum: np.ndarray, k: np.ndarray | None,
                      upsample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Remove ramp (from the |F| cross-correlation) and translation of one candidate (obj or its twin)."""
-    k = np.zeros(obj.ndim)
+    """Remove ramp and translation of one candidate (obj or its twin).
+
+    `ref_spectrum` is fftn(ref); `k` the ramp from the |F| registration (None: no ramp removal). A
+    candidate and its twin share |F| (the twin's transform is conj(F)), hence the same `k`.
+    """
     x = obj
-    if ramp:
-        # A real-space ramp k translates the transform by k: register |F| (insensitive to translation).
-        k = -register_translation(np.abs(fft.cfftn(ref)), np.abs(fft.cfftn(obj)), upsample)
+    if k is not None:
         x = x * phase_ramp(x.shape, -k, x.dtype)
-    s = register_translation(ref, x, upsample)
+    s = _register(ref_spectrum, x, upsample)
     x = fourier_shift(x, s)
-    if ramp:
-        # refine: residual linear phase of x conj(ref), weighted by both amplitudes
-        dk = _ramp_from_gradient(x * np.conj(ref))
-        x = x * phase_ramp(x.shape, -dk, x.dtype)
-        k = k + dk
-    return x, s, k
+    if k is None:
+        return x, s, np.zeros(obj.ndim)
+    # refine: residual linear phase of x conj(ref), weighted by both amplitudes
+    dk = _ramp_from_gradient(x * np.conj(ref))
+    x = x * phase_ramp(x.shape, -dk, x.dtype)
+    return x, s, k + dk
 
 
 def align_to(obj: np.ndarray, ref: np.ndarray, *, twin: bool = True, ramp: bool = True,
@@ -216,9 +222,15 @@ def align_to(obj: np.ndarray, ref: np.ndarray, *, twin: bool = True, ramp: bool 
     obj = obj.astype(dtype, copy=False)
     ref = ref.astype(dtype, copy=False)
     candidates = [(False, obj)] + ([(True, twin_image(obj))] if twin else [])
+    ref_spectrum = fft.fftn(ref)
+    k0 = None
+    if ramp:
+        # A real-space ramp k translates the transform by k: register |F| (insensitive to translation);
+        # once, for obj and its twin alike (|F_twin| = |conj F| = |F|).
+        k0 = -register_translation(np.abs(fft.cfftn(ref)), np.abs(fft.cfftn(obj)), upsample)
     best = None
     for is_twin, cand in candidates:
-        x, s, k = _align_candidate(cand, ref, ramp, upsample)
+        x, s, k = _align_candidate(cand, ref, ref_spectrum, k0, upsample)
         score = _peak_correlation(ref, x)
         if best is None or score > best[0] + 1e-12:
             best = (score, is_twin, x, s, k)
