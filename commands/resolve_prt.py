@@ -144,7 +144,7 @@ def resolve_prt(
         if output != "-":
             _write_text(io, _text_path(output), curves)
     if plot is not None:
-        _plot(io, plot, curves, report)
+        _plot(plot, curves)
     if json_report:
         c.report(True, "cxdi.resolve-prt/1", output=output, plot=plot, **report)
         return
@@ -271,46 +271,22 @@ def _write_text(io: Any, dest: str, curves: dict[str, Any]) -> None:
         np.savetxt(tmp, table, fmt="%.6g", header=" ".join(names), comments="# ")
 
 
-def _plot(io: Any, dest: str, curves: dict[str, Any], report: dict[str, Any]) -> None:
-    """One panel per curve, thresholds as lines, crossings marked."""
-    import math  # noqa: PLC0415
+def _plot(dest: str, curves: dict[str, Any]) -> None:
+    """One panel per curve (`render`, as `cxdi show` draws the -o file): thresholds (`prtf`) dashed,
+    crossings marked and noted."""
+    from cxdi_cli import prtf, render  # noqa: PLC0415
 
-    import matplotlib  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, axes = plt.subplots(len(curves), 1, figsize=(6.4, 3.6 * len(curves)), squeeze=False)
-    for ax, (name, (curve, hb)) in zip(axes[:, 0], curves.items()):
-        q = _q(curve, curve.q)
-        xlabel = "q (nm$^{-1}$)" if curve.q_unit == "1/m" else "q (1/pixel)"
-        ax.plot(q, curve.value, "k.-", lw=1, ms=3, label=name.upper().replace("_", " "))
+    sets = []
+    for name, (curve, hb) in curves.items():
+        kind = name.split("_")[0].upper()
         if name == "prtf":
-            ax.axhline(1 / math.e, color="tab:red", ls="--", lw=1, label="1/e")
-            marks = {"1/e": (report["prtf"], "tab:red")}
+            thresholds: list[tuple[str, Any]] = [("1/e", prtf.PRTF_THRESHOLD)]
         else:
-            ax.axhline(0.5, color="tab:red", ls="--", lw=1, label="0.5")
-            ax.axhline(1 / 7, color="tab:blue", ls="--", lw=1, label="1/7")
-            ax.plot(q, hb, color="tab:green", ls=":", lw=1.2, label="half-bit")
-            th = report[name]["thresholds"]
-            marks = {"0.5": (th["0.5"], "tab:red"), "1/7": (th["1/7"], "tab:blue"),
-                     "half-bit": (th["half-bit"], "tab:green")}
-        for _, (r, colour) in marks.items():
-            qc = r.get("q_nm-1", r.get("q_px-1"))
-            if not r["reached_nyquist"]:
-                ax.axvline(qc, color=colour, lw=0.8, alpha=0.7)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(name.split("_")[0].upper())
-        finite = curve.value[np.isfinite(curve.value)]
-        top = float(min(max(1.1, finite.max() * 1.05 if finite.size else 1.1), 3.0))
-        ax.set_ylim(-0.1, top)
-        ax.set_xlim(0, q[-1])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
-        sec = ax.secondary_xaxis("top", functions=(lambda x, s=q[-1]: x / s, lambda f, s=q[-1]: f * s))
-        sec.set_xlabel("fraction of Nyquist")
-    fig.tight_layout()
-    with io.atomic_output(dest, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+            thresholds = list(prtf.THRESHOLDS.items()) + [("half-bit", hb)]
+        cs = render.CurveSet(title=name.upper().replace("_", " "), x=_q(curve, curve.q),
+                             xlabel="q (nm⁻¹)" if curve.q_unit == "1/m" else "q (1/pixel)",
+                             curves=[(kind, curve.value)], thresholds=thresholds, ylabel=kind)
+        cs.notes = render.crossing_notes(cs)
+        sets.append(cs)
+    pic = render.Picture(kind="curves", title="", curves=sets, ncols=1)
+    render.save_png(render.render_figure(pic, width=640), dest)

@@ -540,7 +540,7 @@ def curve_crossings(cs: CurveSet) -> list[tuple[str, float | None]]:
     return [(label, prtf.crossing(curve, np.asarray(t, float))) for label, t in cs.thresholds]
 
 
-def _crossing_notes(cs: CurveSet) -> list[str]:
+def crossing_notes(cs: CurveSet) -> list[str]:
     """'1/e: q = 0.031 nm⁻¹ (d = 16.1 nm)' per threshold, d = 1/(2q) the half-period (DESIGN §1)."""
     inv_nm = "nm⁻¹" in cs.xlabel
     notes = []
@@ -626,7 +626,7 @@ def curves_from_h5(f, name: str) -> list[CurveSet]:
         ylabel = curves[0][0] if len(curves) == 1 else ""
         cs = CurveSet(title=title, x=x, xlabel=xlabel, curves=curves, thresholds=thresholds,
                       ylabel=ylabel, notes=notes)
-        cs.notes += _crossing_notes(cs)
+        cs.notes += crossing_notes(cs)
         sets.append(cs)
     return sets
 
@@ -948,7 +948,8 @@ def save_png(fig, dest: str, dpi: float = 100.0) -> None:
 
 
 __all__ = [
-    "CurveSet", "MASK_RGB", "Panel", "Picture", "curves_from_h5", "default_width", "load_picture",
+    "CurveSet", "MASK_RGB", "Panel", "Picture", "crossing_notes", "curve_crossings", "curves_from_h5",
+    "default_width", "load_picture",
     "metrics_text", "nice_length", "parse_slice", "pattern_picture", "phase_colours", "reconstruction_picture",
     "render_figure", "run_panels", "save_png",
 ]

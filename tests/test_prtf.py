@@ -179,10 +179,13 @@ def test_cli_resolve_prt_half_sets_and_errors(cli, tmp_path):
     write_avg(b, (align.fourier_shift(align.twin_image(obj), (1.5, -2.25)) * np.exp(1j) + noise()).astype(np.complex64),
               pixel=(10e-9, 10e-9))
     out = tmp_path / "frc.h5"
-    r = cli("resolve-prt", "--half-sets", a, b, "-o", out, "--json")
+    png = tmp_path / "frc.png"
+    r = cli("resolve-prt", "--half-sets", a, b, "-o", out, "--plot", png, "--json")
     assert r.exit_code == 0, r.stderr
     rep = json.loads(r.stdout)
     frc = rep["frc"]
+    import matplotlib.image  # the plot: drawn by render, as `cxdi show` draws the curves file
+    assert matplotlib.image.imread(png).shape[1] == 640
     assert frc["alignment"]["twin"] is True
     assert set(frc["thresholds"]) == {"0.5", "1/7", "half-bit"}
     # q from the pixel size: Nyquist = 1 / (2 * 10 nm) = 0.05 nm^-1
