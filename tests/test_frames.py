@@ -135,6 +135,18 @@ def test_edf_and_cbf_via_fabio(tmp_path):
         got = _read_all(str(tmp_path / name))
         assert got.shape == (1, 16, 20)
         np.testing.assert_array_equal(got[0], img)
+        with fr.open_frames(str(tmp_path / name)) as st:
+            assert st.dtype == np.int32 and st.shape == (16, 20)
+    # a multi-frame EDF: count, shape and type from the header, frames decoded when read
+    e = fabio.edfimage.EdfImage(data=img.astype(np.uint16))
+    for k in (1, 2):
+        e.append_frame(data=(img + k).astype(np.uint16))
+    e.write(str(tmp_path / "m.edf"))
+    with fr.open_frames(str(tmp_path / "m.edf")) as st:
+        assert st.n_frames == 3 and st.dtype == np.uint16
+        (_, block), = list(st.blocks(slice(1, 3)))
+    assert block.dtype == np.uint16
+    np.testing.assert_array_equal(block, np.stack([img + 1, img + 2]).astype(np.uint16))
 
 
 def test_broken_inputs_raise_one_line_errors(tmp_path):

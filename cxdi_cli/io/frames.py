@@ -355,23 +355,41 @@ def _tiff_part(path: str, name: str) -> _Part:
 
 
 def _fabio_part(path: str, name: str, kind: str) -> _Part:
+    """An EDF / CBF file: frame count, shape and type from its header; the data are decoded in `read`
+    (the first frame at open only when the header does not give the type or shape)."""
     try:
         import fabio  # noqa: PLC0415
+        from fabio.cbfimage import DATA_TYPES  # noqa: PLC0415
 
-        img = fabio.open(path)
-        n = int(getattr(img, "nframes", 1) or 1)
-        first = np.asarray(img.data)
+        head = fabio.openheader(path)
+        n = int(getattr(head, "nframes", 1) or 1)
+        try:
+            shape = tuple(int(v) for v in head.shape)
+        except (AttributeError, TypeError):
+            shape = None
+        try:
+            dtype = np.dtype(head.dtype)
+        except (AttributeError, TypeError):
+            t = DATA_TYPES.get(str(head.header.get("X-Binary-Element-Type", "")).strip())
+            dtype = np.dtype(t) if t else None
+        if shape is None or dtype is None:
+            first = np.asarray(fabio.open(path).data)
+            shape, dtype = first.shape, first.dtype
     except Exception as exc:
         raise InputError(f"{name}: cannot read {kind.upper()} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if first.ndim != 2:
-        raise DataError(f"{name}: {kind.upper()} image has shape {first.shape}; frames must be 2D")
+    if len(shape) != 2:
+        raise DataError(f"{name}: {kind.upper()} image has shape {shape}; frames must be 2D")
+    opened: list[Any] = []
 
     def read(i0: int, i1: int) -> np.ndarray:
+        if not opened:
+            opened.append(fabio.open(path))
+        img = opened[0]
         if n == 1:
-            return first[None]
+            return np.asarray(img.data)[None]
         return np.stack([np.asarray(img.getframe(i).data) for i in range(i0, i1)])
 
-    return _Part(name, n, (int(first.shape[0]), int(first.shape[1])), first.dtype, read, None)
+    return _Part(name, n, (int(shape[0]), int(shape[1])), dtype, read, opened.clear)
 
 
 def _npy_part(path: str, name: str) -> _Part:
