@@ -82,7 +82,8 @@ def assemble3d(
         raise c.usage_error(f"--omega-sign {omega_sign}: expected 1 or -1")
     if method not in ("interp", "splat"):
         raise c.usage_error(f"--method {method!r}: expected interp or splat")
-    from cxdi_cli import assemble, io, preprocess  # noqa: PLC0415
+    from cxdi_cli.reduce import assembly as assemble, pattern as preprocess  # noqa: PLC0415
+    from cxdi_cli import io  # noqa: PLC0415
 
     ctr = preprocess.parse_centre(centre)
 

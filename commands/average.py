@@ -48,7 +48,7 @@ def average(
         raise c.usage_error(f"--by {by!r}: choose one of {', '.join(_METRIC_NAMES)}")
     import numpy as np  # noqa: PLC0415
 
-    from cxdi_cli import average as avg_lib  # noqa: PLC0415
+    from cxdi_cli.analysis import averaging as avg_lib  # noqa: PLC0415
     from cxdi_cli import io  # noqa: PLC0415
     from cxdi_cli.model import Reconstruction, Run  # noqa: PLC0415
 

@@ -53,8 +53,9 @@ def mask(
     c.check_stdout(output, json_report)
     import numpy as np  # noqa: PLC0415
 
-    from cxdi_cli import io, masking  # noqa: PLC0415
-    from cxdi_cli.support import estimate_oversampling  # noqa: PLC0415
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.reduce import masking  # noqa: PLC0415
+    from cxdi_cli.sampling import estimate_oversampling  # noqa: PLC0415
     from cxdi_cli.model import DataError, UsageError, mask_counts, mask_bit, measured_from_mask  # noqa: PLC0415
 
     pattern = io.read_pattern(input)

@@ -10,7 +10,7 @@ import typer
 
 from cxdi_cli.commands import _common as c
 
-_DEFAULT_RECIPE = "hio**600,er**200,ml**100"  # kept equal to cxdi_cli.phasing.DEFAULT_RECIPE (a test checks)
+_DEFAULT_RECIPE = "hio**600,er**200,ml**100"  # kept equal to cxdi_cli.phasing.runs.DEFAULT_RECIPE (a test checks)
 
 
 def phase(
@@ -84,8 +84,9 @@ def phase(
     smooth = None if support_smooth is None else \
         _schedule(support_smooth, "--support-smooth", "START,END in pixels, e.g. 2,0.5", 0.0, 100.0)
     threshold = _schedule(support_threshold, "--support-threshold", "T or START,END between 0 and 1", 0.0, 1.0)
-    from cxdi_cli import fft, io, phasing  # noqa: PLC0415
-    from cxdi_cli import recipe as rcp  # noqa: PLC0415
+    from cxdi_cli import fft, io  # noqa: PLC0415
+    from cxdi_cli.phasing import runs as phasing  # noqa: PLC0415
+    from cxdi_cli.phasing import recipe as rcp  # noqa: PLC0415
 
     threads = int(os.environ["CXDI_THREADS"]) if os.environ.get("CXDI_THREADS") else None
     if threads is None and jobs > 1:

@@ -75,7 +75,7 @@ def preprocess(
     if split_half and output == "-":
         raise c.usage_error("--split-half writes OUT_a.cxi and OUT_b.cxi beside OUT: give -o a file name")
     from cxdi_cli import io  # noqa: PLC0415
-    from cxdi_cli import preprocess as pp  # noqa: PLC0415
+    from cxdi_cli.reduce import pattern as pp  # noqa: PLC0415
     from cxdi_cli.io.frames import logbook, parse_frames  # noqa: PLC0415
 
     found = logbook(raw[0])

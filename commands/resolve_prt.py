@@ -52,8 +52,9 @@ def resolve_prt(
         raise c.usage_error(f"{average}: a PRTF needs --data, the diffraction pattern it was phased from")
     import numpy as np  # noqa: PLC0415
 
-    from cxdi_cli import align, io, prtf  # noqa: PLC0415
-    from cxdi_cli import average as avg_lib  # noqa: PLC0415
+    from cxdi_cli.analysis import align, resolution as prtf  # noqa: PLC0415
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.analysis import averaging as avg_lib  # noqa: PLC0415
     from cxdi_cli.model import DataError  # noqa: PLC0415
 
     curves: dict[str, Any] = {}     # name -> (curve, unit info)
@@ -168,7 +169,7 @@ def _one_object(rec: Any, name: str) -> tuple[Any, Any, Any]:
     `cxdi average` writes. A file of several runs: the runs selected (`average.select_runs`: failed
     runs and runs without a metric are never used) aligned and averaged.
     """
-    from cxdi_cli import average as avg_lib  # noqa: PLC0415
+    from cxdi_cli.analysis import averaging as avg_lib  # noqa: PLC0415
 
     if len(rec.runs) == 1:
         obj = rec.runs[0].obj
@@ -199,7 +200,7 @@ def _select(avg_lib: Any, names: List[str], recs: List[Any]) -> tuple[list[Any],
 
 def _split_runs(io: Any, names: List[str]) -> tuple[Any, Any, Any]:
     """Average the even- and odd-ranked usable runs of run files separately."""
-    from cxdi_cli import average as avg_lib  # noqa: PLC0415
+    from cxdi_cli.analysis import averaging as avg_lib  # noqa: PLC0415
     from cxdi_cli.model import DataError  # noqa: PLC0415
 
     recs = [io.read_reconstruction(n) for n in names]
@@ -274,7 +275,8 @@ def _write_text(io: Any, dest: str, curves: dict[str, Any]) -> None:
 def _plot(dest: str, curves: dict[str, Any]) -> None:
     """One panel per curve (`render`, as `cxdi show` draws the -o file): thresholds (`prtf`) dashed,
     crossings marked and noted."""
-    from cxdi_cli import prtf, render  # noqa: PLC0415
+    from cxdi_cli.analysis import resolution as prtf  # noqa: PLC0415
+    from cxdi_cli.view import render  # noqa: PLC0415
 
     sets = []
     for name, (curve, hb) in curves.items():

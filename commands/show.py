@@ -72,10 +72,11 @@ def show(
     import shutil  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    from cxdi_cli import render  # noqa: PLC0415 - matplotlib and numpy only when the command runs
+    from cxdi_cli.view import render  # noqa: PLC0415 - matplotlib and numpy only when the command runs
 
     if output is not None and output.lower().endswith((".tif", ".tiff")):
-        from cxdi_cli import export, io  # noqa: PLC0415
+        from cxdi_cli.view import export  # noqa: PLC0415
+        from cxdi_cli import io  # noqa: PLC0415
 
         image, axes, pixel = export.tiff_image(input, run=run or 1)
         io.write_tiff(output, image, pixel_size=pixel, axes=axes)
@@ -89,7 +90,7 @@ def show(
         c.say(f"wrote {output if output != '-' else 'PNG to stdout'}: {pic.kind}, {len(pic.panels or pic.curves)} "
               f"panel(s)")
     if terminal:
-        from cxdi_cli import terminal_render as tr  # noqa: PLC0415
+        from cxdi_cli.view import terminal as tr  # noqa: PLC0415
 
         isatty = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
         mode = "ascii" if ascii_only else tr.terminal_mode(os.environ, isatty)

@@ -67,7 +67,7 @@ def simulate(
 
     Example: cxdi simulate tungsten -o sim --seed 1 && cxdi info sim/expected.cxi
     """
-    from cxdi_cli.simulate import simulate as run  # noqa: PLC0415
+    from cxdi_cli.sim import simulate as run  # noqa: PLC0415
 
     options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,
                    frames=frames, seed=seed, oversampling=oversampling, thickness=thickness,

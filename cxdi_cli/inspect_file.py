@@ -10,7 +10,7 @@ import numpy as np
 
 from cxdi_cli import io
 from cxdi_cli.model import Geometry, InputError, mask_counts
-from cxdi_cli.support import estimate_oversampling
+from cxdi_cli.sampling import estimate_oversampling
 
 
 def _geometry_dict(geometry: Geometry, shape: tuple[int, ...]) -> dict[str, Any]:

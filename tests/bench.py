@@ -29,7 +29,8 @@ def _object(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 
 
 def _problem(shape: tuple[int, ...]):
-    from cxdi_cli import fft, model, phasing
+    from cxdi_cli import fft, model
+    from cxdi_cli.phasing import runs as phasing
 
     rng = np.random.default_rng(0)
     obj = _object(shape, rng)
@@ -54,8 +55,9 @@ def _median_time(fn, n: int, repeat: int) -> float:
 
 
 def bench_size(shape: tuple[int, ...], repeat: int) -> dict[str, float]:
-    from cxdi_cli import algorithms as alg
-    from cxdi_cli import fft, phasing
+    from cxdi_cli.phasing import algorithms as alg
+    from cxdi_cli import fft
+    from cxdi_cli.phasing import runs as phasing
 
     pattern, options, problem = _problem(shape)
     size = int(np.prod(shape))
@@ -90,7 +92,7 @@ def bench_size(shape: tuple[int, ...], repeat: int) -> dict[str, float]:
             st = states[name]
             times[name].append(_median_time(lambda: step(st), n, 1))
     out = {f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}
-    from cxdi_cli.support import shrink_wrap
+    from cxdi_cli.phasing.support import shrink_wrap
 
     state.support_update = 20
     out["shrinkwrap_ms"] = _median_time(lambda: shrink_wrap(state), max(2, n // 5), repeat) * 1e3
@@ -119,7 +121,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="FFT threads [all cores]")
     ap.add_argument("--repeat", type=int, default=9, help="timed blocks per measurement (median)")
     args = ap.parse_args()
-    from cxdi_cli import algorithms, fft  # noqa: F401  (compiles the kernels from the cache)
+    from cxdi_cli.phasing import algorithms  # noqa: F401  (compiles the kernels from the cache)
+    from cxdi_cli import fft  # noqa: F401  (compiles the kernels from the cache)
 
     fft.set_threads(args.threads)
     sizes = [(512, 512), (128, 128, 128)] + ([(256, 256, 256)] if args.big else [])

@@ -21,7 +21,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     method = sys.argv[2] if len(sys.argv) > 2 else "interp"
     from cxdi_cli import io
-    from cxdi_cli.assemble import assemble_files
+    from cxdi_cli.reduce.assembly import assemble_files
 
     rng = np.random.default_rng(0)
     yy, xx = np.indices((n, n)) - n / 2

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cxdi_cli import align
+from cxdi_cli.analysis import align
 
 
 def blob(shape=(64, 64), seed=0, radius=0.22):

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 from cxdi_cli import fft, io
-from cxdi_cli.assemble import TiltGeometry, assemble, check_angles
+from cxdi_cli.reduce.assembly import TiltGeometry, assemble, check_angles
 from cxdi_cli.model import MASK_BITS, DataError, wavelength_from_kev
-from cxdi_cli.simulate3d import distance_for_curvature, simulate_particle3d
+from cxdi_cli.sim.tilt3d import distance_for_curvature, simulate_particle3d
 
 SIZE = 48
 ANGLES = (-70, 70, 2)

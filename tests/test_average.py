@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cxdi_cli import align, average, io
+from cxdi_cli.analysis import align, averaging as average
+from cxdi_cli import io
 from cxdi_cli.model import DataError, Geometry, Reconstruction, Run
 
 from test_align import blob

@@ -2,7 +2,9 @@
 import numpy as np
 import tifffile
 
-from cxdi_cli import align, export, io, render
+from cxdi_cli.analysis import align
+from cxdi_cli.view import export, render
+from cxdi_cli import io
 from cxdi_cli.model import MASK_BITS, Pattern, Reconstruction, Run
 
 

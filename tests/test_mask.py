@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from cxdi_cli import io, masking
+from cxdi_cli import io
+from cxdi_cli.reduce import masking
 from cxdi_cli.model import MASK_BITS, Geometry, Pattern, measured_from_mask
 
 GEOM = ["--energy", "8", "--distance", "5", "--pixel", "75e-6"]
@@ -18,7 +19,7 @@ def raw_pattern(tmp_path_factory):
     from typer.testing import CliRunner
 
     from cxdi_cli.commands.main import app
-    from cxdi_cli.simulate import simulate
+    from cxdi_cli.sim import simulate
 
     d = tmp_path_factory.mktemp("mask")
     e = simulate("tungsten", d, seed=10, size=128)  # 2 hot and 2 dead pixels inside the crop

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cxdi_cli import align, io
+from cxdi_cli.analysis import align
+from cxdi_cli import io
 from cxdi_cli.commands import phase as phase_cmd
-from cxdi_cli import phasing
+from cxdi_cli.phasing import runs as phasing
 from test_phasing import synthetic
 
 

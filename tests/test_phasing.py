@@ -7,8 +7,10 @@ normalised RMS errors after removing translation, twin, global phase and phase r
 import numpy as np
 import pytest
 
-from cxdi_cli import algorithms as alg
-from cxdi_cli import align, fft, model, phasing
+from cxdi_cli.phasing import algorithms as alg
+from cxdi_cli.analysis import align
+from cxdi_cli import fft, model
+from cxdi_cli.phasing import runs as phasing
 from cxdi_cli.model import DataError, UsageError
 
 
@@ -203,7 +205,7 @@ def particle3d(n=32, extent=0.27, photons=1e9, seed=2, beamstop=2.0):
     """(pattern, truth): the porous particle with a helix of `cxdi simulate particle3d`, sampled on an
     n^3 grid (2^3 sub-samples per voxel), its exact |FFT|^2 scaled to `photons`, Poisson noise and a
     masked sphere over q = 0."""
-    from cxdi_cli import simulate3d
+    from cxdi_cli.sim import tilt3d as simulate3d
 
     particle = simulate3d.make_particle(extent * n, seed=seed)
     g = np.arange(n) - n // 2

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from cxdi_cli import align, io
+from cxdi_cli.analysis import align
+from cxdi_cli import io
 
 
 @pytest.mark.slow

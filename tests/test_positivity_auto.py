@@ -2,7 +2,9 @@
 import numpy as np
 from scipy import ndimage
 
-from cxdi_cli import align, fft, phasing
+from cxdi_cli.analysis import align
+from cxdi_cli import fft
+from cxdi_cli.phasing import runs as phasing
 from cxdi_cli.model import MASK_BITS, Pattern
 
 

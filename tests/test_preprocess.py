@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxdi_cli import io
-from cxdi_cli import preprocess as pp
+from cxdi_cli.reduce import pattern as pp
 from cxdi_cli.model import MASK_BITS, measured_from_mask
 
 GEOM = ["--energy", "8", "--distance", "5", "--pixel", "75e-6"]
@@ -14,7 +14,7 @@ GEOM = ["--energy", "8", "--distance", "5", "--pixel", "75e-6"]
 
 @pytest.fixture(scope="module")
 def tungsten(tmp_path_factory):
-    from cxdi_cli.simulate import simulate
+    from cxdi_cli.sim import simulate
 
     d = tmp_path_factory.mktemp("tungsten")
     e = simulate("tungsten", d, seed=5, size=128, gap_cross_near_beam=True)
@@ -23,7 +23,7 @@ def tungsten(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
-    from cxdi_cli.simulate import simulate
+    from cxdi_cli.sim import simulate
 
     d = tmp_path_factory.mktemp("cells")
     e = simulate("cells", d, seed=2, size=128)

@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cxdi_cli import align, fft, io, prtf
+from cxdi_cli.analysis import align, resolution as prtf
+from cxdi_cli import fft, io
 from cxdi_cli.model import Geometry, Pattern, Reconstruction, Run
 
 from test_align import blob

@@ -1,7 +1,7 @@
 """Recipe grammar: left-to-right steps, groups, parameters, errors that point at the fault."""
 import pytest
 
-from cxdi_cli import recipe as rcp
+from cxdi_cli.phasing import recipe as rcp
 from cxdi_cli.model import UsageError
 
 STEPS = {"er": (), "hio": ("beta",), "raar": ("beta",), "ml": (), "sup": ("threshold", "sigma")}
@@ -13,7 +13,7 @@ def names(text):
 
 def test_left_to_right_with_counts():
     assert names("raar**800,er**200") == [("raar", 800), ("er", 200)]
-    from cxdi_cli import phasing
+    from cxdi_cli.phasing import runs as phasing
 
     # sup steps are support updates, not iterations
     assert phasing.count_iterations(phasing.parse_recipe("raar**800, er**200,sup,ml**5")) == 1005

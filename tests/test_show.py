@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxdi_cli import io, render
-from cxdi_cli import terminal_render as tr
+from cxdi_cli import io
+from cxdi_cli.view import render
+from cxdi_cli.view import terminal as tr
 from cxdi_cli.model import MASK_BITS, Geometry, Pattern, Reconstruction, Run, wavelength_from_kev
 
 N = 64

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cxdi_cli import fft, geometry, io
-from cxdi_cli import simulate as sim
+from cxdi_cli.sim import pattern2d as sim
+from cxdi_cli.sim.kinds import KINDS, simulate
 from cxdi_cli.model import MASK_BITS, UsageError
 
 BIT = MASK_BITS
@@ -16,14 +17,14 @@ LIMA = "::/entry_0000/measurement/data"
 @pytest.fixture(scope="module")
 def tungsten(tmp_path_factory):
     d = tmp_path_factory.mktemp("w")
-    info = sim.simulate("tungsten", d, seed=11, size=96)
+    info = simulate("tungsten", d, seed=11, size=96)
     return d, info
 
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
     d = tmp_path_factory.mktemp("c")
-    info = sim.simulate("cells", d, seed=12, size=96)
+    info = simulate("cells", d, seed=12, size=96)
     return d, info
 
 
@@ -62,7 +63,7 @@ def test_tungsten_far_field_friedel_about_subpixel_centre():
 
 def test_expected_friedel_symmetric_on_detector(tmp_path):
     """With the centre on a pixel corner (fraction 0.5), Friedel mates are pixels: I[i, j] = I[2ci - i, 2cj - j]."""
-    info = sim.simulate("tungsten", tmp_path, seed=1, size=64, beam_fraction=(0.5, 0.5))
+    info = simulate("tungsten", tmp_path, seed=1, size=64, beam_fraction=(0.5, 0.5))
     e = io.read_pattern(str(tmp_path / "expected.cxi")).intensity.astype(float)
     ci, cj = info["beam_centre"]
     i, j = np.indices(e.shape)
@@ -138,7 +139,7 @@ def test_truth_transform_matches_expected(tmp_path):
     """|cfftn(truth, ortho)|^2 = expected on the default crop: exactly (float32) when the beam centre is on a
     pixel centre, and to 1 % (L1) once the sub-pixel offset is put back as a phase ramp."""
     for frac, tol in (((0.0, 0.0), 1e-5), ((0.3, 0.6), 1e-2)):
-        info = sim.simulate("tungsten", tmp_path, seed=2, size=96, beam_fraction=frac)
+        info = simulate("tungsten", tmp_path, seed=2, size=96, beam_fraction=frac)
         e_full = io.read_pattern(str(tmp_path / "expected.cxi"))
         rec = io.read_reconstruction(str(tmp_path / "truth.cxi"))
         truth = rec.runs[0].obj.astype(np.complex128)
@@ -216,8 +217,8 @@ def test_tungsten_broken_pixels(tungsten):
 
 def test_gap_cross_near_beam(tmp_path):
     """--gap-cross-near-beam: the module-gap cross passes within a few pixels of the beam centre."""
-    far = sim.simulate("tungsten", tmp_path / "a", seed=1, size=256, frames=1)
-    near = sim.simulate("tungsten", tmp_path / "b", seed=1, size=256, frames=1, gap_cross_near_beam=True)
+    far = simulate("tungsten", tmp_path / "a", seed=1, size=256, frames=1)
+    near = simulate("tungsten", tmp_path / "b", seed=1, size=256, frames=1, gap_cross_near_beam=True)
 
     def dist(info):
         cy, cx = info["beam_centre"]
@@ -225,7 +226,7 @@ def test_gap_cross_near_beam(tmp_path):
 
     assert dist(near) <= 6 and dist(far) >= 15  # away: ~4 speckles and more
     # 516 pixels (Maxipix 2x2): two 256-pixel chips with a 4-pixel gap
-    from cxdi_cli.detector import module_gaps
+    from cxdi_cli.sim.detector import module_gaps
 
     assert module_gaps(516) == (256, 4)
 
@@ -373,7 +374,7 @@ def test_output_is_a_file_exit_1(cli, tmp_path):
 
 def test_library_rejects_unknown_options(tmp_path):
     with pytest.raises(UsageError):
-        sim.simulate("tungsten", tmp_path, size=64, darks=3)
+        simulate("tungsten", tmp_path, size=64, darks=3)
     with pytest.raises(UsageError):
-        sim.simulate("nope", tmp_path)
-    assert set(sim.KINDS) >= {"tungsten", "cells", "particle3d"}
+        simulate("nope", tmp_path)
+    assert set(KINDS) >= {"tungsten", "cells", "particle3d"}

@@ -7,7 +7,7 @@ import pytest
 
 from cxdi_cli import fft, geometry, io
 from cxdi_cli.model import wavelength_from_kev
-from cxdi_cli.simulate3d import (
+from cxdi_cli.sim.tilt3d import (
     _sphere_form,
     distance_for_curvature,
     edge_curvature_voxels,

@@ -25,7 +25,7 @@ import numpy as np
 
 from cxdi_cli import fft, geometry
 from cxdi_cli.model import DataError, Geometry, Reconstruction, Run, UsageError, wavelength_from_kev
-from cxdi_cli.simulate import _out_dir, _seed, _write_json
+from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
 
 SCHEMA = "cxdi.simulate/1"
 
@@ -217,13 +217,13 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         raise UsageError("photons, distance, energy and pixel must be positive")
     if oversampling < 2.0:
         raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
-    seed = _seed(seed)
+    seed = seed_value(seed)
     omegas = parse_angles(angles)
     if frames is not None:
         if frames < 2:
             raise UsageError(f"frames {frames}: need at least 2 tilt angles")
         omegas = np.linspace(omegas[0], omegas[-1], int(frames))
-    out = _out_dir(out_dir)
+    out = make_out_dir(out_dir)
     lam = wavelength_from_kev(energy_kev)
     shape = (int(size), int(size))
     if centre is None:
@@ -309,5 +309,5 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         "particle": {"shapes": len(particle.kinds), "pores": particle.kinds.count("pore"),
                      "helix_spheres": particle.kinds.count("helix"), "helix_handedness": "left" if mirror else "right"},
     }
-    _write_json(out / "experiment.json", exp)
+    write_json(out / "experiment.json", exp)
     return exp

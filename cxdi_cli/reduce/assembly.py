@@ -266,7 +266,7 @@ class VolumeAssembler:
         pixels far enough from masked ones and the detector edge for the spline to be trusted."""
         from scipy import ndimage  # noqa: PLC0415
 
-        from cxdi_cli.masking import fill_bad  # noqa: PLC0415
+        from cxdi_cli.reduce.masking import fill_bad  # noqa: PLC0415
 
         img = values.reshape(self.shape)
         bad = ~good.reshape(self.shape)
@@ -471,7 +471,8 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
     streams the frames into the volume, dropping in each frame the pixels at or above the saturation level.
     photons = (raw - dark) / flat / adu_per_photon.
     """
-    from cxdi_cli import io, masking, preprocess  # noqa: PLC0415
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.reduce import masking, pattern as preprocess  # noqa: PLC0415
     from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
     from cxdi_cli.model import measured_from_mask, wavelength_from_kev  # noqa: PLC0415
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cxdi_cli import geometry as geo
-from cxdi_cli import masking
+from cxdi_cli.reduce import masking
 from cxdi_cli.fft import good_size
 from cxdi_cli.model import (
     MASK_BITS,
@@ -532,7 +532,7 @@ def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel:
         halves = tuple(
             Pattern(intensity=np.maximum(extract(h, mask, plan)[0], 0.0).astype(np.float32), mask=omask.copy(),
                     geometry=dataclasses.replace(geometry), source=source) for h in (ha, hb))  # type: ignore[assignment]
-    from cxdi_cli.support import estimate_oversampling  # noqa: PLC0415
+    from cxdi_cli.sampling import estimate_oversampling  # noqa: PLC0415
 
     sigma = estimate_oversampling(img, good)
     speck = masking.central_speckle(omask, plan["centre_out"], sigma)

@@ -32,23 +32,22 @@ crop's N x N grid, q = 0 exactly at N // 2 (the beam centre's sub-pixel offset i
 """
 from __future__ import annotations
 
-import inspect
-import json
 import math
 import os
 import shlex
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cxdi_cli import fft, geometry
-from cxdi_cli.detector import (
+from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
+from cxdi_cli.sim.detector import (
     UINT16_MAX, Defects, IntegratingDetector, beamstop_shadow, counting_frames, make_defects,
     module_gaps,
 )
 from cxdi_cli.model import (
-    DataError, Geometry, InputError, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
+    DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
 )
 
 SCHEMA = "cxdi.simulate/1"
@@ -236,11 +235,6 @@ def _common_checks(size: int, photons: float, distance: float, energy_kev: float
            f"--oversampling {oversampling}: must be 2 to 20 (sigma < 2 cannot be phased)")
 
 
-def _seed(seed: int) -> int:
-    _check(isinstance(seed, (int, np.integer)) and seed >= 0, f"--seed {seed}: must be a non-negative integer")
-    return int(seed)
-
-
 def _beam_centre(size: int, chip: int, gap: int, near_cross: bool,
                  fraction: tuple[float, float]) -> tuple[float, float]:
     """The true beam centre (row, col): off the gap cross by default (on the lower-left chip, ~10 % of
@@ -361,26 +355,6 @@ class _Experiment:
         }
 
 
-def _out_dir(out_dir: str | os.PathLike) -> Path:
-    d = Path(out_dir)
-    if str(out_dir) in ("", "-"):
-        raise UsageError("-o: give an output folder (simulate writes several files)")
-    if d.exists() and not d.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
-    return d
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from cxdi_cli import io  # noqa: PLC0415
-
-    with io.atomic_output(str(path), ".json") as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1) + "\n")
-
-
 def _write_truth_expected(d: Path, exp: _Experiment, expected: np.ndarray, truth: np.ndarray,
                           support: np.ndarray, mask: np.ndarray, step: dict[str, Any]) -> None:
     from cxdi_cli import io  # noqa: PLC0415
@@ -425,11 +399,11 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
     expected.cxi, truth.cxi and experiment.json into `out_dir`; returns the experiment dict."""
     _common_checks(size, photons, distance, energy_kev, pixel, frames, oversampling)
     _check(np.isfinite(thickness) and 1e-9 <= thickness <= 5e-6, f"--thickness {thickness}: must be 1e-9 to 5e-6 m")
-    seed = _seed(seed)
+    seed = seed_value(seed)
     exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                       oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=beam_fraction)
     bs = exp.beamstop(beamstop, rod_angle)
-    d = _out_dir(out_dir)
+    d = make_out_dir(out_dir)
     from cxdi_cli import io  # noqa: PLC0415
 
     rho = tungsten_object(exp.specimen_size, exp.fine_pitch, thickness, energy_kev)
@@ -470,7 +444,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
         "preprocess": (f"cxdi preprocess {shlex.quote(str(d / 'frames.h5'))} -o {shlex.quote(str(d / 'pattern.cxi'))}"
                        f" --energy {energy_kev:g} --distance {distance:g} --pixel {pixel:g}"),
     })
-    _write_json(d / "experiment.json", info)
+    write_json(d / "experiment.json", info)
     return info
 
 
@@ -492,11 +466,11 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
            f"--adu-per-photon {adu_per_photon}: must be 0.01 to 1000")
     _check(np.isfinite(dark_adu) and 0 <= dark_adu <= 30000, f"--dark-adu {dark_adu}: must be 0 to 30000")
     _check(np.isfinite(read_noise) and 0 <= read_noise <= 1000, f"--read-noise {read_noise}: must be 0 to 1000")
-    seed = _seed(seed)
+    seed = seed_value(seed)
     exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                       oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=beam_fraction)
     bs = exp.beamstop(beamstop, rod_angle)
-    d = _out_dir(out_dir)
+    d = make_out_dir(out_dir)
     from cxdi_cli import io  # noqa: PLC0415
 
     rho = cells_object(exp.specimen_size, exp.fine_pitch)
@@ -552,7 +526,7 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
                        f" --adu-per-photon {adu_per_photon:g} -o {q(str(d / 'pattern.cxi'))}"
                        f" --energy {energy_kev:g} --distance {distance:g} --pixel {pixel:g}"),
     })
-    _write_json(d / "experiment.json", info)
+    write_json(d / "experiment.json", info)
     return info
 
 
@@ -562,46 +536,3 @@ def _remove_stale(folder: Path, prefix: str, n: int) -> None:
         stem = p.stem[len(prefix):]
         if stem.isdigit() and int(stem) >= n:
             p.unlink()
-
-
-# --------------------------------------------------------------------------- registry
-
-
-def _particle3d(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
-    """The 3D tilt series (cxdi_cli.simulate3d, imported only when asked for)."""
-    try:
-        from cxdi_cli.simulate3d import simulate_particle3d  # noqa: PLC0415
-    except ModuleNotFoundError as exc:
-        if exc.name == "cxdi_cli.simulate3d":
-            raise UsageError("kind particle3d is not available in this installation") from None
-        raise
-    _check_options("particle3d", simulate_particle3d, options)
-    return simulate_particle3d(out_dir, **options)
-
-
-KINDS: dict[str, Callable[..., dict[str, Any]]] = {
-    "tungsten": simulate_tungsten,
-    "cells": simulate_cells,
-    "particle3d": _particle3d,
-}
-
-
-def _check_options(kind: str, fn: Callable, options: dict[str, Any]) -> None:
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = [k for k in options if k not in params]
-    if unknown:
-        names = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise UsageError(f"{names}: not an option of kind {kind}")
-
-
-def simulate(kind: str, out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
-    """Run the simulation `kind` into folder `out_dir` (created if missing); options left None take the
-    kind's defaults. Returns the experiment dict (also written as experiment.json)."""
-    if kind not in KINDS:
-        raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-    options = {k: v for k, v in options.items() if v is not None}
-    fn = KINDS[kind]
-    _check_options(kind, fn, options)
-    return fn(out_dir, **options)

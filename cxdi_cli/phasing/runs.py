@@ -60,8 +60,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cxdi_cli import algorithms as alg
-from cxdi_cli import fft, recipe as rcp, support as sup
+from cxdi_cli.phasing import algorithms as alg
+from cxdi_cli import fft
+from cxdi_cli.phasing import recipe as rcp, support as sup
+from cxdi_cli.sampling import estimate_oversampling
 from cxdi_cli.model import DataError, Pattern, Reconstruction, Run, UsageError
 
 #: The default recipe (see `Options.recipe`).
@@ -197,7 +199,7 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     if unfriendly:
         info["warnings"].append(f"array size {data.shape} is not FFT-friendly (2^a 3^b 5^c 7^d): slower FFTs")
     if options.check_oversampling:
-        sigma = sup.estimate_oversampling(data, measured)
+        sigma = estimate_oversampling(data, measured)
         info["oversampling_estimate"] = sigma
         if sigma is not None and sigma < 2 ** (1.0 / data.ndim):
             raise DataError(f"{src}: linear oversampling about {sigma:.2f} (from the speckle correlation), below "

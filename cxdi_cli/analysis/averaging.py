@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cxdi_cli import align, fft
+from cxdi_cli.analysis import align
+from cxdi_cli import fft
 from cxdi_cli.model import DataError
 
 __all__ = ["METRICS", "AverageResult", "rank_runs", "average_objects", "svd_modes", "check_compatible",

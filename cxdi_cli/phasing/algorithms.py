@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 from cxdi_cli import fft
-from cxdi_cli.support import shrink_wrap
+from cxdi_cli.phasing.support import shrink_wrap
 
 # pixel kinds of the `kind` array (int8)
 MASKED, MEASURED, FREE = 0, 1, 2

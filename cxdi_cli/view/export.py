@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxdi_cli import align, io
+from cxdi_cli.analysis import align
+from cxdi_cli import io
 from cxdi_cli.model import InputError
 
 

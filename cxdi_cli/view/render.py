@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cxdi_cli import align, io
+from cxdi_cli.analysis import align
+from cxdi_cli import io
 from cxdi_cli.io.cxi import as_text
 from cxdi_cli.model import (
     DataError,
@@ -516,7 +517,7 @@ def _axis(name: str, units: str, values: np.ndarray) -> tuple[np.ndarray, str]:
 def _default_thresholds(group: str, names: Sequence[str]) -> list[tuple[str, float]]:
     """The thresholds `resolve-prt` uses (`cxdi_cli.prtf`): PRTF 1/e (Chapman 2006); FRC/FSC 0.5 and
     1/7 (the half-bit curve depends on the ring sizes, so it comes from the file)."""
-    from cxdi_cli import prtf  # noqa: PLC0415 - the one place the threshold values live
+    from cxdi_cli.analysis import resolution as prtf  # noqa: PLC0415 - the one place the threshold values live
 
     text = (group.rsplit("/", 1)[-1] + " " + " ".join(names)).lower()
     out: list[tuple[str, float]] = []
@@ -530,7 +531,7 @@ def _default_thresholds(group: str, names: Sequence[str]) -> list[tuple[str, flo
 def curve_crossings(cs: CurveSet) -> list[tuple[str, float | None]]:
     """Where the first curve first drops below each threshold (from ring 1 outward, `prtf.crossing`);
     None when it stays above to the last ring."""
-    from cxdi_cli import prtf  # noqa: PLC0415
+    from cxdi_cli.analysis import resolution as prtf  # noqa: PLC0415
 
     if not cs.curves or not cs.thresholds:
         return []
