@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cxdi_cli.commands import _common as c
-
-_DEFAULT_RECIPE = "hio**600,er**200,ml**100"  # kept equal to cxdi_cli.phasing.runs.DEFAULT_RECIPE (a test checks)
+from cxdi_cli.phasing.defaults import DEFAULT_RECIPE as _DEFAULT_RECIPE  # no imports there: --help stays light
 
 
 def phase(

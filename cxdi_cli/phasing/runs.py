@@ -65,9 +65,7 @@ from cxdi_cli import fft
 from cxdi_cli.phasing import recipe as rcp, support as sup
 from cxdi_cli.sampling import estimate_oversampling
 from cxdi_cli.model import DataError, Pattern, Reconstruction, Run, UsageError
-
-#: The default recipe (see `Options.recipe`).
-DEFAULT_RECIPE = "hio**600,er**200,ml**100"
+from cxdi_cli.phasing.defaults import DEFAULT_RECIPE
 
 
 @dataclasses.dataclass
