@@ -50,6 +50,7 @@ MASK_BITS: dict[str, int] = {
     "user": 1 << 16,        # cxdi: drawn or supplied by the user
     "unmeasured": 1 << 17,  # cxdi: no measurement reached the voxel / pixel (padding, missing wedge)
     "friedel": 1 << 18,     # cxdi: filled from the centro-symmetric mate (still counts as data)
+    "zero": 1 << 19,        # cxdi: an exact 0 photon noise cannot make (processed data, earlier program's mask)
 }
 
 #: Bits that do NOT exclude a pixel from the data (informational flags).
