@@ -1,5 +1,8 @@
 """Alignment of reconstructions: sub-pixel translation, twin, linear phase ramp and global phase.
 
+In the base because two stages need it: analysis (averaging, `cxdi_cli.analysis.align` is its public
+name there) and phasing (consensus selection and guided generations align runs to each other).
+
 Phase retrieval leaves every run defined only up to the trivial ambiguities of the Fourier modulus:
 a translation of the object, its twin conj(rho(-r)), a constant phase, and (when the centre of the
 diffraction pattern is off by a fraction of a pixel) a linear phase ramp. `align_to` removes all four

@@ -6,6 +6,11 @@ translation, twin, phase ramp, global phase), rejects runs that still disagree w
 averages the rest. The singular value decomposition of the aligned stack gives orthogonal modes;
 the weight of the first mode (its share of the stack's total power) is the usual quality figure:
 close to 1 when every run found the same object.
+
+`average_runs` is the whole `cxdi average` job as one call: read reconstructions in, the average out.
+By default it averages only the consensus group (`cxdi_cli.consensus`): the largest set of the
+selected runs that agree pairwise after alignment, so a stagnated start is never averaged in, even
+when its likelihood is close to the good ones'.
 """
 from __future__ import annotations
 
@@ -16,11 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cxdi_cli.analysis import align
-from cxdi_cli import fft
-from cxdi_cli.model import DataError
+from cxdi_cli import consensus as cns, fft, io
+from cxdi_cli.model import DataError, Reconstruction, Run
 
 __all__ = ["METRICS", "AverageResult", "rank_runs", "average_objects", "svd_modes", "check_compatible",
-           "select_runs"]
+           "select_runs", "average_runs"]
 
 #: Metrics a selection can use, and whether lower is better. Both are Poisson negative
 #: log-likelihoods per pixel (PyNX's LLK convention): lower means a better fit to the data.
@@ -262,3 +267,115 @@ def _threshold(dist: np.ndarray, outlier: float) -> float:
     med = float(np.median(dist))
     sigma = 1.4826 * float(np.median(np.abs(dist - med)))
     return med + max(outlier * sigma, 0.05)
+
+
+def _labelled_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction]) -> list[tuple[str, str, Run]]:
+    """(file name, label, run) for every run: label ``FILE::entry_K`` (the entry given, or the run's place)."""
+    out = []
+    for n, item in enumerate(recs):
+        name, rec = item if isinstance(item, tuple) else (item.source or f"input_{n + 1}", item)
+        base, dset = io.split_url(name)
+        entry = dset.strip("/").split("/")[0] if dset else None
+        for k, run in enumerate(rec.runs, start=1):
+            out.append((name, f"{base}::{entry or f'entry_{k}'}", run))
+    return out
+
+
+def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *, best: int | None = 10,
+                 by: str = "llk_free", twin: bool = True, ramp: bool = True, upsample: int = 20,
+                 outlier: float = 5.0, modes: int = 3, consensus: bool = True,
+                 agree: float = cns.DEFAULT_THRESHOLD,
+                 on_progress: Callable[..., None] | None = None) -> Reconstruction:
+    """Select, align and average the runs of reconstructions: the library side of `cxdi average`.
+
+    `recs` are ``(name, Reconstruction)`` pairs (the name labels the runs: ``FILE::entry_K``) or bare
+    Reconstructions. Failed runs and runs without the metric are skipped; the best `best` by `by`
+    (lower is better) are kept; with `consensus`, only their largest agreeing group (pairwise
+    distance after alignment <= `agree`, `cxdi_cli.consensus`) is averaged, the reference being its
+    best run. Then `average_objects` (two alignment passes, outlier rejection, SVD modes).
+
+    Returns a one-run Reconstruction: the average and its support; metrics n_runs, n_rejected,
+    mode_1_weight, <metric>_best, reference; params; extra: alignment (one row per averaged run),
+    skipped ([{run, reason}]), mode_weights, metric, reference, consensus (size, threshold, runs
+    compared), notes (one line per warning), summary (one line: how many runs and why),
+    inputs_provenance (of the inputs whose provenance differs from the reference's); arrays: mode_K
+    and run_intensity. DataError when the runs are not of one data set or none is usable.
+    """
+    entries = _labelled_runs(recs)
+    by_key = by.replace("-", "_")
+    items = [(label, run.obj.shape, _rec_of(recs, name).pixel_size, _rec_of(recs, name).geometry)
+             for name, label, run in entries]
+    metrics = [run.metrics for _, _, run in entries]
+    labels = [label for _, label, _ in entries]
+    order, skipped, key = select_runs(items, metrics, by_key, best=best)
+    notes = []
+    if key == "none":
+        notes.append(f"no run carries a metric ({', '.join(METRICS)}); averaging the runs in the order given")
+    elif key != by_key:
+        notes.append(f"no run has a finite {by_key.replace('_', '-')}; selecting by {key.replace('_', '-')}")
+    objs = [run.obj for _, _, run in entries]
+    tick = on_progress or (lambda *a, **k: None)
+    n_pairs = len(order) * (len(order) - 1) // 2 if consensus and len(order) > 1 else 0
+    tick(0, total=n_pairs + 2 * len(order))
+    cons_info: dict[str, Any] = {"used": False}
+    why = f"the best {len(order)} by {key}" if key != "none" else f"the first {len(order)}"
+    if n_pairs:
+        con = cns.find_consensus([objs[i] for i in order], list(range(len(order))), threshold=agree,
+                                 twin=twin, ramp=ramp, on_progress=tick)
+        group = [order[k] for k in con.group]
+        for k, i in enumerate(order):
+            if i not in group:
+                skipped.append((i, f"disagrees with the consensus group of {len(group)} run(s) (median distance "
+                                   f"{con.agreement[k]:.3f} after alignment > {agree:g})"))
+        cons_info = {"used": True, "size": len(group), "compared": len(order), "threshold": agree,
+                     "runs": [labels[i] for i in group]}
+        why = (f"the consensus group: {len(group)} of the {len(order)} best by {key} agree within {agree:g} "
+               "after alignment" if key != "none" else
+               f"the consensus group: {len(group)} of {len(order)} runs agree within {agree:g} after alignment")
+        order = group
+        tick(0, total=n_pairs + 2 * len(order))
+    res = average_objects([objs[i] for i in order], [entries[i][2].support for i in order], reference=0,
+                          twin=twin, ramp=ramp, upsample=upsample, outlier=outlier, n_modes=modes,
+                          on_progress=lambda *a, **k: tick(*a, **{x: y for x, y in k.items() if x != "total"}))
+    table = []
+    for row in res.table:
+        i = order[row["index"]]
+        value = metrics[i].get(key)
+        table.append({"run": labels[i], key: float(value) if finite(value) else None,
+                      **{k: v for k, v in row.items() if k != "index"}})
+    for row in table:
+        if not row["used"]:
+            notes.append(f"{row['run']} rejected: {row['reason']}")
+    skipped_rows = [{"run": labels[i], "reason": r} for i, r in skipped]
+    ref_name = entries[order[0]][0]
+    ref_rec = _rec_of(recs, ref_name)
+    others: dict[str, Any] = {}
+    for name, _, _ in entries:
+        rec = _rec_of(recs, name)
+        if name != ref_name and name not in others and rec.provenance != ref_rec.provenance:
+            others[name] = rec.provenance
+    params = {"best": best, "by": key, "twin": twin, "ramp": ramp, "upsample": upsample, "outlier": outlier,
+              "modes": modes, "consensus": consensus, "agree": agree}
+    reference = labels[order[0]]
+    run_metrics = {"n_runs": len(res.used), "n_rejected": len(res.rejected), "mode_1_weight": res.mode_weights[0],
+                   f"{key}_best": table[0][key], "reference": reference}
+    summary = (f"averaged {len(res.used)} of {len(labels)} runs: {why}"
+               + (f", {len(res.rejected)} rejected as outliers" if res.rejected else "")
+               + f"; mode 1 weight {res.mode_weights[0]:.3f}")
+    extra = {"alignment": table, "skipped": skipped_rows, "mode_weights": res.mode_weights, "metric": key,
+             "reference": reference, "consensus": cons_info, "notes": notes, "summary": summary,
+             "inputs_provenance": others}
+    arrays = {f"mode_{k + 1}": np.asarray(m, np.complex64) for k, m in enumerate(res.modes)}
+    arrays["run_intensity"] = res.run_intensity
+    return Reconstruction(runs=[Run(obj=res.average, support=res.support, metrics=run_metrics, params=params)],
+                          pixel_size=ref_rec.pixel_size, geometry=ref_rec.geometry,
+                          provenance=list(ref_rec.provenance), extra=extra, arrays=arrays)
+
+
+def _rec_of(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], name: str) -> Reconstruction:
+    """The reconstruction that `_labelled_runs` named `name`."""
+    for n, item in enumerate(recs):
+        rname, rec = item if isinstance(item, tuple) else (item.source or f"input_{n + 1}", item)
+        if rname == name:
+            return rec
+    raise KeyError(name)
