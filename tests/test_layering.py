@@ -25,6 +25,7 @@ STAGE_OF = {
     "cxdi_cli.planning": "base",
     "cxdi_cli.sampling": "base",
     "cxdi_cli.inspect_file": "base",
+    "cxdi_cli.executor": "base",        # where tasks run: in-process, local processes, Dask
     "cxdi_cli.registration": "base",    # alignment of runs: analysis and phasing (consensus) both use it
     "cxdi_cli.consensus": "base",       # agreement between runs: phase picks /entry_1, average its runs
     "cxdi_cli.reduce": "reduce",
