@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from cxdi_cli.model import UsageError
-from cxdi_cli.view.render import MASK_RGB, CurveSet, Panel, Picture, resample
+from cxdi_cli.view.picture import MASK_RGB, CurveSet, Panel, Picture, resample
 
 RAMP = " .:-=+*#%@"
 MASK_CHAR = "X"
