@@ -1,6 +1,7 @@
 """Resolution estimates: phase-retrieval transfer function (PRTF) and Fourier ring / shell correlation.
 
-Pure numerics (no plotting, no files). Frequencies are spatial frequencies q = 1/period (DESIGN §4,
+Pure numerics (no plotting, no files); `resolve` is what `cxdi resolve-prt` computes, from the
+reconstructions and data in memory. Frequencies are spatial frequencies q = 1/period (DESIGN §4,
 no 2 pi); a resolution is quoted as the half-period d = 1 / (2 q), the convention of the resolution
 element Δr = λD/(N p) (DESIGN §1), so that the Nyquist frequency of the grid gives d = one pixel.
 
@@ -20,11 +21,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cxdi_cli import fft
-from cxdi_cli.model import DataError
+from cxdi_cli import fft, registration
+from cxdi_cli.analysis import averaging
+from cxdi_cli.model import DataError, Pattern, Reconstruction, UsageError
 
 __all__ = ["Curve", "radial_index", "ring_sum", "prtf", "frc", "half_bit", "crossing", "resolution",
-           "THRESHOLDS", "PRTF_THRESHOLD"]
+           "THRESHOLDS", "PRTF_THRESHOLD", "Resolution", "resolve", "q_from_pixel"]
 
 #: The PRTF resolution: where the ring-averaged PRTF first drops below 1/e.
 PRTF_THRESHOLD = 1.0 / math.e
@@ -213,3 +215,203 @@ def resolution(curve: Curve, threshold: float | np.ndarray, *, start: int = 1) -
         qc = float(curve.q[-1])
     return {"q": qc, "nyquist_fraction": qc / nyq if nyq > 0 else float("nan"),
             "d": 1.0 / (2.0 * qc) if qc > 0 else float("inf"), "reached_nyquist": reached}
+
+
+# --------------------------------------------------------------------------- what `cxdi resolve-prt` computes
+
+
+@dataclasses.dataclass
+class Resolution:
+    """The curves and resolutions of `resolve`.
+
+    ``curves``: name ("prtf", "frc" for half-sets, "frc_runs" for split runs) -> (curve, half-bit
+    threshold per ring or None); ``report``: per name the resolutions at its thresholds (q in nm^-1
+    and half-periods in nm when the pitch is known, else in pixels), the FRC alignment and kind;
+    ``messages``: (level "info" or "warning", text) in the order they arose; ``provenance``: the chain
+    of the first reconstruction.
+    """
+
+    curves: dict[str, tuple[Curve, np.ndarray | None]]
+    report: dict[str, Any]
+    messages: list[tuple[str, str]]
+    provenance: list[dict[str, Any]]
+
+    def datasets(self) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]], str]:
+        """(datasets, attributes, signal) of the curves for `io.write_results`: NAME/q_nm-1 (or q_px-1),
+        NAME/nyquist_fraction, NAME/prtf or NAME/frc, NAME/count[, NAME/half_bit]."""
+        datasets: dict[str, np.ndarray] = {}
+        attrs: dict[str, dict[str, str]] = {}
+        for name, (curve, hb) in self.curves.items():
+            qk = "q" + q_key(curve)
+            datasets[f"{name}/{qk}"] = display_q(curve, curve.q)
+            attrs[f"{name}/{qk}"] = {"units": "1/nm" if curve.q_unit == "1/m" else "1/pixel"}
+            datasets[f"{name}/nyquist_fraction"] = curve.nyquist_fraction
+            datasets[f"{name}/{name.split('_')[0]}"] = curve.value
+            datasets[f"{name}/count"] = curve.count
+            if hb is not None:
+                datasets[f"{name}/half_bit"] = hb
+        first = next(iter(self.curves))
+        return datasets, attrs, f"{first}/{first.split('_')[0]}"
+
+    def table(self) -> tuple[list[str], np.ndarray]:
+        """Column names and a NaN-padded table: per curve q, Nyquist fraction, value, count[, half-bit]."""
+        cols, names = [], []
+        for name, (curve, hb) in self.curves.items():
+            unit = "nm-1" if curve.q_unit == "1/m" else "px-1"
+            block = [(f"{name}_q_{unit}", display_q(curve, curve.q)),
+                     (f"{name}_nyquist_fraction", curve.nyquist_fraction),
+                     (name, curve.value), (f"{name}_count", curve.count)]
+            if hb is not None:
+                block.append((f"{name}_half_bit", hb))
+            for n, v in block:
+                names.append(n)
+                cols.append(np.asarray(v, dtype=np.float64))
+        table = np.full((max(len(v) for v in cols), len(cols)), np.nan)
+        for j, v in enumerate(cols):
+            table[: len(v), j] = v
+        return names, table
+
+
+def resolve(average: Reconstruction | None = None, data: Pattern | None = None, *,
+            half_sets: tuple[Reconstruction, Reconstruction] | None = None,
+            split_runs: Sequence[Reconstruction] | None = None) -> Resolution:
+    """PRTF of `average` against `data`, FRC/FSC between two `half_sets` averages, and/or the FRC of the
+    runs of one data set split in two (`split_runs`: reproducibility, not resolution).
+
+    A reconstruction of several runs is first reduced to one object (its usable runs aligned and
+    averaged, `averaging.select_runs`); the PRTF uses the runs' mean intensity and count when the file
+    carries them (`cxdi average` writes them) to put the average on the data's scale and remove the
+    1/N floor. Names in messages are the reconstructions' `source`.
+    """
+    if average is None and half_sets is None and not split_runs:
+        raise UsageError("nothing to do: give the data (PRTF), two half-set averages (FRC) or run files")
+    if (average is None) != (data is None):
+        raise UsageError("a PRTF needs both the averaged reconstruction and the data it was phased from")
+    out = Resolution(curves={}, report={}, messages=[], provenance=[])
+    if average is not None and data is not None:
+        _prtf_of(average, data, out)
+        out.provenance = average.provenance
+    pairs: list[tuple[str, Reconstruction, np.ndarray, Reconstruction, np.ndarray, str, bool]] = []
+    if half_sets is not None:
+        ra, rb = half_sets
+        a = _one_object(ra, out)[0]
+        b = _one_object(rb, out)[0]
+        pairs.append(("frc", ra, a, rb, b, _name(rb), True))
+    if split_runs:
+        ra, a, b = _split(split_runs)
+        pairs.append(("frc_runs", ra, a, ra, b, f"{_name(ra)} (odd runs)", False))
+    for name, ra, a, rb, b, label_b, independent in pairs:
+        averaging.check_compatible([(_name(ra), a.shape, ra.pixel_size, ra.geometry),
+                                    (label_b, b.shape, rb.pixel_size, rb.geometry)])
+        b_al, ainfo = registration.align_to(b, a)
+        # the reconstruction's own pixel size first, then the geometry it carries
+        q_step = q_from_pixel(ra.pixel_size, a.shape) or ra.geometry.q_step(a.ndim)
+        curve = frc(a, b_al, q_step=q_step)
+        hb = half_bit(curve.count)
+        thresholds = {k: _res(resolution(curve, t), curve) for k, t in THRESHOLDS.items()}
+        thresholds["half-bit"] = _res(resolution(curve, hb), curve)
+        out.curves[name] = (curve, hb)
+        out.report[name] = {"thresholds": thresholds,
+                            "alignment": {"shift_px": ainfo["shift"], "twin": ainfo["twin"],
+                                          "phase_rad": ainfo["phase"], "ramp_cycles": ainfo["ramp"],
+                                          "residual": ainfo["residual"]},
+                            "nyquist" + q_key(curve): display_q(curve, curve.q[-1] / curve.nyquist_fraction[-1]),
+                            "kind": "resolution (independent half data sets)" if independent
+                            else "reproducibility (runs of one data set, not a resolution)"}
+        out.provenance = out.provenance or ra.provenance
+    return out
+
+
+def _prtf_of(rec: Reconstruction, data: Pattern, out: Resolution) -> None:
+    obj, run_intensity, n_runs = _one_object(rec, out)
+    if obj.shape != data.intensity.shape:
+        raise DataError(f"{_name(rec)}: object shape {obj.shape} differs from the data shape "
+                        f"{data.intensity.shape} of {data.source or 'the data'}; phased from another data set?")
+    q_step = data.geometry.q_step(obj.ndim)
+    real = data.geometry.real_pixel(obj.shape)
+    if real is not None and rec.pixel_size is not None and not np.allclose(real, rec.pixel_size, rtol=1e-3):
+        raise DataError(f"{_name(rec)}: pixel size {tuple(rec.pixel_size)} m does not match {tuple(real)} m "
+                        f"of the data {data.source or ''}; phased from another data set?")
+    if q_step is None:
+        q_step = q_from_pixel(rec.pixel_size, obj.shape)
+    curve, info = prtf(obj, data.intensity, data.measured, q_step=q_step, run_intensity=run_intensity,
+                       n_runs=n_runs)
+    res = resolution(curve, PRTF_THRESHOLD)
+    out.curves["prtf"] = (curve, None)
+    out.report["prtf"] = {**_res(res, curve), "threshold": PRTF_THRESHOLD, "scale_from": info["scale_from"],
+                          "debiased_runs": info["debiased_runs"],
+                          "nyquist" + q_key(curve): display_q(curve, curve.q[-1] / curve.nyquist_fraction[-1])}
+    if info["scale_from"] == "fit":
+        out.messages.append(("warning", f"{_name(rec)}: no run_intensity (not written by cxdi average); the "
+                                        "PRTF scale is fitted to the data, which flatters the curve"))
+
+
+def _name(rec: Reconstruction) -> str:
+    return rec.source or "reconstruction"
+
+
+def _one_object(rec: Reconstruction, out: Resolution) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """(object, runs' mean Fourier intensity or None, number of runs averaged or None) of `rec`.
+
+    An average (one run): its object, the /entry_1/run_intensity and metrics.n_runs that `cxdi average`
+    writes. Several runs: the usable ones (`averaging.select_runs`) aligned and averaged."""
+    if len(rec.runs) == 1:
+        obj = rec.runs[0].obj
+        ri = rec.arrays.get("run_intensity")
+        n = rec.runs[0].metrics.get("n_runs")
+        n_runs = int(n) if averaging.finite(n) and not isinstance(n, bool) and n >= 1 else None
+        return obj, ri if ri is not None and ri.shape == obj.shape else None, n_runs
+    objs, sups, order = _select([rec])
+    out.messages.append(("info", f"{_name(rec)}: {len(rec.runs)} runs; aligning and averaging {len(order)} of them"))
+    res = averaging.average_objects([objs[i] for i in order], [sups[i] for i in order])
+    return res.average, res.run_intensity, len(res.used)
+
+
+def _select(recs: Sequence[Reconstruction]) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Objects and supports of every run of `recs`, and the usable ones ranked (same data set checked;
+    failed runs and runs without a metric never used)."""
+    objs, sups, metrics, items = [], [], [], []
+    for rec in recs:
+        for k, r in enumerate(rec.runs, start=1):
+            items.append((_name(rec) if len(rec.runs) == 1 else f"{_name(rec)}::entry_{k}", r.obj.shape,
+                          rec.pixel_size, rec.geometry))
+            objs.append(r.obj)
+            sups.append(r.support)
+            metrics.append(r.metrics)
+    order, _, _ = averaging.select_runs(items, metrics)
+    return objs, sups, order
+
+
+def _split(recs: Sequence[Reconstruction]) -> tuple[Reconstruction, np.ndarray, np.ndarray]:
+    """The even- and odd-ranked usable runs of `recs`, averaged separately."""
+    objs, sups, order = _select(recs)
+    if len(order) < 2:
+        raise DataError(f"{_name(recs[0])}: --split-runs needs at least 2 usable runs, found {len(order)}")
+    a = averaging.average_objects([objs[i] for i in order[0::2]], [sups[i] for i in order[0::2]]).average
+    b = averaging.average_objects([objs[i] for i in order[1::2]], [sups[i] for i in order[1::2]]).average
+    return recs[0], a, b
+
+
+def q_from_pixel(pixel: Sequence[float] | None, shape: tuple[int, ...]) -> tuple[float, ...] | None:
+    """q pitch 1/(N p) per axis from the real-space pixel, or None (pixel units)."""
+    if pixel is None or len(pixel) != len(shape):
+        return None
+    return tuple(1.0 / (n * p) for n, p in zip(shape, pixel))
+
+
+def q_key(curve: Curve) -> str:
+    """The unit suffix of q in reports and files: "_nm-1", or "_px-1" without a pitch."""
+    return "_nm-1" if curve.q_unit == "1/m" else "_px-1"
+
+
+def display_q(curve: Curve, q: Any) -> Any:
+    """q in nm^-1 when the curve is in 1/m, else unchanged (cycles per pixel)."""
+    return q * 1e-9 if curve.q_unit == "1/m" else q
+
+
+def _res(r: dict[str, Any], curve: Curve) -> dict[str, Any]:
+    if curve.q_unit == "1/m":
+        return {"q_nm-1": r["q"] * 1e-9, "resolution_nm": r["d"] * 1e9, "nyquist_fraction": r["nyquist_fraction"],
+                "reached_nyquist": r["reached_nyquist"]}
+    return {"q_px-1": r["q"], "resolution_px": r["d"], "nyquist_fraction": r["nyquist_fraction"],
+            "reached_nyquist": r["reached_nyquist"]}

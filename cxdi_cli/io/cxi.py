@@ -5,6 +5,7 @@ Readers accept what cxdi writes, what PyNX writes (mask non-zero = bad, energy i
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
@@ -344,11 +345,12 @@ def _pattern_dataset(f, name: str, dset: str | None) -> str:
                      f"(candidates: {', '.join(cands[:12]) or 'none'})")
 
 
-def read_pattern(spec: str) -> Pattern:
+def read_pattern(spec: str, h5file: Any = None) -> Pattern:
     """Read a centred diffraction pattern (2D) or volume (3D) with its mask and geometry.
 
     Accepts cxdi/PyNX/cxidb CXI files, any `file.h5::/path` dataset, TIFF and npy. Leading axes of
     length 1 are dropped (cxidb stores single frames as 1×ny×nx). NaN or negative data are refused.
+    `h5file`: the HDF5 file of `spec` already open (a caller that looked inside reads without a second open).
     """
     name, dset = split_url(spec)
     path = local_input(name)
@@ -358,7 +360,7 @@ def read_pattern(spec: str) -> Pattern:
     extra: dict[str, np.ndarray] = {}
     mask = None
     if kind == "hdf5":
-        with open_h5(name) as f:
+        with open_h5(name) if h5file is None else contextlib.nullcontext(h5file) as f:
             dpath = _pattern_dataset(f, name, dset)
             ds = _get_dataset(f, dpath, name)
             if ds.dtype.kind == "c":
@@ -465,8 +467,10 @@ def _read_group_dict(g) -> dict[str, Any]:
     return out
 
 
-def read_reconstruction(spec: str) -> Reconstruction:
-    """Read every run (`/entry_N/image_1`) of a cxdi or PyNX reconstruction file; TIFF/npy give one run."""
+def read_reconstruction(spec: str, h5file: Any = None) -> Reconstruction:
+    """Read every run (`/entry_N/image_1`) of a cxdi or PyNX reconstruction file; TIFF/npy give one run.
+
+    `h5file`: the HDF5 file of `spec` already open (a caller that looked inside reads without a second open)."""
     name, dset = split_url(spec)
     path = local_input(name)
     kind = sniff(path)
@@ -475,7 +479,7 @@ def read_reconstruction(spec: str) -> Reconstruction:
         return Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0)], source=spec)
     runs: list[Run] = []
     pixel = None
-    with open_h5(name) as f:
+    with open_h5(name) if h5file is None else contextlib.nullcontext(h5file) as f:
         entries = reconstruction_entries(f) if dset is None else ["/" + dset.strip("/").split("/")[0]]
         if not entries:
             raise InputError(f"{name}: no reconstruction (/entry_N/image_1/data) in this file")
