@@ -5,6 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 .PHONY: demo test test-fast bench man install clean
+.PHONY: robust
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# issue 12's hard cases through the CLI (tests/ROBUSTNESS.md); ROBUST_OPTS="--full --seeds 1,2"
+robust: $(STAMP)
+	$(BIN)/python -m tests.robustness $(ROBUST_OPTS)
 
 man: $(STAMP)
 	$(BIN)/python -m cxdi_cli.commands._man man

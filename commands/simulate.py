@@ -38,6 +38,20 @@ def simulate(
     rod_angle: Annotated[Optional[float], typer.Option("--rod-angle", help="Direction of the beamstop's "
                                                        "holder rod, degrees counter-clockwise from +column "
                                                        "(rows point down).")] = None,
+    gap_through_beam: Annotated[Optional[bool], typer.Option(
+        "--gap-through-beam", help="Centre the beam inside the module-gap cross (both gaps run through "
+        "q = 0, as on a centred 2x2-module detector).", show_default=False)] = None,
+    psf: Annotated[Optional[float], typer.Option("--psf", help="Partially coherent beam: the recorded "
+                                                 "intensity is |F|^2 convolved with a Gaussian PSF of this "
+                                                 "FWHM in pixels [default: 0, coherent].")] = None,
+    processed: Annotated[Optional[str], typer.Option("--processed", help="Also write processed.tif, the "
+                                                     "pattern as an earlier program left it: off, subtracted "
+                                                     "(background subtracted, ~4 % exact zeros in bright "
+                                                     "regions, gaps and broken pixels zeroed) or symmetrised "
+                                                     "(the same, made centro-symmetric) [default: off].")] = None,
+    phase_max: Annotated[Optional[float], typer.Option("--phase-max", help="cells: largest phase shift "
+                                                       "(rad); above ~1 a strong phase object "
+                                                       "[default: ~0.6].")] = None,
     darks: Annotated[Optional[int], typer.Option("--darks", help="cells: number of dark frames "
                                                  "[default: 5].")] = None,
     adu_per_photon: Annotated[Optional[float], typer.Option("--adu-per-photon", help="cells: detector gain "
@@ -60,6 +74,9 @@ def simulate(
     frames/frame_NNNN.tif and darks/dark_NNNN.tif in ADU (gain, dark offset, read noise), some pixels
     near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt).
 
+    Hard cases (2D kinds): --gap-through-beam, --beamstop 2, --oversampling 3, --psf 2 (partial
+    coherence), --processed symmetrised, cells --phase-max 1.8, few --photons; they combine.
+
     Every kind also writes truth.cxi (the object as a reconstruction of the default crop sees it),
     expected.cxi (2D: noise-free photons on the full detector with the true mask and beam centre) and
     experiment.json (geometry, broken pixels, the preprocess command to type next).
@@ -72,6 +89,7 @@ def simulate(
     options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,
                    frames=frames, seed=seed, oversampling=oversampling, thickness=thickness,
                    gap_cross_near_beam=gap_cross_near_beam, beamstop=beamstop, rod_angle=rod_angle,
+                   gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max,
                    darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise,
                    angles=angles)
     info = run(kind, output, command=c.command_line(), **options)

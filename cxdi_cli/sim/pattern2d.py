@@ -41,13 +41,14 @@ from typing import Any
 import numpy as np
 
 from cxdi_cli import fft, geometry
+from cxdi_cli.sim import hard2d
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
 from cxdi_cli.sim.detector import (
     UINT16_MAX, Defects, IntegratingDetector, beamstop_shadow, counting_frames, make_defects,
     module_gaps,
 )
 from cxdi_cli.model import (
-    DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
+    MASK_BITS, DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev,
 )
 
 SCHEMA = "cxdi.simulate/1"
@@ -186,9 +187,11 @@ INCLUSION_PHASE = 0.35       # rad: dense granules (e.g. polyphosphate / mineral
 INCLUSION_ABSORPTION = 0.08  # beta / delta of the dense inclusions
 
 
-def cells_object(specimen_size: float, pitch: float, ss: int = 3) -> np.ndarray:
+def cells_object(specimen_size: float, pitch: float, ss: int = 3, phase_max: float | None = None) -> np.ndarray:
     """Projected density rho = T - 1 of a few weak-phase cells (ellipsoids, phase up to ~0.25 rad, a
-    denser nucleus each) with small dense inclusions, on a centred grid of `pitch`."""
+    denser nucleus each) with small dense inclusions, on a centred grid of `pitch`. `phase_max` (rad)
+    scales the phase shift and absorption together (thicker, denser cells) so that the largest phase
+    shift is `phase_max`: above ~1 rad the object is a strong phase object, no longer real-positive."""
     n = int(math.ceil(specimen_size / pitch)) + 4
     y, x = _subgrid(n, pitch, ss)
     s = specimen_size
@@ -209,6 +212,9 @@ def cells_object(specimen_size: float, pitch: float, ss: int = 3) -> np.ndarray:
         p = INCLUSION_PHASE * np.sqrt(np.clip(1.0 - rr, 0.0, None))
         phase += p
         absorb += INCLUSION_ABSORPTION * p
+    if phase_max is not None:
+        k = phase_max / float(phase.max())
+        phase, absorb = phase * k, absorb * k
     t_wave = np.exp(-1j * phase - absorb)
     return _bin(t_wave, ss) - 1.0
 
@@ -236,12 +242,16 @@ def _common_checks(size: int, photons: float, distance: float, energy_kev: float
 
 
 def _beam_centre(size: int, chip: int, gap: int, near_cross: bool,
-                 fraction: tuple[float, float]) -> tuple[float, float]:
+                 fraction: tuple[float, float], through: bool = False) -> tuple[float, float]:
     """The true beam centre (row, col): off the gap cross by default (on the lower-left chip, ~10 % of
     the detector from the cross, as one aligns a 2x2 detector to keep the central speckles on one chip),
-    or a few pixels from the cross with `near_cross`; the fractional part is `fraction`."""
+    a few pixels from the cross with `near_cross`, or inside the cross (both gaps run through q = 0,
+    the centred 2x2 detector) with `through`; the fractional part is `fraction`."""
     _check(all(0.0 <= f < 1.0 for f in fraction), f"beam fraction {fraction}: each part must be in [0, 1)")
-    if near_cross:
+    _check(not (near_cross and through), "--gap-cross-near-beam and --gap-through-beam: choose one")
+    if through:
+        base = (chip + gap // 2, chip + gap // 2)
+    elif near_cross:
         base = (chip + gap + 2, chip - 4)  # cross 3 pixels above, 4 to the right of the beam
     else:
         base = (int(round(0.59 * size)), int(round(0.43 * size)))
@@ -264,13 +274,14 @@ class _Experiment:
     """The geometry and the noise-free pattern shared by the 2D kinds."""
 
     def __init__(self, *, size: int, photons: float, distance: float, energy_kev: float, pixel: float,
-                 oversampling: float, near_cross: bool, fraction: tuple[float, float]) -> None:
+                 oversampling: float, near_cross: bool, fraction: tuple[float, float],
+                 through_beam: bool = False) -> None:
         self.shape = (size, size)
         self.wavelength = wavelength_from_kev(energy_kev)
         self.distance, self.pixel, self.energy_kev = distance, pixel, energy_kev
         self.dq = pixel / (self.wavelength * distance)
         self.chip, self.gap = module_gaps(size)
-        self.centre = _beam_centre(size, self.chip, self.gap, near_cross, fraction)
+        self.centre = _beam_centre(size, self.chip, self.gap, near_cross, fraction, through_beam)
         try:
             self.crop = geometry.default_crop(self.shape, self.centre)
         except DataError as exc:  # a too-small detector is a usage problem here
@@ -386,6 +397,50 @@ def _lit(expected_pf: np.ndarray, ok: np.ndarray, level: float, n_dead: int) -> 
     return ok & (expected_pf >= thr)
 
 
+#: Mean background (photons per pixel, all frames) under a processed pattern, before subtraction.
+BACKGROUND_PHOTONS = 2.0
+
+
+def _hard_options(psf: float, processed: str, fraction: tuple[float, float]) -> tuple[float, str, tuple[float, float]]:
+    """Checked PSF FWHM and processed mode, and the beam centre's fractional part: on a pixel for a
+    symmetrised pattern (the earlier program centred it on a pixel before symmetrising)."""
+    psf = hard2d.check_psf(psf)
+    processed = hard2d.check_processed(processed)
+    return psf, processed, ((0.0, 0.0) if processed == "symmetrised" else tuple(fraction))
+
+
+def _processed(d: Path, rng: np.random.Generator, exp: "_Experiment", mode: str, measured: np.ndarray,
+               bg: np.ndarray, invalid: np.ndarray, expected: np.ndarray, mask: np.ndarray) -> dict[str, Any] | None:
+    """Write processed.tif (what an earlier program made of the measured photons, hard2d.process_pattern)
+    and flag its planted zeros in `mask` (bit 'zero', in place); the experiment.json entry (None: off)."""
+    if mode == "off":
+        return None
+    from cxdi_cli import io  # noqa: PLC0415
+
+    data, zeros = hard2d.process_pattern(rng, measured, bg, invalid, expected, exp.centre, mode)
+    io.write_tiff(str(d / "processed.tif"), data)
+    mask[zeros] |= np.uint32(MASK_BITS["zero"])
+    lit = (expected >= hard2d.ZERO_LEVEL) & ~invalid
+    return {"mode": mode, "file": "processed.tif", "background_mean_photons": BACKGROUND_PHOTONS,
+            "zero_level_photons": hard2d.ZERO_LEVEL, "zeros_planted": int(zeros.sum()),
+            "zeros_fraction_of_bright": float(zeros.sum() / max(1, lit.sum())),
+            "non_integer_fraction": float(np.mean(data != np.round(data))),
+            "symmetrised": mode == "symmetrised"}
+
+
+def _hard_info(info: dict[str, Any], d: Path, exp: "_Experiment", psf: float, proc: dict[str, Any] | None,
+               gap_through_beam: bool) -> None:
+    """The hard-case entries of experiment.json; a processed pattern is what `preprocess` reads next."""
+    info["gap_through_beam"] = bool(gap_through_beam)
+    info["psf"] = {"kind": "gaussian", "fwhm_px": psf} if psf > 0 else None
+    info["processed"] = proc
+    if proc is not None:
+        info["files"]["processed"] = proc["file"]
+        info["preprocess"] = (f"cxdi preprocess {shlex.quote(str(d / proc['file']))} -o "
+                              f"{shlex.quote(str(d / 'pattern.cxi'))} --energy {exp.energy_kev:g} "
+                              f"--distance {exp.distance:g} --pixel {exp.pixel:g}")
+
+
 # --------------------------------------------------------------------------- tungsten
 
 
@@ -394,20 +449,25 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
                       pixel: float = 75e-6, frames: int = 10, oversampling: float = 4.0,
                       thickness: float = 150e-9, gap_cross_near_beam: bool = False,
                       beam_fraction: tuple[float, float] = (0.3, 0.6), beamstop: float | None = None,
-                      rod_angle: float = 35.0, command: str = "cxdi simulate tungsten") -> dict[str, Any]:
+                      rod_angle: float = 35.0, gap_through_beam: bool = False, psf: float = 0.0,
+                      processed: str = "off", command: str = "cxdi simulate tungsten") -> dict[str, Any]:
     """Tungsten letters on a photon-counting Maxipix-like 2x2 detector; writes frames.h5 (LIMA),
-    expected.cxi, truth.cxi and experiment.json into `out_dir`; returns the experiment dict."""
+    expected.cxi, truth.cxi and experiment.json into `out_dir` (and processed.tif with `processed`);
+    returns the experiment dict. `psf`: FWHM (px) of a partially coherent beam's detector-plane PSF."""
     _common_checks(size, photons, distance, energy_kev, pixel, frames, oversampling)
     _check(np.isfinite(thickness) and 1e-9 <= thickness <= 5e-6, f"--thickness {thickness}: must be 1e-9 to 5e-6 m")
     seed = seed_value(seed)
+    psf, processed, fraction = _hard_options(psf, processed, beam_fraction)
     exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
-                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=beam_fraction)
+                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=fraction,
+                      through_beam=gap_through_beam)
     bs = exp.beamstop(beamstop, rod_angle)
     d = make_out_dir(out_dir)
     from cxdi_cli import io  # noqa: PLC0415
 
     rho = tungsten_object(exp.specimen_size, exp.fine_pitch, thickness, energy_kev)
     expected, truth, support = exp.pattern_and_truth(rho)
+    expected = hard2d.partial_coherence(expected, psf)
     per_frame = expected / frames
     rng = np.random.default_rng(seed)
     gap_idx = list(range(exp.chip, exp.chip + exp.gap))
@@ -421,16 +481,22 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
                            beamstop_radius=bs[0], rod_width=bs[1], rod_direction=bs[2],
                            n_hot=n_broken, n_dead=n_broken, lit=_lit(per_frame, ok, 20.0, n_broken),
                            hot_range=(hot_lo, 10 * hot_lo), shadow=shadow)
-    stack = counting_frames(rng, per_frame, frames, defects)
+    bg = hard2d.background(exp.shape, exp.centre, BACKGROUND_PHOTONS) if processed != "off" else None
+    stack = counting_frames(rng, per_frame if bg is None else per_frame + bg / frames, frames, defects)
     full = stack == np.iinfo(np.uint32).max  # a 32-bit counter at its ceiling (absurd --photons only)
     sat_list = [(int(r), int(c)) for r, c in zip(*np.nonzero(full.any(axis=0)))]
     mask = defects.mask(sat_list)
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   frames=frames, oversampling=oversampling, thickness=thickness,
-                  gap_cross_near_beam=gap_cross_near_beam, beam_fraction=list(beam_fraction),
-                  beamstop=beamstop, rod_angle=rod_angle)
+                  gap_cross_near_beam=gap_cross_near_beam, beam_fraction=list(fraction),
+                  beamstop=beamstop, rod_angle=rod_angle, gap_through_beam=gap_through_beam, psf=psf,
+                  processed=processed)
     step = io.make_step(command, params)
     io.write_lima(str(d / "frames.h5"), stack, detector="maxipix")
+    proc = None
+    if bg is not None:
+        proc = _processed(d, rng, exp, processed, stack.sum(axis=0, dtype=np.float64), bg,
+                          mask != 0, expected, mask)
     _write_truth_expected(d, exp, expected, truth, support, mask, step)
     delta, beta = tungsten_delta_beta(energy_kev)
     info = exp.base_dict("tungsten", frames, seed, defects, bs)
@@ -444,6 +510,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
         "preprocess": (f"cxdi preprocess {shlex.quote(str(d / 'frames.h5'))} -o {shlex.quote(str(d / 'pattern.cxi'))}"
                        f" --energy {energy_kev:g} --distance {distance:g} --pixel {pixel:g}"),
     })
+    _hard_info(info, d, exp, psf, proc, gap_through_beam)
     write_json(d / "experiment.json", info)
     return info
 
@@ -456,25 +523,32 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
                    pixel: float = 75e-6, frames: int = 10, darks: int = 5, oversampling: float = 4.0,
                    adu_per_photon: float = 2.0, dark_adu: float = 1000.0, read_noise: float = 1.0,
                    gap_cross_near_beam: bool = False, beam_fraction: tuple[float, float] = (0.7, 0.2),
-                   beamstop: float | None = None, rod_angle: float = 200.0,
+                   beamstop: float | None = None, rod_angle: float = 200.0, gap_through_beam: bool = False,
+                   psf: float = 0.0, processed: str = "off", phase_max: float | None = None,
                    command: str = "cxdi simulate cells") -> dict[str, Any]:
     """Weak-phase cells on an integrating 16-bit detector; writes frames/frame_NNNN.tif,
-    darks/dark_NNNN.tif (uint16 ADU), expected.cxi, truth.cxi and experiment.json."""
+    darks/dark_NNNN.tif (uint16 ADU), expected.cxi, truth.cxi and experiment.json (and processed.tif
+    with `processed`). `phase_max` (rad): the largest phase shift (a strong phase object above ~1)."""
     _common_checks(size, photons, distance, energy_kev, pixel, frames, oversampling)
     _check(isinstance(darks, (int, np.integer)) and 1 <= darks <= 1000, f"--darks {darks}: must be 1 to 1000")
     _check(np.isfinite(adu_per_photon) and 0.01 <= adu_per_photon <= 1000,
            f"--adu-per-photon {adu_per_photon}: must be 0.01 to 1000")
     _check(np.isfinite(dark_adu) and 0 <= dark_adu <= 30000, f"--dark-adu {dark_adu}: must be 0 to 30000")
     _check(np.isfinite(read_noise) and 0 <= read_noise <= 1000, f"--read-noise {read_noise}: must be 0 to 1000")
+    _check(phase_max is None or (np.isfinite(phase_max) and 0.01 <= phase_max <= 10),
+           f"--phase-max {phase_max}: must be 0.01 to 10 rad")
     seed = seed_value(seed)
+    psf, processed, fraction = _hard_options(psf, processed, beam_fraction)
     exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
-                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=beam_fraction)
+                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=fraction,
+                      through_beam=gap_through_beam)
     bs = exp.beamstop(beamstop, rod_angle)
     d = make_out_dir(out_dir)
     from cxdi_cli import io  # noqa: PLC0415
 
-    rho = cells_object(exp.specimen_size, exp.fine_pitch)
+    rho = cells_object(exp.specimen_size, exp.fine_pitch, phase_max=phase_max)
     expected, truth, support = exp.pattern_and_truth(rho)
+    expected = hard2d.partial_coherence(expected, psf)
     per_frame = expected / frames
     rng = np.random.default_rng(seed)
     det = IntegratingDetector(gain=adu_per_photon, dark_adu=dark_adu, offset_spread=0.03 * dark_adu,
@@ -494,14 +568,19 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
     params = dict(seed=seed, size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                   frames=frames, darks=darks, oversampling=oversampling, adu_per_photon=adu_per_photon,
                   dark_adu=dark_adu, read_noise=read_noise, gap_cross_near_beam=gap_cross_near_beam,
-                  beam_fraction=list(beam_fraction), beamstop=beamstop, rod_angle=rod_angle)
+                  beam_fraction=list(fraction), beamstop=beamstop, rod_angle=rod_angle,
+                  gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max)
     step = io.make_step(command, params)
     fdir, ddir = d / "frames", d / "darks"
     fdir.mkdir(exist_ok=True)
     ddir.mkdir(exist_ok=True)
     saturated = np.zeros(exp.shape, bool)
-    for k, frame in enumerate(det.frames(rng, per_frame, frames, defects)):
+    bg = hard2d.background(exp.shape, exp.centre, BACKGROUND_PHOTONS) if processed != "off" else None
+    adu_sum = np.zeros(exp.shape)
+    for k, frame in enumerate(det.frames(rng, per_frame if bg is None else per_frame + bg / frames,
+                                         frames, defects)):
         saturated |= frame >= UINT16_MAX
+        adu_sum += frame
         io.write_tiff_raw(str(fdir / f"frame_{k:04d}.tif"), frame)
     for k, dark in enumerate(det.darks(rng, darks, defects)):
         io.write_tiff_raw(str(ddir / f"dark_{k:04d}.tif"), dark)
@@ -509,6 +588,10 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
     _remove_stale(ddir, "dark_", darks)
     sat_list = [(int(r), int(c)) for r, c in zip(*np.nonzero(saturated))]
     mask = defects.mask(sat_list)
+    proc = None
+    if bg is not None:  # the earlier program calibrated with the dark map: (ADU - offset) / gain
+        measured = (adu_sum - frames * det.offset) / adu_per_photon
+        proc = _processed(d, rng, exp, processed, measured, bg, mask != 0, expected, mask)
     _write_truth_expected(d, exp, expected, truth, support, mask, step)
     info = exp.base_dict("cells", frames, seed, defects, bs)
     q = shlex.quote
@@ -526,6 +609,9 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
                        f" --adu-per-photon {adu_per_photon:g} -o {q(str(d / 'pattern.cxi'))}"
                        f" --energy {energy_kev:g} --distance {distance:g} --pixel {pixel:g}"),
     })
+    if phase_max is not None:
+        info["specimen"]["phase_max_rad"] = phase_max
+    _hard_info(info, d, exp, psf, proc, gap_through_beam)
     write_json(d / "experiment.json", info)
     return info
 

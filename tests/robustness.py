@@ -1,0 +1,212 @@
+"""`make robust`: the measuring ground of issue 12 -- does phasing hold on hard data?
+
+For each hard case of `cxdi_cli.sim.hard2d.HARD_CASES` it runs, in fresh processes, what a user types:
+
+    cxdi simulate KIND -o DIR --size N OPTIONS      (once per case; truth.cxi is the known object)
+    cxdi preprocess ... (2D) / cxdi assemble3d ... (3D; the command experiment.json gives)
+    cxdi mask PATTERN -o data.cxi
+    cxdi phase data.cxi -o runs_S.cxi --runs R --seed S [--phase-opts]   (per seed S)
+    cxdi average runs_S.cxi -o avg_S.cxi
+
+and prints one row per (case, seed): starts converged (NRMSE within 1.5x of the best start's; and
+below the fixed --bar), the NRMSE (`cxdi_cli.analysis.align.nrms_error`, after alignment) of /entry_1,
+of the best and of the median start and of the average, and the wall time of phase + average.
+
+Usage: python -m tests.robustness [--cases gap,psf] [--starts 8] [--size N] [--seeds 1,2]
+       [--phase-opts "--support-smooth 2,0.5"] [--full] [--json] [--workdir DIR] [--jobs 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Default detector sizes: quick (a few minutes for the family on 2 cores) and --full (as in issue 12).
+SIZE_2D, SIZE_2D_FULL = 256, 512
+SIZE_3D, SIZE_3D_FULL = 64, 100
+#: Starts of the 3D case (each one costs ~ a 2D case's eight).
+STARTS_3D = 4
+#: A start within this factor of the best start's NRMSE has converged.
+CONVERGED_FACTOR = 1.5
+
+
+def _cxdi() -> list[str]:
+    """The cxdi command of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("cxdi")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cxdi_cli.commands.main"]
+
+
+def _run(args: list[str], cwd: Path, log: list[str]) -> float:
+    """Run one cxdi command; its wall time. A failure raises with the command's stderr."""
+    t0 = time.perf_counter()
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    log.append(" ".join(shlex.quote(a) for a in args))
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])}... exited {p.returncode}: {p.stderr.strip()[-400:]}")
+    return dt
+
+
+def _options(opts: dict[str, Any]) -> list[str]:
+    """`cxdi simulate` options from a HARD_CASES dict."""
+    out: list[str] = []
+    for k, v in opts.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            out.append(flag)
+        elif v is not False and v is not None:
+            out += [flag, str(v)]
+    return out
+
+
+def _crop_like(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The centred part of `a` of `shape` (each axis cut around index n // 2)."""
+    sl = tuple(slice(n // 2 - m // 2, n // 2 - m // 2 + m) for n, m in zip(a.shape, shape))
+    return a[sl]
+
+
+def nrmse(obj: np.ndarray, truth: np.ndarray) -> float:
+    """NRMSE of `obj` to `truth` after alignment (translation, twin, phase ramp, global phase); arrays of
+    different crops are compared on their common centred part."""
+    from cxdi_cli.analysis.align import nrms_error  # noqa: PLC0415
+
+    if obj.shape != truth.shape:
+        common = tuple(min(a, b) for a, b in zip(obj.shape, truth.shape))
+        obj, truth = _crop_like(obj, common), _crop_like(truth, common)
+    return nrms_error(obj, truth)
+
+
+def prepare(case: str, size: int, root: Path, threads: int) -> tuple[Path, Path, dict[str, Any], float]:
+    """Simulate the case (kept when already there) and preprocess + mask it: (folder, data.cxi,
+    experiment dict, wall time)."""
+    from cxdi_cli.sim.hard2d import HARD_CASES  # noqa: PLC0415
+
+    kind, opts, _ = HARD_CASES[case]
+    d = root / f"{case}_{size}"
+    data = d / "data.cxi"
+    expf = d / "sim" / "experiment.json"
+    log: list[str] = []
+    t = 0.0
+    if not (data.exists() and expf.exists()):
+        t += _run(_cxdi() + ["simulate", kind, "-o", str(d / "sim"), "--size", str(size), "--seed", "0", "-q"]
+                  + _options(opts), root, log)
+        exp = json.loads(expf.read_text())
+        pre = shlex.split(exp["preprocess"])
+        assert pre[0] == "cxdi"
+        t += _run(_cxdi() + pre[1:] + ["--threads", str(threads), "-q"], d / "sim", log)
+        out = pre[pre.index("-o") + 1]
+        t += _run(_cxdi() + ["mask", str((d / "sim" / out).resolve()), "-o", str(data), "-q"], d, log)
+        (d / "commands.txt").write_text("\n".join(log) + "\n")
+    return d, data, json.loads(expf.read_text()), t
+
+
+def measure(case: str, seed: int, starts: int, size: int, root: Path, threads: int, phase_opts: list[str],
+            bar: float) -> dict[str, Any]:
+    """One (case, seed): phase + average, and the NRMSE of every start, /entry_1 and the average."""
+    from cxdi_cli import io  # noqa: PLC0415
+
+    d, data, exp, t_prep = prepare(case, size, root, threads)
+    tag = f"s{seed}"
+    runs, avg = d / f"runs_{tag}.cxi", d / f"avg_{tag}.cxi"
+    log: list[str] = []
+    t_phase = _run(_cxdi() + ["phase", str(data), "-o", str(runs), "--runs", str(starts), "--seed", str(seed),
+                              "--threads", str(threads), "-q"] + phase_opts, d, log)
+    t_avg = _run(_cxdi() + ["average", str(runs), "-o", str(avg), "--threads", str(threads), "-q"], d, log)
+    truth = io.read_reconstruction(str(d / "sim" / "truth.cxi")).runs[0].obj
+    rec = io.read_reconstruction(str(runs))
+    errs = [nrmse(r.obj, truth) for r in rec.runs]
+    best = min(errs)
+    e_avg = nrmse(io.read_reconstruction(str(avg)).runs[0].obj, truth)
+    return {
+        "case": case, "seed": seed, "size": size, "starts": len(errs),
+        "converged": sum(e <= CONVERGED_FACTOR * best for e in errs),
+        "below_bar": sum(e < bar for e in errs), "bar": bar,
+        "nrmse_entry_1": errs[0], "nrmse_best": best, "nrmse_median": float(statistics.median(errs)),
+        "nrmse_average": e_avg, "nrmse_starts": errs,
+        "failed_flags": sum(bool(r.metrics.get("failed")) for r in rec.runs),
+        "wall_s": t_phase + t_avg, "prepare_s": t_prep, "phase_opts": " ".join(phase_opts),
+        "commands": log,
+        "psf_fwhm_px": (exp.get("psf") or {}).get("fwhm_px"),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a fixed-width text table."""
+    head = (f"{'case':10} {'seed':>4} {'conv':>5} {'<bar':>5} {'entry_1':>8} {'best':>7} {'median':>7} "
+            f"{'average':>8} {'wall s':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['case']:10} {r['seed']:>4}  error: {r['error']}")
+            continue
+        lines.append(f"{r['case']:10} {r['seed']:>4} {r['converged']:>2}/{r['starts']:<2} "
+                     f"{r['below_bar']:>2}/{r['starts']:<2} {r['nrmse_entry_1']:8.3f} {r['nrmse_best']:7.3f} "
+                     f"{r['nrmse_median']:7.3f} {r['nrmse_average']:8.3f} {r['wall_s']:7.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cxdi_cli.sim.hard2d import HARD_CASES  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m tests.robustness", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default=",".join(HARD_CASES),
+                    help=f"comma list of {', '.join(HARD_CASES)} [default: all]")
+    ap.add_argument("--starts", type=int, default=8, help="phase --runs (3D: at most %d) [8]" % STARTS_3D)
+    ap.add_argument("--size", type=int, default=None,
+                    help=f"detector pixels across [2D {SIZE_2D}, 3D {SIZE_3D}; --full: {SIZE_2D_FULL}, {SIZE_3D_FULL}]")
+    ap.add_argument("--full", action="store_true", help="the sizes of issue 12 (512^2 detectors, 96^3 volumes)")
+    ap.add_argument("--seeds", default="1", help="comma list of phase --seed values [1]")
+    ap.add_argument("--phase-opts", default="", help="extra options for every `cxdi phase`, one string")
+    ap.add_argument("--bar", type=float, default=0.2, help="fixed NRMSE bar for 'below bar' [0.2]")
+    ap.add_argument("--threads", type=int, default=1, help="--threads of every command [1]")
+    ap.add_argument("--workdir", default=None, help="keep the files here (simulations are reused) [temporary]")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON (schema cxdi.robustness/1)")
+    a = ap.parse_args(argv)
+    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in HARD_CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(HARD_CASES)}")
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    phase_opts = shlex.split(a.phase_opts)
+    tmp = None
+    if a.workdir:
+        root = Path(a.workdir).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="cxdi-robust-")
+        root = Path(tmp.name)
+    os.environ.setdefault("CXDI_WISDOM", str(root / "wisdom.json"))
+    rows: list[dict[str, Any]] = []
+    try:
+        for case in cases:
+            is3d = HARD_CASES[case][0] == "particle3d"
+            size = a.size or ((SIZE_3D_FULL if a.full else SIZE_3D) if is3d else (SIZE_2D_FULL if a.full else SIZE_2D))
+            starts = min(a.starts, STARTS_3D) if is3d else a.starts
+            for seed in seeds:
+                try:
+                    row = measure(case, seed, starts, size, root, a.threads, phase_opts, a.bar)
+                except RuntimeError as exc:
+                    row = {"case": case, "seed": seed, "size": size, "error": str(exc)}
+                rows.append(row)
+                if not a.json:
+                    print(table([row]).splitlines()[-1] if len(rows) > 1 else table([row]), flush=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if a.json:
+        print(json.dumps({"schema": "cxdi.robustness/1", "phase_opts": a.phase_opts, "rows": rows}, indent=1))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
