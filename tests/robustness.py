@@ -13,7 +13,11 @@ below the fixed --bar), the NRMSE (`cxdi_cli.analysis.align.nrms_error`, after a
 of the best and of the median start and of the average, and the wall time of phase + average.
 
 Usage: python -m tests.robustness [--cases gap,psf] [--starts 8] [--size N] [--seeds 1,2]
-       [--phase-opts "--support-smooth 2,0.5"] [--full] [--json] [--workdir DIR] [--jobs 1]
+       [--phase-opts "--support-smooth 2,0.5"] [--full] [--json] [--workdir DIR] [--cxdi "CMD"]
+
+--cxdi runs another build, e.g. a snapshot of an older commit for a before/after table:
+  git archive REV | tar -x -C /tmp/old && ln -s ../commands /tmp/old/cxdi_cli/commands
+  python -m tests.robustness --cxdi "env PYTHONPATH=/tmp/old .venv/bin/python -m cxdi_cli.commands.main"
 """
 from __future__ import annotations
 
@@ -40,8 +44,14 @@ STARTS_3D = 4
 CONVERGED_FACTOR = 1.5
 
 
+#: The cxdi command line every step runs (set by --cxdi).
+CXDI: list[str] = []
+
+
 def _cxdi() -> list[str]:
-    """The cxdi command of this interpreter's environment."""
+    """The cxdi command: --cxdi, else the one of this interpreter's environment."""
+    if CXDI:
+        return list(CXDI)
     exe = Path(sys.executable).with_name("cxdi")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "cxdi_cli.commands.main"]
 
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bar", type=float, default=0.2, help="fixed NRMSE bar for 'below bar' [0.2]")
     ap.add_argument("--threads", type=int, default=1, help="--threads of every command [1]")
     ap.add_argument("--workdir", default=None, help="keep the files here (simulations are reused) [temporary]")
+    ap.add_argument("--cxdi", default="", help="the cxdi command to run, one string [this environment's cxdi]")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON (schema cxdi.robustness/1)")
     a = ap.parse_args(argv)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
@@ -177,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(HARD_CASES)}")
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    CXDI[:] = shlex.split(a.cxdi)
     phase_opts = shlex.split(a.phase_opts)
     tmp = None
     if a.workdir:
