@@ -76,17 +76,10 @@ def assemble3d(
     --angles tilts.h5::/entry_0000/measurement/omega --centre 63.7,64.2
     """
     c.check_stdout(output, json_report)
-    if axis not in ("x", "y"):
-        raise c.usage_error(f"--axis {axis!r}: expected x or y")
-    if omega_sign not in (1, -1):
-        raise c.usage_error(f"--omega-sign {omega_sign}: expected 1 or -1")
-    if method not in ("interp", "splat"):
-        raise c.usage_error(f"--method {method!r}: expected interp or splat")
-    from cxdi_cli.reduce import assembly as assemble, pattern as preprocess  # noqa: PLC0415
     from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.reduce import assembly as assemble, pattern as preprocess  # noqa: PLC0415
 
-    ctr = preprocess.parse_centre(centre)
-
+    ctr = preprocess.parse_centre(centre)   # the options are checked by assemble_files, before any reading
     params = dict(energy_kev=energy, distance_m=distance, pixel_m=pixel, angles=angles, centre=centre, size=size,
                   bin=bin, axis=axis, omega_sign=omega_sign, omega_offset_deg=omega_offset, friedel=friedel,
                   method=method, mask=mask, dark=dark, flat=flat, adu_per_photon=adu_per_photon,

@@ -75,24 +75,16 @@ def preprocess(
     if split_half and output == "-":
         raise c.usage_error("--split-half writes OUT_a.cxi and OUT_b.cxi beside OUT: give -o a file name")
     from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.io.frames import parse_frames  # noqa: PLC0415
     from cxdi_cli.reduce import pattern as pp  # noqa: PLC0415
-    from cxdi_cli.io.frames import logbook, parse_frames  # noqa: PLC0415
 
-    found = logbook(raw[0])
-    energy = energy if energy is not None else found.get("energy_kev")
-    distance = distance if distance is not None else found.get("distance_m")
-    pixel = pixel if pixel is not None else found.get("pixel_m")
-    missing = [n for n, v in (("--energy", energy), ("--distance", distance), ("--pixel", pixel)) if v is None]
-    if missing:
-        raise c.usage_error(f"{', '.join(missing)} needed (not found in {raw[0]})")
     with c.progress("frames") as tick:
         result = pp.preprocess(
             raw, energy_kev=energy, distance=distance, pixel=pixel, centre=pp.parse_centre(centre), crop=crop,
             binning=binning, pad=pad, dark=dark, flat=flat, adu_per_photon=adu_per_photon, threshold=threshold,
             frames=parse_frames(frames), saturation=saturation, auto_mask=not no_auto_mask, detector=detector,
             margin=margin, split_half=split_half, seed=seed, on_progress=tick)
-    rep = result.report
-    params = dict(result.parameters, energy_kev=energy, distance_m=distance, pixel_m=pixel)
+    rep, params = result.report, result.parameters
     inputs = list(raw) + list(dark or []) + ([flat] if flat else [])
     halves_out = None
     if result.halves is not None:
@@ -109,4 +101,4 @@ def preprocess(
           f"{100 * rep['masked_fraction']:.1f} % masked"
           + (f", oversampling ~{rep['oversampling']:.1f}" if rep["oversampling"] else ""))
     c.report(json_report, "cxdi.preprocess/1", output=output, halves=list(halves_out) if halves_out else None,
-             energy_kev=energy, distance_m=distance, **rep)
+             energy_kev=params["energy_kev"], distance_m=params["distance_m"], **rep)

@@ -454,8 +454,8 @@ class Result:
     parameters: dict[str, Any]
 
 
-def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel: float | tuple[float, float],
-               centre: tuple[float, float] | None = None, crop: int | None = None, binning: int = 1,
+def preprocess(raw: str | Sequence[str], *, energy_kev: float | None = None, distance: float | None = None,
+               pixel: float | tuple[float, float] | None = None, centre: tuple[float, float] | None = None, crop: int | None = None, binning: int = 1,
                pad: int | None = None, dark: Sequence[str] | None = None, flat: str | None = None,
                adu_per_photon: float = 1.0, threshold: float | None = None, frames: slice | None = None,
                saturation: float | None = None, auto_mask: bool = True, detector: str | None = None,
@@ -463,11 +463,23 @@ def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel:
                on_progress: Progress = _noop) -> Result:
     """Raw frames -> calibrated, masked, centred, cropped pattern in photons (see module docstring).
 
-    Every input is checked (shapes, NaN, negative, all-zero) before anything is returned; nothing
-    here writes files.
+    `energy_kev`, `distance` and `pixel` default to what the first raw file stores (NeXus / Eiger
+    master, CXI); UsageError when neither gives them. Every input is checked (shapes, NaN, negative,
+    all-zero) before anything is returned; nothing here writes files. `parameters` holds every
+    setting used (the geometry as energy_kev, distance_m, pixel_m), for the provenance.
     """
-    from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
+    from cxdi_cli.io.frames import logbook, open_frames  # noqa: PLC0415
 
+    raw = [raw] if isinstance(raw, str) else list(raw)
+    if energy_kev is None or distance is None or pixel is None:
+        found = logbook(raw[0])
+        energy_kev = energy_kev if energy_kev is not None else found.get("energy_kev")
+        distance = distance if distance is not None else found.get("distance_m")
+        pixel = pixel if pixel is not None else found.get("pixel_m")
+        missing = [n for n, v in (("--energy", energy_kev), ("--distance", distance), ("--pixel", pixel))
+                   if v is None]
+        if missing:
+            raise UsageError(f"{', '.join(missing)} needed (not found in {raw[0]})")
     if energy_kev <= 0 or distance <= 0:
         raise UsageError("--energy and --distance must be positive")
     py, px = (pixel, pixel) if np.isscalar(pixel) else tuple(pixel)  # type: ignore[misc]
@@ -546,7 +558,7 @@ def preprocess(raw: Sequence[str], *, energy_kev: float, distance: float, pixel:
         "adu_per_photon": adu_per_photon, "photon_threshold": threshold, "dark": list(dark or []),
         "flat": flat, "saturation_adu": stats.saturation, "read_noise_var_photons2": noise_var / max(stats.n, 1),
         "split_half": split_mode, "seed": seed, "auto_mask": auto_mask,
-        "beamstop": info.get("beamstop"),
+        "beamstop": info.get("beamstop"), "energy_kev": energy_kev, "distance_m": distance, "pixel_m": pixel,
     }
     counts = mask_counts(omask)
     report = {
