@@ -417,3 +417,21 @@ def test_helpers():
     rs = tr.resample(np.arange(16.0).reshape(4, 4), 2, 2)
     assert np.allclose(rs, [[2.5, 4.5], [10.5, 12.5]])
     assert tr.resample(np.eye(2), 4, 4).shape == (4, 4)
+
+
+def test_load_picture_opens_an_hdf5_file_once(files, monkeypatch):
+    """Telling what a file holds and reading it is one HDF5 open, for every kind of file."""
+    import h5py
+
+    opened = []
+
+    class Counting(h5py.File):
+        def __init__(self, name, *args, **kwargs):
+            opened.append(str(name))
+            super().__init__(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", Counting)
+    for name in ("p2.cxi", "v3.cxi", "runs.cxi", "avg.cxi", "r3.cxi", "prtf.h5"):
+        opened.clear()
+        render.load_picture(str(files / name))
+        assert len(opened) == 1, (name, opened)

@@ -45,28 +45,27 @@ from cxdi_cli.view.reconstructions import (
 )
 
 
-def _read_pattern_lenient(spec: str, name: str) -> Pattern:
-    """read_pattern, but a preview also shows data the phasing would refuse (negative values...)."""
+def _read_pattern_lenient(spec: str, name: str, f) -> Pattern:
+    """read_pattern from the open file `f`, but a preview also shows data the phasing would refuse
+    (negative values...)."""
     try:
-        return io.read_pattern(spec)
+        return io.read_pattern(spec, h5file=f)
     except DataError as exc:
         if "shape" in str(exc) or "2D or 3D" in str(exc):
             raise
         _, dset = io.split_url(spec)
-        with io.open_h5(name) as f:
-            path = dset or io.cxi.DET + "/data"
-            if path not in f:
-                raise
-            data = np.asarray(f[path][()], np.float32)
-            while data.ndim > 2 and data.shape[0] == 1:
-                data = data[0]
-            mpath = io.cxi.DET + "/mask"
-            mask = np.asarray(f[mpath][()]).astype(np.uint32) if mpath in f else np.zeros(data.shape, np.uint32)
-            if mask.shape != data.shape:
-                mask = np.zeros(data.shape, np.uint32)
-            mask = np.where(np.isfinite(data), mask, np.uint32(1))
-            geometry = io.read_geometry(f)
-        return Pattern(intensity=np.nan_to_num(data), mask=mask, geometry=geometry, source=spec)
+        path = dset or io.cxi.DET + "/data"
+        if path not in f:
+            raise
+        data = np.asarray(f[path][()], np.float32)
+        while data.ndim > 2 and data.shape[0] == 1:
+            data = data[0]
+        mpath = io.cxi.DET + "/mask"
+        mask = np.asarray(f[mpath][()]).astype(np.uint32) if mpath in f else np.zeros(data.shape, np.uint32)
+        if mask.shape != data.shape:
+            mask = np.zeros(data.shape, np.uint32)
+        mask = np.where(np.isfinite(data), mask, np.uint32(1))
+        return Pattern(intensity=np.nan_to_num(data), mask=mask, geometry=io.read_geometry(f), source=spec)
 
 
 def _array_picture(arr: np.ndarray, spec: str, *, log: bool, slice_spec: str | None, crop_support: bool,
@@ -116,29 +115,16 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
         arr = io.read_array(spec)
         return _array_picture(arr, spec, log=log, slice_spec=slice_spec, crop_support=crop_support,
                               title=f"{label}  {'×'.join(map(str, arr.shape))}")
-    sets: list[CurveSet] = []
-    with io.open_h5(name) as f:
-        if dset is not None:
-            target = "pattern" if dset.rstrip("/").endswith(("detector_1/data", "data_1/data")) \
-                else "reconstruction" if re.fullmatch(r"/entry_\d+/image_1(/data)?", dset.rstrip("/")) \
-                else "array"
-        elif io.cxi.DET + "/data" in f:
-            target = "pattern"
-        elif io.cxi.reconstruction_entries(f):
-            target = "reconstruction"
-        else:
-            sets = curves_from_h5(f, label)
-            target = "curves" if sets else "array"
+    with io.open_h5(name) as f:  # opened once: what the file holds is told and read in one go
+        target, content = _read_hdf5(f, spec, name, dset, label, slice_spec)
     if target == "pattern":
-        pat = _read_pattern_lenient(spec, name)
+        pat = content
         shape = "×".join(map(str, pat.intensity.shape))
         g = pat.geometry
         geo = f"  {g.energy_kev:.3g} keV, D = {g.distance:g} m" if g.is_complete() and g.energy_kev else ""
         return pattern_picture(pat, log=log, slice_spec=slice_spec, title=f"{label}  {shape}{geo}")
     if target == "reconstruction":
-        if dset is not None and not dset.rstrip("/").endswith("/data"):
-            spec = f"{name}::{dset.rstrip('/')}/data"
-        rec = io.read_reconstruction(spec)
+        rec = content
         shape = "×".join(map(str, rec.runs[0].obj.shape))
         runs = f", {len(rec.runs)} runs" if len(rec.runs) > 1 else ""
         modes: list[tuple[str, np.ndarray]] = []
@@ -149,24 +135,49 @@ def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, 
         return reconstruction_picture(rec, slice_spec=slice_spec, crop_support=crop_support, run=run,
                                       title=f"{label}  {shape}{runs}", modes=modes)
     if target == "curves":
-        return Picture(kind="curves", title=label, curves=sets, ncols=min(len(sets), 2))
-    with io.open_h5(name) as f:
-        path = dset or io.cxi.nexus_default(f) or _only_image(f)
-        if path is None:
-            arr = io.read_array(spec)  # raises the reader's one-line "which dataset?" error
-        else:
-            ds = f.get(path)
-            if ds is None or not hasattr(ds, "shape"):
-                holds = ", ".join(io.list_datasets(f, 1)[:12]) or "no datasets"
-                raise InputError(f"{name}: no dataset {path} (the file holds: {holds})")
-            stack = ds.ndim == 3 and as_text(ds.attrs.get("interpretation", "")) == "image"
-            arr = np.asarray(ds[()])
+        return Picture(kind="curves", title=label, curves=content, ncols=min(len(content), 2))
+    arr, title = content
+    return _array_picture(arr, spec, log=log, slice_spec=slice_spec, crop_support=crop_support, title=title)
+
+
+def _read_hdf5(f, spec: str, name: str, dset: str | None, label: str, slice_spec: str | None) -> tuple[str, Any]:
+    """What the open file `f` holds, read: ('pattern', Pattern), ('reconstruction', Reconstruction),
+    ('curves', [CurveSet]) or ('array', (array, title))."""
+    if dset is not None:
+        target = "pattern" if dset.rstrip("/").endswith(("detector_1/data", "data_1/data")) \
+            else "reconstruction" if re.fullmatch(r"/entry_\d+/image_1(/data)?", dset.rstrip("/")) \
+            else "array"
+    elif io.cxi.DET + "/data" in f:
+        target = "pattern"
+    elif io.cxi.reconstruction_entries(f):
+        target = "reconstruction"
+    else:
+        sets = curves_from_h5(f, label)
+        if sets:
+            return "curves", sets
+        target = "array"
+    if target == "pattern":
+        return target, _read_pattern_lenient(spec, name, f)
+    if target == "reconstruction":
+        if dset is not None and not dset.rstrip("/").endswith("/data"):
+            spec = f"{name}::{dset.rstrip('/')}/data"
+        return target, io.read_reconstruction(spec, h5file=f)
+    path = dset or io.cxi.nexus_default(f) or _only_image(f)
+    if path is None:
+        arr = io.read_array(spec)  # raises the reader's one-line "which dataset?" error
+        return target, (arr, f"{label}  {'×'.join(map(str, arr.shape))}")
+    ds = f.get(path)
+    if ds is None or not hasattr(ds, "shape"):
+        holds = ", ".join(io.list_datasets(f, 1)[:12]) or "no datasets"
+        raise InputError(f"{name}: no dataset {path} (the file holds: {holds})")
+    stack = ds.ndim == 3 and as_text(ds.attrs.get("interpretation", "")) == "image"
+    arr = np.asarray(ds[()])
     title = f"{label}  {'×'.join(map(str, arr.shape))}"
-    if path is not None and stack and slice_spec is None and arr.dtype.kind in "biuf":
+    if stack and slice_spec is None and arr.dtype.kind in "biuf":
         # a stack of detector frames (NeXus interpretation "image"): their sum, as preprocess sees it
         arr = arr.astype(np.float64).sum(axis=0)
         title += f"  (sum of {title.split('  ')[1].split('×')[0]} frames)"
-    return _array_picture(arr, spec, log=log, slice_spec=slice_spec, crop_support=crop_support, title=title)
+    return target, (arr, title)
 
 
 def _only_image(f) -> str | None:
