@@ -250,7 +250,7 @@ def _beam_centre(size: int, chip: int, gap: int, near_cross: bool,
     _check(all(0.0 <= f < 1.0 for f in fraction), f"beam fraction {fraction}: each part must be in [0, 1)")
     _check(not (near_cross and through), "--gap-cross-near-beam and --gap-through-beam: choose one")
     if through:
-        base = (chip + gap // 2, chip + gap // 2)
+        base = (chip + (gap - 1) // 2, chip + (gap - 1) // 2)  # + fraction stays inside the gap
     elif near_cross:
         base = (chip + gap + 2, chip - 4)  # cross 3 pixels above, 4 to the right of the beam
     else:
