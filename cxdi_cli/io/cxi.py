@@ -14,8 +14,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from cxdi_cli import __version__
-from cxdi_cli.io.paths import atomic_output, local_input, sniff, split_url
+from cxdi_cli.io.paths import atomic_output, check_memory, first_line, local_input, sniff, split_url
 from cxdi_cli.model import (
+    CxdiError,
     DataError,
     EV_J,
     Geometry,
@@ -49,12 +50,89 @@ def open_h5(name: str):
     if kind != "hdf5":
         raise InputError(f"{name}: not an HDF5 file (looks like {kind})")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as exc:
         msg = str(exc)
         if "truncated" in msg or "eof" in msg.lower() or "signature" in msg:
             raise InputError(f"{name}: HDF5 file is truncated or corrupt") from None
         raise InputError(f"{name}: cannot open as HDF5 ({msg.splitlines()[0]})") from None
+    try:
+        check_links(f, path, name)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _inside(target: str, folder: str) -> bool:
+    import os  # noqa: PLC0415
+
+    real = os.path.realpath(target)
+    return os.path.commonpath([real, folder]) == folder
+
+
+def check_links(f, path: str, name: str, _seen: set[str] | None = None) -> None:
+    """Refuse an HDF5 file whose external links, virtual datasets or external raw storage point outside
+    its own folder (a crafted file must not make cxdi read arbitrary files). Linked files inside the
+    folder are checked the same way; targets that do not exist are left to the readers (dangling)."""
+    import os  # noqa: PLC0415
+
+    h5py = _h5py()
+    folder = os.path.dirname(os.path.realpath(path))
+    seen = _seen if _seen is not None else {os.path.realpath(path)}
+    linked: list[str] = []
+    refused: list[str] = []  # raising inside an h5py visit callback breaks h5py: collect, raise after
+
+    def target_of(fname: str, what: str, where: str, base: str = folder) -> str | None:
+        if fname in (".", ""):
+            return None
+        cand = fname if os.path.isabs(fname) else os.path.join(base, fname)
+        if not _inside(cand, folder):
+            refused.append(f"{name}: {where} is {what} to {fname}, outside the file's folder; refused "
+                           "(copy the target beside the file)")
+            return None
+        return os.path.realpath(cand)
+
+    def visit(obj_path: str, link) -> None:
+        if isinstance(link, h5py.ExternalLink) and not refused:
+            t = target_of(link.filename, "an external link", "/" + obj_path)
+            if t and os.path.isfile(t) and t not in seen:
+                linked.append(t)
+
+    def visit_obj(obj_path: str, obj) -> None:
+        if not isinstance(obj, h5py.Dataset) or refused:
+            return
+        try:
+            dcpl = obj.id.get_create_plist()
+            externals = [dcpl.get_external(k)[0] for k in range(dcpl.get_external_count())]
+            sources = [src.file_name for src in obj.virtual_sources()] if obj.is_virtual else []
+        except Exception:  # noqa: BLE001 - never raise inside h5py's visit; the readers report it
+            return
+        for ext in externals:
+            ext = ext.decode() if isinstance(ext, bytes) else str(ext)
+            target_of(ext, "stored in an external raw file", "/" + obj_path, os.getcwd())
+        for fname in sources:
+            t = target_of(fname, "a virtual dataset mapping", "/" + obj_path)
+            if t and os.path.isfile(t) and t not in seen:
+                linked.append(t)
+
+    try:
+        f.visititems_links(visit)
+        f.visititems(visit_obj)
+    except (KeyError, OSError, RuntimeError):
+        pass  # unreadable parts are reported by the readers that need them
+    if refused:
+        raise InputError(refused[0])
+    for t in linked:
+        if t in seen or len(seen) > 10000:
+            continue
+        seen.add(t)
+        try:
+            g = h5py.File(t, "r")
+        except OSError:
+            continue
+        with g:
+            check_links(g, t, f"{name} -> {os.path.basename(t)}", seen)
 
 
 def list_datasets(f, min_ndim: int = 0) -> list[str]:
@@ -94,6 +172,51 @@ def _get_dataset(f, path: str, name: str):
         holds = ", ".join(p for p in list_datasets(f, 2) if p.startswith(path))[:400] or "nothing numeric"
         raise InputError(f"{name}: {path} is a group, not a dataset (under it: {holds})")
     return obj
+
+
+def unwritten_frames(ds) -> list[int] | None:
+    """Indices along axis 0 of a chunked dataset whose chunks were never written (a file still being
+    written, or cut short), or None when every chunk is there (contiguous: None unless unallocated)."""
+    h5py = _h5py()
+    dcpl = ds.id.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        return list(range(ds.shape[0] if ds.ndim else 1)) if ds.id.get_offset() is None and ds.size else None
+    if layout != h5py.h5d.CHUNKED or not ds.size:
+        return None
+    chunks = ds.chunks
+    per_axis = [-(-int(n) // int(c)) for n, c in zip(ds.shape, chunks)]
+    expected = int(np.prod(per_axis))
+    have = ds.id.get_num_chunks()
+    if have >= expected:
+        return None
+    if ds.ndim == 0:
+        return [0]
+    counts: dict[int, int] = {}
+    for k in range(have):
+        off = ds.id.get_chunk_info(k).chunk_offset
+        counts[off[0] // chunks[0]] = counts.get(off[0] // chunks[0], 0) + 1
+    full = expected // per_axis[0]
+    missing = []
+    for j in range(per_axis[0]):
+        if counts.get(j, 0) < full:
+            missing.extend(range(j * chunks[0], min(ds.shape[0], (j + 1) * chunks[0])))
+    return missing or None
+
+
+def check_dataset(ds, name: str, path: str, what: str = "data") -> None:
+    """Before reading `ds` whole: refuse an empty dataset, one too large for the machine's memory, and
+    one whose chunks were not all written (its missing part would read as zeros)."""
+    if ds.size == 0:
+        raise DataError(f"{name}: {path} is empty (shape {tuple(ds.shape)})")
+    check_memory(float(ds.size) * max(4, ds.dtype.itemsize), f"{name}: reading {path} "
+                 f"({'x'.join(str(int(n)) for n in ds.shape)} {ds.dtype})", "name a smaller dataset")
+    missing = unwritten_frames(ds)
+    if missing:
+        k = len(missing)
+        lead = ds.shape[0] if ds.ndim else 1
+        raise InputError(f"{name}: {path} is incomplete: {k} of {lead} entries along its first axis were never "
+                         f"written (first: {missing[0]}); is the file still being written?")
 
 
 def nexus_default(f) -> str | None:
@@ -262,22 +385,42 @@ def read_array(spec: str, what: str = "image") -> np.ndarray:
     if kind == "tiff":
         import tifffile  # noqa: PLC0415
 
+        from cxdi_cli.io.imagefiles import tiff_check  # noqa: PLC0415
+
         try:
-            return np.asarray(tifffile.imread(path))
+            tf = tifffile.TiffFile(path)
         except Exception as exc:  # tifffile raises many types for damaged files
-            raise InputError(f"{name}: cannot read TIFF ({exc})") from None
+            raise InputError(f"{name}: cannot read TIFF ({first_line(exc)})") from None
+        with tf:
+            tiff_check(tf, path, name)
+            try:
+                series = tf.series[0]
+                check_memory(float(np.prod(series.shape, dtype=float)) * np.dtype(series.dtype).itemsize,
+                             f"{name}: reading a TIFF of shape {tuple(series.shape)}")
+                return np.asarray(series.asarray())
+            except CxdiError:
+                raise
+            except Exception as exc:  # tifffile raises many types for damaged files
+                raise InputError(f"{name}: cannot read TIFF ({first_line(exc)})") from None
     if kind == "npy":
+        from cxdi_cli.io.imagefiles import npy_header  # noqa: PLC0415
+
+        shape, dtype, _ = npy_header(path, name)
+        check_memory(float(np.prod(shape, dtype=float)) * dtype.itemsize, f"{name}: reading an array of shape {shape}")
         try:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise InputError(f"{name}: cannot read .npy ({exc})") from None
-    if kind in ("edf", "cbf"):
-        try:
-            import fabio  # noqa: PLC0415
+            raise InputError(f"{name}: cannot read .npy ({first_line(exc)})") from None
+    if kind == "edf":
+        from cxdi_cli.io.imagefiles import edf_frames, read_edf_frames  # noqa: PLC0415
 
-            return np.asarray(fabio.open(path).data)
-        except Exception as exc:
-            raise InputError(f"{name}: cannot read {kind.upper()} ({exc})") from None
+        frames = edf_frames(path, name)
+        out = read_edf_frames(path, name, frames, 0, len(frames))
+        return out[0] if len(frames) == 1 else out
+    if kind == "cbf":
+        from cxdi_cli.io.imagefiles import read_cbf  # noqa: PLC0415
+
+        return read_cbf(path, name)
     if kind != "hdf5":
         raise InputError(f"{name}: unknown file format (expected HDF5, TIFF, npy, EDF or CBF)")
     with open_h5(name) as f:
@@ -290,6 +433,7 @@ def read_array(spec: str, what: str = "image") -> np.ndarray:
                                      f"name one as {name}::/path (candidates: {', '.join(cands[:12]) or 'none'})")
                 dset = cands[0]
         ds = _get_dataset(f, dset, name)
+        check_dataset(ds, name, dset, what)
         try:
             return np.asarray(ds[()])
         except OSError as exc:
@@ -370,6 +514,7 @@ def read_pattern(spec: str, h5file: Any = None) -> Pattern:
                 raise DataError(f"{name}: {dpath} is a stack of {ds.shape[0]} raw frames, not a pattern: "
                                 "run cxdi preprocess (2D) or cxdi assemble3d (tilt series) first, or name "
                                 f"the dataset as {name}::{dpath} if it really is a 3D volume")
+            check_dataset(ds, name, dpath)
             try:
                 data = np.asarray(ds[()], dtype=np.float32)
             except OSError as exc:
@@ -486,6 +631,7 @@ def read_reconstruction(spec: str, h5file: Any = None) -> Reconstruction:
         for e in entries:
             img = f"/{e.strip('/')}/image_1"
             ds = _get_dataset(f, dset or f"{img}/data", name)
+            check_dataset(ds, name, ds.name)
             try:
                 obj = np.asarray(ds[()]).astype(np.complex64)
             except OSError:

@@ -3,7 +3,7 @@
 Sources: LIMA HDF5 stacks (`/entry_0000/measurement/data`, `/entry_0000/instrument/*/data`),
 Eiger / NeXus master files (`/entry/data/data_000001`, ... external links, hdf5plugin filters),
 any `file.h5::/path` dataset, multi-page TIFF, lists / globs / folders of TIFF files, EDF and CBF
-(fabio). Several sources are concatenated into one stack of frames of equal shape.
+(our own bounded parser, `io.imagefiles`). Several sources are concatenated into one stack of frames of equal shape.
 
 Memory is bounded by the block being read: nothing here loads a whole stack.
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cxdi_cli.io.paths import local_input, sniff, split_url
+from cxdi_cli.io.paths import first_line, local_input, sniff, split_url
 from cxdi_cli.model import DataError, InputError, UsageError
 
 #: Bytes of raw frames read per block (a few frames of a large detector; at least one frame).
@@ -72,6 +72,8 @@ class FrameStack:
         self.name = name
         self.shape: tuple[int, int] = parts[0].shape
         self.n_frames = sum(p.n for p in parts)
+        if self.n_frames == 0:
+            raise InputError(f"{name}: holds no frames")
         self.dtype = np.result_type(*[p.dtype for p in parts])
         self.saturation = saturation
         self._offsets = np.cumsum([0] + [p.n for p in parts])
@@ -273,7 +275,8 @@ def _saturation_in(f, path: str) -> float | None:
 
 
 def _hdf5_parts(spec: str) -> tuple[list[_Part], float | None]:
-    from cxdi_cli.io.cxi import _get_dataset, open_h5  # noqa: PLC0415
+    from cxdi_cli.io.cxi import _get_dataset, open_h5, unwritten_frames  # noqa: PLC0415
+    from cxdi_cli.io.imagefiles import check_frame_shape  # noqa: PLC0415
 
     name, dset = split_url(spec)
     f = open_h5(name)
@@ -300,6 +303,13 @@ def _hdf5_parts(spec: str) -> tuple[list[_Part], float | None]:
             if ds.dtype.kind not in "biuf":
                 raise DataError(f"{name}: {p} holds {ds.dtype} values, not detector counts")
             n, shape = _stack_shape(ds, name, p)
+            check_frame_shape(shape, f"{name}::{p}")
+            if n == 0:
+                raise InputError(f"{name}: {p} holds no frames (shape {tuple(ds.shape)})")
+            missing = unwritten_frames(ds)
+            if missing:
+                raise InputError(f"{name}: {p} promises {n} frames but {len(missing)} were never written "
+                                 f"(first missing: frame {missing[0]}); is the file still being written?")
             ds2d = ds.ndim == 2
             flat = ds.ndim > 3
 
@@ -324,23 +334,40 @@ def _hdf5_parts(spec: str) -> tuple[list[_Part], float | None]:
 def _tiff_part(path: str, name: str) -> _Part:
     import tifffile  # noqa: PLC0415
 
+    from cxdi_cli.io.imagefiles import check_frame_shape, tiff_check  # noqa: PLC0415
+
     try:
         tf = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise InputError(f"{name}: cannot read TIFF ({first_line(exc)})") from None
+    try:
+        tiff_check(tf, path, name)
         series = tf.series[0]
         shape = tuple(int(s) for s in series.shape)
         dtype = np.dtype(series.dtype)
         offset = series.dataoffset
         npages = len(tf.pages)
+    except InputError:
+        tf.close()
+        raise
     except Exception as exc:  # tifffile raises many types for damaged files
-        raise InputError(f"{name}: cannot read TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        tf.close()
+        raise InputError(f"{name}: cannot read TIFF ({first_line(exc)})") from None
     if len(shape) < 2:
         tf.close()
         raise DataError(f"{name}: TIFF holds shape {shape}; frames must be 2D")
     n = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
     fshape = (shape[-2], shape[-1])
-    if offset is not None and os.path.getsize(path) < offset + n * fshape[0] * fshape[1] * dtype.itemsize:
+    try:
+        check_frame_shape(fshape, name)
+    except DataError:
         tf.close()
-        raise InputError(f"{name}: TIFF file is truncated")
+        raise
+    need = n * fshape[0] * fshape[1] * dtype.itemsize
+    if offset is not None and os.path.getsize(path) < offset + need:
+        tf.close()
+        raise InputError(f"{name}: truncated TIFF: {n} frames need {need} bytes from offset {offset}, the file "
+                         f"has {os.path.getsize(path)} bytes")
 
     def read(i0: int, i1: int) -> np.ndarray:
         if offset is not None:  # contiguous, uncompressed: map only the frames asked for
@@ -354,51 +381,35 @@ def _tiff_part(path: str, name: str) -> _Part:
     return _Part(name, n, fshape, dtype, read, tf.close)
 
 
-def _fabio_part(path: str, name: str, kind: str) -> _Part:
-    """An EDF / CBF file: frame count, shape and type from its header; the data are decoded in `read`
-    (the first frame at open only when the header does not give the type or shape)."""
-    try:
-        import fabio  # noqa: PLC0415
-        from fabio.cbfimage import DATA_TYPES  # noqa: PLC0415
+def _edf_part(path: str, name: str) -> _Part:
+    """An EDF file (one or many frames): every frame's header parsed and its data checked to lie in the
+    file at open, so a truncated file is an error, never fewer or zero-padded frames."""
+    from cxdi_cli.io.imagefiles import edf_frames, read_edf_frames  # noqa: PLC0415
 
-        head = fabio.openheader(path)
-        n = int(getattr(head, "nframes", 1) or 1)
-        try:
-            shape = tuple(int(v) for v in head.shape)
-        except (AttributeError, TypeError):
-            shape = None
-        try:
-            dtype = np.dtype(head.dtype)
-        except (AttributeError, TypeError):
-            t = DATA_TYPES.get(str(head.header.get("X-Binary-Element-Type", "")).strip())
-            dtype = np.dtype(t) if t else None
-        if shape is None or dtype is None:
-            first = np.asarray(fabio.open(path).data)
-            shape, dtype = first.shape, first.dtype
-    except Exception as exc:
-        raise InputError(f"{name}: cannot read {kind.upper()} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if len(shape) != 2:
-        raise DataError(f"{name}: {kind.upper()} image has shape {shape}; frames must be 2D")
-    opened: list[Any] = []
+    frames = edf_frames(path, name)
+    return _Part(name, len(frames), frames[0].shape, frames[0].dtype.newbyteorder("="),
+                 lambda i0, i1: read_edf_frames(path, name, frames, i0, i1))
 
-    def read(i0: int, i1: int) -> np.ndarray:
-        if not opened:
-            opened.append(fabio.open(path))
-        img = opened[0]
-        if n == 1:
-            return np.asarray(img.data)[None]
-        return np.stack([np.asarray(img.getframe(i).data) for i in range(i0, i1)])
 
-    return _Part(name, n, (int(shape[0]), int(shape[1])), dtype, read, opened.clear)
+def _cbf_part(path: str, name: str) -> _Part:
+    """A CBF file (one frame): header parsed and checked against the file size at open, decoded in read."""
+    from cxdi_cli.io.imagefiles import cbf_info, read_cbf  # noqa: PLC0415
+
+    info = cbf_info(path, name)
+    return _Part(name, 1, info.shape, info.dtype.newbyteorder("="), lambda i0, i1: read_cbf(path, name, info)[None])
 
 
 def _npy_part(path: str, name: str) -> _Part:
+    from cxdi_cli.io.imagefiles import check_frame_shape, npy_header  # noqa: PLC0415
+
+    shape, _, _ = npy_header(path, name)
+    if len(shape) < 2:
+        raise DataError(f"{name}: array of shape {shape}; frames must be 2D")
+    check_frame_shape(shape[-2:], name)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise InputError(f"{name}: cannot read .npy ({exc})") from None
-    if arr.ndim < 2:
-        raise DataError(f"{name}: array of shape {arr.shape}; frames must be 2D")
+        raise InputError(f"{name}: cannot read .npy ({first_line(exc)})") from None
     arr3 = arr.reshape((-1,) + arr.shape[-2:])
     return _Part(name, arr3.shape[0], (arr.shape[-2], arr.shape[-1]), arr.dtype,
                  lambda i0, i1: np.array(arr3[i0:i1]))
@@ -453,8 +464,10 @@ def open_frames(specs: str | Sequence[str], saturation: float | None = None) -> 
                 raise InputError(f"{name}: '::{dset}' addresses a dataset, but this is not an HDF5 file")
             elif kind == "tiff":
                 parts.append(_tiff_part(path, name))
-            elif kind in ("edf", "cbf"):
-                parts.append(_fabio_part(path, name, kind))
+            elif kind == "edf":
+                parts.append(_edf_part(path, name))
+            elif kind == "cbf":
+                parts.append(_cbf_part(path, name))
             elif kind == "npy":
                 parts.append(_npy_part(path, name))
             else:
@@ -507,10 +520,13 @@ def logbook(spec: str) -> dict[str, float]:
     name, _ = split_url(spec)
     if name == "-" or _GLOB_CHARS.search(name) or not os.path.isfile(name) or sniff(name) != "hdf5":
         return {}
+    from cxdi_cli.io.cxi import open_h5  # noqa: PLC0415
+    from cxdi_cli.model import CxdiError  # noqa: PLC0415
+
     h5py = _h5()
     out: dict[str, float] = {}
     try:
-        with h5py.File(name, "r") as f:
+        with open_h5(name) as f:
             entries = [k for k in f if isinstance(f.get(k), h5py.Group)]
             for e in entries:
                 cands = {
@@ -534,7 +550,7 @@ def logbook(spec: str) -> dict[str, float]:
                             v = _value(ds, unit)
                             if v:
                                 out[key] = v
-    except (OSError, KeyError):
+    except (OSError, KeyError, CxdiError):
         return {}
     if "energy_kev" not in out and "wavelength_m" in out:
         out["energy_kev"] = kev_from_wavelength(out["wavelength_m"])

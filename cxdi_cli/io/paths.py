@@ -9,12 +9,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from cxdi_cli.model import InputError, UsageError
+from cxdi_cli.model import ComputeError, InputError, UsageError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 _STDIN_CACHE: dict[str, str] = {}
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def split_url(spec: str) -> tuple[str, str | None]:
@@ -117,3 +122,46 @@ def atomic_output(dest: str, suffix: str = "") -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use (MemAvailable, bounded by RLIMIT_AS), or None."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    try:
+        import resource  # noqa: PLC0415
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            avail = soft if avail is None else min(avail, soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    return avail
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def check_memory(nbytes: float, what: str, hint: str = "") -> None:
+    """Refuse, before allocating, work whose estimated memory exceeds what the machine has left
+    (ComputeError naming the figure, and `hint`: the option that reduces it)."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise ComputeError(f"{what} needs about {human_bytes(nbytes)} of memory, the machine has "
+                           f"{human_bytes(avail)} free" + (f"; {hint}" if hint else ""))
