@@ -25,6 +25,13 @@ InputArg = Annotated[str, typer.Argument(help="Input file: FILE, FILE::/dataset/
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output file (- for stdout).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for random numbers (reproducible runs).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler", envvar="CXDI_SCHEDULER", show_default=False,
+    help="Run the tasks on a Dask cluster: the scheduler's address (tcp://host:8786) or its scheduler "
+         "file [env CXDI_SCHEDULER; config key scheduler].")]
+SchedulerFileOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler-file", show_default=False,
+    help="Dask scheduler file (the JSON `dask scheduler --scheduler-file FILE` writes), as HPC sites use.")]
 
 _COMMON = [
     inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
@@ -71,6 +78,41 @@ def usage_error(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+_RULES = {">": lambda v, b: v > b, ">=": lambda v, b: v >= b, "<": lambda v, b: v < b, "<=": lambda v, b: v <= b,
+          "!=": lambda v, b: v != b}
+_SAID = {">": "greater than", ">=": "at least", "<": "less than", "<=": "at most", "!=": "other than"}
+
+
+def check_numbers(*rules: tuple[str, Any, str]) -> None:
+    """Refuse nonsense numeric option values as a usage error (exit 2) naming the option, before any
+    work: each rule is (option, value, condition), conditions like '> 0', '>= 1', '0..1' (inclusive), '!= 0',
+    several joined by ' and '. None values (option not given) pass; NaN and infinities never do.
+
+        c.check_numbers(("--distance", distance, "> 0"), ("--threshold", threshold, ">= 0"))
+    """
+    import math  # noqa: PLC0415
+
+    for option, value, condition in rules:
+        if value is None:
+            continue
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise usage_error(f"{option} {value!r}: not a number") from None
+        if not math.isfinite(v):
+            raise usage_error(f"{option} {value}: must be a finite number")
+        for cond in condition.split(" and "):
+            cond = cond.strip()
+            if ".." in cond:
+                lo, hi = (float(x) for x in cond.split(".."))
+                if not lo <= v <= hi:
+                    raise usage_error(f"{option} {value}: must be between {lo:g} and {hi:g}")
+                continue
+            op, _, bound = cond.partition(" ")
+            if not _RULES[op](v, float(bound)):
+                raise usage_error(f"{option} {value}: must be {_SAID[op]} {float(bound):g}")
+
+
 def check_stdout(output: str | None, json_report: bool) -> None:
     """stdout carries the data (-o -) or the --json report, never both."""
     if output == "-" and json_report:
@@ -90,6 +132,20 @@ def report(enabled: bool, schema: str, **data: Any) -> None:
 def command_line() -> str:
     """The exact command line, for provenance."""
     return " ".join(shlex.quote(a) for a in ["cxdi"] + sys.argv[1:]) if sys.argv else "cxdi"
+
+
+def executor(jobs: int = 1, scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
+    """The executor for --jobs / --scheduler / --scheduler-file; connecting to a scheduler fails here, in
+    seconds, before any input is read. It is closed when the command ends, however it ends."""
+    import click  # noqa: PLC0415
+
+    from cxdi_cli import executor as ex  # noqa: PLC0415
+
+    pool = ex.choose(jobs, scheduler, scheduler_file)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.with_resource(pool)
+    return pool
 
 
 @contextlib.contextmanager

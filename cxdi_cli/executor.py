@@ -68,9 +68,10 @@ class Executor:
     kind = "executor"
 
     def map(self, fn: Task, shared: Any, args_list: Sequence[tuple], *, on_done: OnDone | None = None,
-            on_event: OnEvent | None = None) -> Outcome:
+            on_event: OnEvent | None = None, keep: bool = True) -> Outcome:
         """Run one task per entry of `args_list`. `on_done(k, result)` and `on_event(event)` are called
-        in the caller's thread as tasks finish and report; the results come back in submission order."""
+        in the caller's thread as tasks finish and report; the results come back in submission order
+        (`keep=False`: not kept, `on_done` consumes each one, so the caller holds one result at a time)."""
         raise NotImplementedError
 
     @property
@@ -105,7 +106,7 @@ class InProcess(Executor):
     kind = "in-process"
 
     def map(self, fn: Task, shared: Any, args_list: Sequence[tuple], *, on_done: OnDone | None = None,
-            on_event: OnEvent | None = None) -> Outcome:
+            on_event: OnEvent | None = None, keep: bool = True) -> Outcome:
         out = Outcome(results=[None] * len(args_list))
         for k, args in enumerate(args_list):
             try:
@@ -113,7 +114,8 @@ class InProcess(Executor):
             except Exception as exc:  # noqa: BLE001 - a failed task is reported, the others go on
                 _collect(k, exc, out)
                 continue
-            out.results[k] = result
+            if keep:
+                out.results[k] = result
             if on_done is not None:
                 on_done(k, result)
         return out
@@ -177,7 +179,7 @@ class LocalProcesses(Executor):
                                             initargs=(self.threads, self._events))
 
     def map(self, fn: Task, shared: Any, args_list: Sequence[tuple], *, on_done: OnDone | None = None,
-            on_event: OnEvent | None = None) -> Outcome:
+            on_event: OnEvent | None = None, keep: bool = True) -> Outcome:
         import concurrent.futures as cf  # noqa: PLC0415
 
         if self._pool is None:
@@ -191,14 +193,16 @@ class LocalProcesses(Executor):
                 finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 self._drain(on_event)
                 for fut in sorted(finished, key=futures.__getitem__):
-                    k = futures[fut]
+                    k = futures.pop(fut)             # the pool's future lets go of the result
                     exc = fut.exception()
                     if exc is not None:
                         _collect(k, exc, out)
                         continue
-                    out.results[k] = fut.result()
+                    result = fut.result()
+                    if keep:
+                        out.results[k] = result
                     if on_done is not None:
-                        on_done(k, out.results[k])
+                        on_done(k, result)
             self._drain(on_event)
         except BaseException:
             for fut in pending:
@@ -243,7 +247,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _dask_task(fn: Task, shared: Any, args: tuple, topic: str | None) -> Any:
+def _dask_task(fn: Task, shared: Any, args: tuple, topic: str | None, index: int) -> Any:
     """Runs on a Dask worker: FFT threads = the worker's cores shared among its task threads (unless
     CXDI_THREADS is set there), events sent to the client through the scheduler's event log."""
     from distributed import get_worker  # noqa: PLC0415
@@ -260,7 +264,7 @@ def _dask_task(fn: Task, shared: Any, args: tuple, topic: str | None) -> Any:
     report = None
     if topic is not None:
         def report(event: dict[str, Any]) -> None:
-            worker.log_event(topic, _plain(event))
+            worker.log_event(topic, {"task": index, "event": _plain(event)})
     return fn(shared, *args, report)
 
 
@@ -303,7 +307,7 @@ class Dask(Executor):
                                f"{self.address}`") from None
 
     def map(self, fn: Task, shared: Any, args_list: Sequence[tuple], *, on_done: OnDone | None = None,
-            on_event: OnEvent | None = None) -> Outcome:
+            on_event: OnEvent | None = None, keep: bool = True) -> Outcome:
         from distributed import as_completed  # noqa: PLC0415
 
         out = Outcome(results=[None] * len(args_list))
@@ -321,31 +325,35 @@ class Dask(Executor):
         try:
             shared_f = self.client.scatter(shared, broadcast=True, hash=False)
             for k, args in enumerate(args_list):
-                fut = self.client.submit(_dask_task, fn, shared_f, tuple(args), topic, key=f"cxdi-{name}-{token}-{k}",
+                fut = self.client.submit(_dask_task, fn, shared_f, tuple(args), topic, k, key=f"cxdi-{name}-{token}-{k}",
                                          retries=self.retries, pure=False)
                 futures[fut] = k
-            ac = as_completed(list(futures))
+            ac = as_completed(list(futures), loop=self.client.loop)
             while not ac.is_empty():
                 batch = ac.next_batch(block=False) if ac.has_ready() else []
                 if not batch:
                     time.sleep(0.05)
-                self._drain(events, on_event)
+                self._drain(events, on_event, futures)
                 for fut in sorted(batch, key=futures.__getitem__):
-                    k = futures[fut]
+                    k = futures.pop(fut)
                     if fut.status == "finished":
                         try:
-                            out.results[k] = fut.result()
+                            result = fut.result()
                         except Exception as exc:  # noqa: BLE001 - lost between finish and fetch
                             _collect(k, exc, out)
                             continue
                         fut.release()
+                        if keep:
+                            out.results[k] = result
                         if on_done is not None:
-                            on_done(k, out.results[k])
+                            on_done(k, result)
                     else:
-                        exc = fut.exception()
+                        try:
+                            exc = fut.exception()
+                        except BaseException as err:  # noqa: BLE001 - a cancelled future raises here
+                            exc = err
                         fut.release()
                         _collect(k, exc if exc is not None else ComputeError(f"task {k} {fut.status}"), out)
-            self._drain(events, on_event)
         finally:
             if topic is not None:
                 self.client.unsubscribe_topic(topic)
@@ -357,14 +365,17 @@ class Dask(Executor):
         return out
 
     @staticmethod
-    def _drain(events: queue_mod.SimpleQueue, on_event: OnEvent | None) -> None:
+    def _drain(events: queue_mod.SimpleQueue, on_event: OnEvent | None, running: dict[Any, int]) -> None:
+        """Pass on the events of tasks still running (an event can arrive after its task's result, and a
+        task rerun after a worker died reports its steps again)."""
+        live = set(running.values())
         while True:
             try:
-                ev = events.get_nowait()
+                msg = events.get_nowait()
             except queue_mod.Empty:
                 return
-            if on_event is not None:
-                on_event(ev)
+            if on_event is not None and msg.get("task") in live:
+                on_event(msg["event"])
 
     def close(self) -> None:
         if self.own:
