@@ -440,10 +440,12 @@ def read_array(spec: str, what: str = "image") -> np.ndarray:
             raise InputError(f"{name}: cannot read {dset} ({str(exc).splitlines()[0]}); truncated file?") from None
 
 
-def write_tiff(dest: str, array: np.ndarray, pixel_size: float | None = None, axes: str | None = None) -> None:
+def write_tiff(dest: str, array: np.ndarray, pixel_size: float | Iterable[float] | None = None,
+               axes: str | None = None) -> None:
     """Write a float32 ImageJ-readable TIFF (a 3D array becomes a stack), atomically.
 
-    `axes` in ImageJ order (e.g. "CYX" for amplitude and phase channels); `pixel_size` in metres."""
+    `axes` in ImageJ order (e.g. "CYX" for amplitude and phase channels); `pixel_size` in metres: one
+    number, or one per spatial axis, (y, x) or (z, y, x) (ImageJ's x/y resolution and z spacing)."""
     import tifffile  # noqa: PLC0415
 
     arr = np.asarray(array)
@@ -452,10 +454,10 @@ def write_tiff(dest: str, array: np.ndarray, pixel_size: float | None = None, ax
     arr = arr.astype(np.float32)
     axes = axes or ("ZYX" if arr.ndim == 3 else "YX")
     kw: dict[str, Any] = {"imagej": True, "metadata": {"axes": axes}}
-    if pixel_size:
-        um = pixel_size * 1e6
-        kw["resolution"] = (1.0 / um, 1.0 / um)
-        kw["metadata"].update(unit="um", spacing=um)
+    sizes = [float(p) * 1e6 for p in np.atleast_1d(pixel_size if pixel_size is not None else [])]
+    if sizes and all(sizes):
+        kw["resolution"] = (1.0 / sizes[-1], 1.0 / sizes[-2 if len(sizes) > 1 else -1])  # (x, y), px per µm
+        kw["metadata"].update(unit="um", spacing=sizes[0] if len(sizes) == 3 else sizes[-1])
     with atomic_output(dest, ".tif") as tmp:
         tifffile.imwrite(tmp, arr, **kw)
 
