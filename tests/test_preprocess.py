@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxdi_cli import io
-from cxdi_cli.reduce import pattern as pp
+from cxdi_cli.reduce import centring, pattern as pp
 from cxdi_cli.model import MASK_BITS, measured_from_mask
 
 GEOM = ["--energy", "8", "--distance", "5", "--pixel", "75e-6"]
@@ -199,10 +199,10 @@ def test_find_centre_synthetic_subpixel():
     img[70, 30] = img[10, 80] = 1e7  # hot pixels, not in the mask: suspect-screened by preprocess only
     hot = np.zeros((n, n), bool)
     hot[70, 30] = hot[10, 80] = True
-    cy, cx = pp.find_centre(img, (mask > 0) | hot)
+    cy, cx = centring.find_centre(img, (mask > 0) | hot)
     assert abs(cy - true[0]) < 0.1 and abs(cx - true[1]) < 0.1
     # the refinement from a guess (no FFT map, a local downhill walk) lands on the same centre
-    ry, rx = pp.find_centre(img, (mask > 0) | hot, guess=(cy + 1.3, cx - 0.8), search=4.0)
+    ry, rx = centring.find_centre(img, (mask > 0) | hot, guess=(cy + 1.3, cx - 0.8), search=4.0)
     assert abs(ry - cy) < 0.02 and abs(rx - cx) < 0.02
 
 

@@ -472,7 +472,7 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
     photons = (raw - dark) / flat / adu_per_photon.
     """
     from cxdi_cli import io  # noqa: PLC0415
-    from cxdi_cli.reduce import masking, pattern as preprocess  # noqa: PLC0415
+    from cxdi_cli.reduce import centring, masking, pattern as preprocess  # noqa: PLC0415
     from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
     from cxdi_cli.model import measured_from_mask, wavelength_from_kev  # noqa: PLC0415
 
@@ -506,31 +506,11 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
                                       on_progress=lambda advance=0, total=None, **k: progress(advance=advance))
         level = stats.saturation
         bits[stats.marker] |= np.uint32(MASK_BITS["invalid"])
-        total = stats.total
-        info: dict[str, Any] = {}
-        empty = stats.raw_max <= 0.0
-        if auto_mask:
-            g = masking.detect_gaps(total, ~measured_from_mask(bits), empty=empty, detector=detector)
-            bits[g] |= np.uint32(MASK_BITS["gap"])
-        found = centre is None
-        if found:
-            pre = bits.copy()                # outliers flagged only to find the centre (the beamstop's
-            if auto_mask:                    # zero counts are not yet masked and would pull the fit)
-                hot, dead = masking.detect_outliers(total, ~measured_from_mask(pre))
-                pre[hot | (dead & empty)] |= np.uint32(MASK_BITS["invalid"])
-            c = preprocess.find_centre(total, pre)
-        else:
-            c = centre
-        if auto_mask:
-            bits, info = masking.auto_mask(total, bits, c, detector=None, gaps=False, outliers=False, empty=empty)
-            if found:
-                c = preprocess.find_centre(total, bits, guess=c, search=4.0)
-            # on the sum of a tilt series the pixels along the tilt axis keep the zeros of the transform
-            # (their q hardly moves), so "dark among lit neighbours" alone is not dead: a dead pixel also
-            # never counted in any frame
-            hot, dead = masking.detect_outliers(total, ~measured_from_mask(bits))
-            bits[hot] |= np.uint32(MASK_BITS["hot"])
-            bits[dead & empty] |= np.uint32(MASK_BITS["dead"])
+        # the centring and masking of `preprocess` (`centring.centre_and_mask`); the frames of a tilt
+        # series differ by more than noise, so their spread gives no read-noise variance: 0
+        cm = centring.centre_and_mask(stats.total, bits, empty=stats.raw_max <= 0.0, centre=centre,
+                                      auto_mask=auto_mask, detector=detector)
+        bits, c, found, info = cm.mask, cm.centre, cm.found, cm.info
         if not (0 <= c[0] < shape[0] and 0 <= c[1] < shape[1]):
             raise DataError(f"beam centre {c[0]:g},{c[1]:g} is off the {shape[0]}x{shape[1]} detector")
         static_good = measured_from_mask(bits)

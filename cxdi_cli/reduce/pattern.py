@@ -8,8 +8,7 @@ Reusable pieces (assemble3d uses them on tilt series):
 - `accumulate(stack, ...)`: one pass over the frames, block by block (memory: a few frames), giving
   the photon sum and per-pixel statistics (`FrameStats`).
 - `pixel_flags(stats)`: saturated / hot-in-time / marker pixels as CXI mask bits.
-- `find_centre(image, mask)`: beam centre from the centro-symmetry of the far-field intensity,
-  sub-pixel.
+- `find_centre(image, mask)` and the centring/masking chain: `centring` (shared with `assembly`).
 - `extract(image, mask, centre, crop, bin, pad)`: crop around the centre, bin, pad; q = 0 at N // 2.
 - `preprocess(...)`: the whole chain, as `cxdi preprocess` runs it.
 """
@@ -22,6 +21,7 @@ import numpy as np
 
 from cxdi_cli import geometry as geo
 from cxdi_cli.reduce import masking
+from cxdi_cli.reduce.centring import centre_and_mask
 from cxdi_cli.fft import good_size
 from cxdi_cli.model import (
     MASK_BITS,
@@ -235,141 +235,6 @@ def pixel_flags(stats: FrameStats, *, hot_sigma: float = 10.0) -> np.ndarray:
     return m
 
 
-# --------------------------------------------------------------------------- beam centre
-
-
-def _symmetry_map(f: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Relative centro-symmetry misfit for every integer p = 2c (per axis), via FFT correlations.
-
-    M(p) = sum w(x) w(p-x) (f(x) - f(p-x))^2 / sum w(x) w(p-x) (f(x)^2 + f(p-x)^2), and the overlap
-    sum w(x) w(p-x). Arrays indexed by p = 0 .. 2n-2 along each axis.
-    """
-    from cxdi_cli import fft  # noqa: PLC0415
-
-    ny, nx = f.shape
-    shape = (good_size(2 * ny, smaller=False), good_size(2 * nx, smaller=False))
-
-    def ft(a: np.ndarray) -> np.ndarray:
-        pad = np.zeros(shape, np.complex64)
-        pad[:ny, :nx] = a
-        return fft.fftn(pad)
-
-    # convolution (a * b)(p) = sum_x a(x) b(p - x): the mate of x about centre c is p - x, p = 2c
-    wf2, wf, w0 = ft(w * f * f), ft(w * f), ft(w)
-    a_plus_b = 2.0 * fft.ifftn(wf2 * w0).real
-    cross = fft.ifftn(wf * wf).real
-    overlap = fft.ifftn(w0 * w0).real
-    num = a_plus_b - 2.0 * cross
-    out = np.full(shape, np.inf)
-    ok = (overlap > 0.5) & (a_plus_b > 0)
-    out[ok] = num[ok] / a_plus_b[ok]
-    return out[: 2 * ny - 1, : 2 * nx - 1], overlap[: 2 * ny - 1, : 2 * nx - 1]
-
-
-def _local_metric(f: np.ndarray, w: np.ndarray, p: tuple[int, int], centre: tuple[float, float],
-                  radius: float) -> float:
-    """The relative misfit for p = 2c over the pixels within `radius` of `centre` (direct sum)."""
-    ny, nx = f.shape
-    r0 = max(0, int(centre[0] - radius)), min(ny, int(centre[0] + radius) + 1)
-    c0 = max(0, int(centre[1] - radius)), min(nx, int(centre[1] + radius) + 1)
-    ii = np.arange(*r0)
-    jj = np.arange(*c0)
-    mi, mj = p[0] - ii, p[1] - jj
-    vi = (mi >= 0) & (mi < ny)
-    vj = (mj >= 0) & (mj < nx)
-    ii, mi, jj, mj = ii[vi], mi[vi], jj[vj], mj[vj]
-    if ii.size == 0 or jj.size == 0:
-        return np.inf
-    a = f[np.ix_(ii, jj)]
-    b = f[np.ix_(mi, mj)]
-    ww = w[np.ix_(ii, jj)] * w[np.ix_(mi, mj)]
-    disc = ((ii[:, None] - centre[0]) ** 2 + (jj[None, :] - centre[1]) ** 2) <= radius * radius
-    ww = ww * disc
-    den = float(np.sum(ww * (a * a + b * b)))
-    if den <= 0 or ww.sum() < 16:
-        return np.inf
-    return float(np.sum(ww * (a - b) ** 2)) / den
-
-
-def find_centre(image: np.ndarray, mask: np.ndarray | None = None, guess: Sequence[float] | None = None,
-                *, search: float | None = None, radius: float | None = None) -> tuple[float, float]:
-    """Beam centre (row, col), sub-pixel, from the centro-symmetry of a far-field pattern.
-
-    The far-field intensity obeys I(c + x) = I(c - x). The misfit between sqrt(I) (noise-stabilised)
-    and its point reflection about c is computed for every half-pixel c at once with FFT
-    correlations, masked pixels (mask bits set, or `mask` True) excluded on both sides; then
-    refined near q = 0 (within `radius` pixels, default a quarter of the image) by a quadratic fit of
-    the misfit on the 5x5 half-pixel grid around its minimum. With `guess` and `search` (pixels) the
-    FFT map is skipped: the local misfit is walked downhill from the guess, at most `search` away.
-    """
-    img = np.asarray(image, np.float64)
-    if img.ndim != 2:
-        raise DataError("centre finding needs a 2D image")
-    if mask is None:
-        good = np.ones(img.shape, bool)
-    else:
-        m = np.asarray(mask)
-        good = measured_from_mask(m) if m.dtype != bool else ~m
-    good &= np.isfinite(img)
-    f = np.sqrt(np.clip(np.where(good, img, 0.0), 0, None))
-    w = good.astype(np.float64)
-    if not np.any(f > 0):
-        raise DataError("cannot find the beam centre: no signal in the unmasked pixels")
-    if radius is None:
-        radius = max(12.0, min(img.shape) / 4.0)
-    local = guess is not None and search is not None
-    if local:
-        # a refinement near a known centre: the full symmetry map is not needed, the downhill walk
-        # of the local misfit starts from the guess and stays within `search` of it
-        p0 = (int(np.floor(2.0 * guess[0] + 0.5)), int(np.floor(2.0 * guess[1] + 0.5)))
-        steps = max(6, int(np.ceil(search)) + 2)
-    else:
-        metric, overlap = _symmetry_map(f, w)
-        metric = np.where(overlap >= 0.2 * w.sum(), metric, np.inf)
-        if not np.isfinite(metric).any():
-            raise DataError("cannot find the beam centre: too few unmasked pixels overlap their mirror image")
-        p0 = np.unravel_index(int(np.argmin(metric)), metric.shape)
-        steps = 6
-    c0 = (p0[0] / 2.0, p0[1] / 2.0)
-    # local refinement on the half-pixel grid (walk downhill until the minimum is central), then a
-    # quadratic fit of the 5x5 misfit grid
-    p = (int(p0[0]), int(p0[1]))
-    grid = np.full((5, 5), np.inf)
-    for step in range(steps):
-        grid = np.array([[_local_metric(f, w, (p[0] + di, p[1] + dj), c0, radius)
-                          for dj in range(-2, 3)] for di in range(-2, 3)])
-        if not np.isfinite(grid).any():
-            if local and step == 0:
-                raise DataError("cannot find the beam centre: too few unmasked pixels overlap their mirror image")
-            break
-        k = np.unravel_index(int(np.argmin(grid)), grid.shape)
-        if k == (2, 2):
-            break
-        nxt = (p[0] + int(k[0]) - 2, p[1] + int(k[1]) - 2)
-        if local and (nxt[0] / 2.0 - guess[0]) ** 2 + (nxt[1] / 2.0 - guess[1]) ** 2 > search * search:
-            break
-        p = nxt
-    pf = np.array(p, float) + (_quadratic_minimum(grid) if np.isfinite(grid[2, 2]) else 0.0)
-    return float(pf[0] / 2.0), float(pf[1] / 2.0)
-
-
-def _quadratic_minimum(grid: np.ndarray) -> np.ndarray:
-    """Offset (from the grid centre) of the minimum of a 2D quadratic fitted to a 5x5 grid; clipped to
-    +-1.5 grid steps; zero when the fit is not a bowl."""
-    di, dj = np.mgrid[-2:3, -2:3].astype(float)
-    ok = np.isfinite(grid)
-    if ok.sum() < 8:
-        return np.zeros(2)
-    A = np.column_stack([np.ones(ok.sum()), di[ok], dj[ok], di[ok] ** 2, di[ok] * dj[ok], dj[ok] ** 2])
-    coef, *_ = np.linalg.lstsq(A, grid[ok], rcond=None)
-    _, bi, bj, aii, aij, ajj = coef
-    H = np.array([[2 * aii, aij], [aij, 2 * ajj]])
-    if np.linalg.det(H) <= 0 or H[0, 0] <= 0:
-        return np.zeros(2)
-    off = -np.linalg.solve(H, np.array([bi, bj]))
-    return np.clip(off, -1.5, 1.5)
-
-
 # --------------------------------------------------------------------------- crop, bin, pad
 
 
@@ -391,6 +256,9 @@ def plan_output(shape: tuple[int, int], centre: tuple[float, float], crop: int |
             raise UsageError("--crop must be at least 2 pixels")
         if crop % binning:
             raise UsageError(f"--crop {crop} is not a multiple of --bin {binning}")
+        if crop > max(shape):
+            raise UsageError(f"--crop {crop} is larger than the detector ({shape[0]}x{shape[1]} pixels); "
+                             "use --pad to enlarge the output")
         m = crop // binning
     if m < 2:
         raise UsageError(f"--bin {binning} leaves fewer than 2 output pixels")
@@ -403,6 +271,9 @@ def plan_output(shape: tuple[int, int], centre: tuple[float, float], crop: int |
     n = m if pad is None else int(pad)
     if n < m:
         raise UsageError(f"--pad {n} is smaller than the cropped size {m}")
+    from cxdi_cli.io.paths import check_memory  # noqa: PLC0415
+
+    check_memory(n * n * 32.0, f"an output of {n}x{n} pixels", "reduce --pad")
     offset = n // 2 - m // 2
     return {"start": start, "size": m, "bin": k, "out": n, "offset": offset,
             "centre_out": (n // 2 + resid[0], n // 2 + resid[1]), "residual": resid,
@@ -501,24 +372,9 @@ def preprocess(raw: str | Sequence[str], *, energy_kev: float | None = None, dis
     total = stats.total
     noise_var = stats.n * read_noise_variance(stats)
     # pixels that never saw a count: gaps (and, for integrating detectors, their dark reads 0)
-    empty = stats.raw_max <= 0.0
-    info: dict[str, Any] = {}
-    if auto_mask:
-        g = masking.detect_gaps(total, ~measured_from_mask(mask), empty=empty, detector=detector)
-        mask[g] |= np.uint32(MASK_BITS["gap"])
-    elif detector:
-        mask[masking.model_gaps(detector, shape)] |= np.uint32(MASK_BITS["gap"])
-    # before the centre is known, outliers against the neighbourhood only: kept out of the centring,
-    # not written to the mask (sharp fringes would be mistaken for hot pixels)
-    suspect, _ = masking.detect_outliers(total, ~measured_from_mask(mask), noise_var)
-    suspect |= empty
-    found = centre is None
-    c = find_centre(total, (~measured_from_mask(mask)) | suspect) if found else centre
-    if auto_mask:
-        mask, info = masking.auto_mask(total, mask, c, noise_var=noise_var, margin=margin, gaps=False,
-                                       empty=empty)
-        if found:
-            c = find_centre(total, mask, guess=c, search=4.0)
+    cm = centre_and_mask(total, mask, empty=stats.raw_max <= 0.0, centre=centre, noise_var=noise_var,
+                         auto_mask=auto_mask, detector=detector, margin=margin)
+    mask, c, found, info = cm.mask, cm.centre, cm.found, cm.info
     if not np.any(total[measured_from_mask(mask)] > 0):
         raise DataError(f"{source}: no signal left in the unmasked pixels")
     plan = plan_output(shape, c, crop, binning, pad)
