@@ -16,7 +16,8 @@ def assemble3d(
     distance: Annotated[float, typer.Option("--distance", help="Sample-detector distance (m).")],
     pixel: Annotated[float, typer.Option("--pixel", help="Detector pixel size (m).")],
     angles: Annotated[str, typer.Option("--angles", help="Tilt ω per frame (degrees): file.h5::/path, "
-                                                         "START:STOP:STEP, or a text file (one per line).")],
+                                                         "a comma list (-60,-59.5,...), START:STOP:STEP, or a text file "
+                                                         "(one per line).")],
     output: c.OutputOpt = "-",
     centre: Annotated[str, typer.Option("--centre", help="Beam centre: auto (from the sum of frames) or ROW,COL "
                                                          "in detector pixels.")] = "auto",
@@ -76,8 +77,14 @@ def assemble3d(
     --angles tilts.h5::/entry_0000/measurement/omega --centre 63.7,64.2
     """
     c.check_stdout(output, json_report)
+    c.check_numbers(("--energy", energy, "> 0"), ("--distance", distance, "> 0"), ("--pixel", pixel, "> 0"),
+                    ("--omega-offset", omega_offset, "-360..360"), ("--adu-per-photon", adu_per_photon, "> 0"),
+                    ("--saturation", saturation, "> 0"))
     from cxdi_cli import io  # noqa: PLC0415
     from cxdi_cli.reduce import assembly as assemble, pattern as preprocess  # noqa: PLC0415
+
+    if size is not None:  # the volume's accumulators: ~28 bytes a voxel
+        io.check_memory(28.0 * size ** 3, f"a {size}^3 volume", "reduce --size or raise --bin")
 
     ctr = preprocess.parse_centre(centre)   # the options are checked by assemble_files, before any reading
     params = dict(energy_kev=energy, distance_m=distance, pixel_m=pixel, angles=angles, centre=centre, size=size,

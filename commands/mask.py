@@ -51,6 +51,7 @@ def mask(
       cxdi preprocess raw.h5 -o - --energy 8 --distance 5 --pixel 75e-6 | cxdi mask - -o m.cxi --remove dead
     """
     c.check_stdout(output, json_report)
+    c.check_numbers(("--saturation", saturation, "> 0"), ("--oversampling", oversampling, "> 0"))
     import numpy as np  # noqa: PLC0415
 
     from cxdi_cli import io  # noqa: PLC0415

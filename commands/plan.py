@@ -22,6 +22,8 @@ def plan(
 
     Example: cxdi plan --energy 8 --distance 30 --pixel 75e-6 --detector 2048 --size 20e-6
     """
+    c.check_numbers(("--energy", energy, "> 0"), ("--distance", distance, "> 0"), ("--pixel", pixel, "> 0"),
+                    ("--detector", detector, ">= 2"), ("--size", size, "> 0"))
     from cxdi_cli.planning import plan_experiment  # noqa: PLC0415
 
     r = plan_experiment(energy_kev=energy, distance=distance, pixel=pixel, detector=detector, size=size, ndim=dims)

@@ -72,6 +72,9 @@ def preprocess(
       cxdi preprocess 'frames/frame_*.tif' --dark 'darks/*.tif' --adu-per-photon 2 -o p.cxi --energy 8 --distance 5 --pixel 75e-6 --bin 2
     """
     c.check_stdout(output, json_report)
+    c.check_numbers(("--energy", energy, "> 0"), ("--distance", distance, "> 0"), ("--pixel", pixel, "> 0"),
+                    ("--crop", crop, ">= 2"), ("--pad", pad, ">= 2"), ("--adu-per-photon", adu_per_photon, "> 0"),
+                    ("--threshold", threshold, ">= 0"), ("--saturation", saturation, "> 0"))
     if split_half and output == "-":
         raise c.usage_error("--split-half writes OUT_a.cxi and OUT_b.cxi beside OUT: give -o a file name")
     from cxdi_cli import io  # noqa: PLC0415

@@ -84,6 +84,12 @@ def simulate(
 
     Example: cxdi simulate tungsten -o sim --seed 1 && cxdi info sim/expected.cxi
     """
+    c.check_numbers(("--size", size, ">= 16"), ("--photons", photons, "> 0"), ("--distance", distance, "> 0"),
+                    ("--energy", energy, "> 0"), ("--pixel", pixel, "> 0"), ("--frames", frames, ">= 1"),
+                    ("--oversampling", oversampling, "> 0"), ("--thickness", thickness, "> 0"),
+                    ("--beamstop", beamstop, ">= 0"), ("--psf", psf, ">= 0"), ("--phase-max", phase_max, ">= 0"),
+                    ("--darks", darks, ">= 0"), ("--adu-per-photon", adu_per_photon, "> 0"),
+                    ("--dark-adu", dark_adu, ">= 0"), ("--read-noise", read_noise, ">= 0"))
     from cxdi_cli.sim import simulate as run  # noqa: PLC0415
 
     options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,

@@ -123,3 +123,31 @@ def test_installed_script_reads_stdin(tmp_path):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["shape"] == [16, 16] and abs(d["photons_total"] - data.sum()) < 1e-3 * data.sum()
+
+
+def test_angles_as_comma_list_range_or_file_give_the_same_volume(cli, tmp_path):
+    """Regression: `assemble3d --angles 1,2` said "no such file"; a list, a range, a text file and an
+    HDF5 dataset of the same angles give the same volume."""
+    import h5py
+    import numpy as np
+
+    from cxdi_cli import io
+
+    rng = np.random.default_rng(0)
+    io.write_lima(str(tmp_path / "t.h5"), rng.poisson(5, (3, 32, 32)).astype(np.uint16))
+    (tmp_path / "a.txt").write_text("0\n0.5\n1\n")
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["omega"] = np.array([0, 0.5, 1.0])
+    volumes = []
+    for spec in ("0,0.5,1", "0:1:0.5", tmp_path / "a.txt", f"{tmp_path / 'a.h5'}::/omega"):
+        out = tmp_path / "v.cxi"
+        r = cli("assemble3d", tmp_path / "t.h5", "-o", out, "--energy", 8, "--distance", 1, "--pixel", 75e-6,
+                "--angles", spec, "--threads", 1, "-q")
+        assert r.exit_code == 0, (spec, r.stderr)
+        volumes.append(io.read_pattern(str(out)).intensity)
+    for v in volumes[1:]:
+        np.testing.assert_array_equal(v, volumes[0])
+    r = cli("assemble3d", tmp_path / "t.h5", "-o", tmp_path / "w.cxi", "--energy", 8, "--distance", 1,
+            "--pixel", 75e-6, "--angles", "1,2", "--threads", 1)
+    assert r.exit_code == 2 and "--angles 1,2: 2 angles for 3 frames" in r.stderr
+    assert not (tmp_path / "w.cxi").exists()

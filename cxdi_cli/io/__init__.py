@@ -16,10 +16,10 @@ from cxdi_cli.io.cxi import (
     write_tiff,
     write_tiff_raw,
 )
-from cxdi_cli.io.paths import atomic_output, local_input, sniff, split_url
+from cxdi_cli.io.paths import atomic_output, check_memory, local_input, sniff, split_url
 
 __all__ = [
-    "atomic_output", "list_datasets", "local_input", "make_step", "open_h5", "read_array",
+    "atomic_output", "check_memory", "list_datasets", "local_input", "make_step", "open_h5", "read_array",
     "read_geometry", "read_pattern", "read_provenance", "read_reconstruction", "sniff", "split_url",
     "write_lima", "write_pattern", "write_reconstruction", "write_results", "write_tiff",
     "write_tiff_raw",

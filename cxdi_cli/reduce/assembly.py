@@ -67,25 +67,26 @@ def detector_q(geom: TiltGeometry, shape: tuple[int, int], flat: bool = False) -
     return np.stack([x, y, np.zeros_like(x)]) / (geom.wavelength * geom.distance)
 
 
-def check_angles(angles: np.ndarray, n_frames: int | None = None, source: str = "angles") -> np.ndarray:
+def check_angles(angles: np.ndarray, n_frames: int | None = None, source: str = "angles",
+                 error: type[Exception] = DataError) -> np.ndarray:
     """Angles as float64; refuses a count that does not match the frames, and non-monotonic or
-    duplicated lists (DataError, naming `source`)."""
+    duplicated lists (`error`, naming `source`: DataError for a file, UsageError for typed angles)."""
     a = np.asarray(angles, dtype=np.float64).ravel()
     if a.size < 2:
-        raise DataError(f"{source}: need at least two tilt angles, got {a.size}")
+        raise error(f"{source}: need at least two tilt angles, got {a.size}")
     if not np.all(np.isfinite(a)):
-        raise DataError(f"{source}: angles hold NaN or infinite values")
+        raise error(f"{source}: angles hold NaN or infinite values")
     if n_frames is not None and a.size != n_frames:
-        raise DataError(f"{source}: {a.size} angles for {n_frames} frames")
+        raise error(f"{source}: {a.size} angles for {n_frames} frames")
     d = np.diff(a)
     if np.any(d == 0):
         k = int(np.flatnonzero(d == 0)[0])
-        raise DataError(f"{source}: duplicated angle {a[k]:g} deg (frames {k} and {k + 1})")
+        raise error(f"{source}: duplicated angle {a[k]:g} deg (frames {k} and {k + 1})")
     if not (np.all(d > 0) or np.all(d < 0)):
         k = int(np.flatnonzero(np.sign(d) != np.sign(d[0]))[0])
-        raise DataError(f"{source}: angles are not monotonic (frame {k + 1}: {a[k + 1]:g} deg after {a[k]:g} deg)")
+        raise error(f"{source}: angles are not monotonic (frame {k + 1}: {a[k + 1]:g} deg after {a[k]:g} deg)")
     if np.ptp(a) > 360:
-        raise DataError(f"{source}: angles span {np.ptp(a):g} deg, more than a full turn")
+        raise error(f"{source}: angles span {np.ptp(a):g} deg, more than a full turn")
     return a
 
 
@@ -428,28 +429,46 @@ def assemble(frames: Iterable[tuple[np.ndarray, np.ndarray]], angles: np.ndarray
 
 
 def read_angles(spec: str, n_frames: int | None = None) -> np.ndarray:
-    """Tilt angles (degrees) from `file.h5::/path`, `START:STOP:STEP` (STOP included when on the grid), or a
-    text file with one angle per line; checked against the frame count and for monotonic, distinct values."""
+    """Tilt angles (degrees) from a comma list (`-60,-59.5,...`), `START:STOP:STEP` (STOP included when on
+    the grid), `file.h5::/path`, or a file (text: one angle per line; TIFF, npy, EDF, HDF5); checked
+    against the frame count and for monotonic, distinct values."""
     import os  # noqa: PLC0415
+    import re  # noqa: PLC0415
 
     from cxdi_cli import io  # noqa: PLC0415
 
+    spec = str(spec).strip()
     name, dset = io.split_url(spec)
-    if dset is None and not os.path.exists(name) and spec.count(":") == 2:
-        try:
-            start, stop, step = (float(v) for v in spec.split(":"))
-        except ValueError:
-            raise UsageError(f"--angles {spec!r}: expected START:STOP:STEP, file.h5::/path or a text file") from None
-        if step == 0 or (stop - start) / step < 0:
-            raise UsageError(f"--angles {spec!r}: STEP must move from START towards STOP")
-        count = int(np.floor((stop - start) / step + 1e-9)) + 1
-        return check_angles(start + step * np.arange(count), n_frames, f"--angles {spec}")
+    number = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+    if dset is None and not os.path.exists(name):
+        if re.fullmatch(rf"\s*{number}\s*(?:,\s*{number}\s*)+,?\s*", spec):
+            values = [float(v) for v in spec.split(",") if v.strip()]
+            return check_angles(np.asarray(values), n_frames, f"--angles {spec}", UsageError)
+        if spec.count(":") == 2:
+            try:
+                start, stop, step = (float(v) for v in spec.split(":"))
+            except ValueError:
+                raise UsageError(f"--angles {spec!r}: START:STOP:STEP must be three numbers") from None
+            if not all(np.isfinite((start, stop, step))):
+                raise UsageError(f"--angles {spec!r}: START, STOP and STEP must be finite")
+            if step == 0 or (stop - start) / step < 0:
+                raise UsageError(f"--angles {spec!r}: STEP must move from START towards STOP")
+            span = (stop - start) / step
+            if span > 10_000_000:
+                raise UsageError(f"--angles {spec!r}: {span:.3g} angles; STEP too small?")
+            count = int(np.floor(span + 1e-9)) + 1
+            return check_angles(start + step * np.arange(count), n_frames, f"--angles {spec}", UsageError)
+        if name != "-":
+            raise UsageError(f"--angles {spec!r}: no such file, and not a comma list (-60,-59.5,...), "
+                             "START:STOP:STEP or FILE::/dataset")
     if dset is not None or io.sniff(io.local_input(name)) != "unknown":
         arr = io.read_array(spec, "angles")
     else:
         try:
-            arr = np.loadtxt(io.local_input(name), ndmin=1, comments="#")
-        except (ValueError, OSError) as exc:
+            if os.path.getsize(io.local_input(name)) > 256 << 20:
+                raise InputError(f"{name}: {os.path.getsize(name)} bytes is too large for a list of angles")
+            arr = np.loadtxt(io.local_input(name), ndmin=1, comments="#", delimiter=None)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{name}: cannot read angles ({str(exc).splitlines()[0]})") from None
     return check_angles(np.ravel(arr), n_frames, name)
 
