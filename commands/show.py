@@ -11,7 +11,8 @@ from cxdi_cli.commands import _common as c
 def show(
     input: c.InputArg,
     output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", help="PNG file to write (- for stdout).", show_default=False)] = None,
+        "-o", "--output", help="File to write: NAME.png (a picture; - for stdout), NAME.tif (float32 ImageJ "
+                               "TIFF) or NAME.vti (VTK image for ParaView).", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option(
         "--terminal", help="Draw the picture as text on stdout (for an SSH session without X).")] = False,
     ascii_only: Annotated[bool, typer.Option(
@@ -21,10 +22,13 @@ def show(
     slice_spec: Annotated[Optional[str], typer.Option(
         "--slice", help="3D: one slice instead of the three central ones: z, y or x (central slice normal to "
                         "that axis), AXIS=INDEX (z=40), or an index along z.", show_default=False)] = None,
-    crop_support: Annotated[bool, typer.Option(
-        "--crop-support", help="Reconstructions: crop to the support plus a 15 % margin.")] = False,
+    crop_support: Annotated[Optional[bool], typer.Option(
+        "--crop-support/--full", help="Reconstructions: frame the support plus a 15 % margin, or the whole "
+                                      "field. [default: --crop-support for pictures, --full for .tif and "
+                                      ".vti]", show_default=False)] = None,
     run: Annotated[Optional[int], typer.Option(
-        "--run", min=1, help="Run files: show run K in detail instead of the grid of runs.",
+        "--run", min=1, help="Run files: show run K in detail instead of the grid of runs (-o .tif/.vti: "
+                             "export run K, by default run 1).",
         show_default=False)] = None,
     width: Annotated[Optional[int], typer.Option(
         "--width", min=1, help="Picture width: pixels for the PNG [default: about 420 per panel], columns "
@@ -38,12 +42,13 @@ def show(
     pixels in pure magenta (255, 0, 255) and q axes in nm⁻¹ (q = 2 sin θ / λ, from the file's
     geometry; pixels without one); 3D volumes: the three central slices through q = 0. Reconstructions:
     phase as hue (0 red, ±π cyan) and amplitude as brightness, global phase removed, with a scale bar
-    from the real-space pixel size; 3D: central slices through the support and amplitude projections.
-    An average: its modes beside it, with their weights. A file of several runs: a grid of runs titled
-    with their metrics (llk, llk_free, ...; failed runs flagged). PRTF / FRC files (resolve-prt) and
-    other 1-D curves: the curves with their thresholds (PRTF 1/e; FRC 0.5, 1/7 and the file's
-    half-bit curve) and where each is crossed, as q and half-period d = 1/(2q). A stack of raw
-    detector frames: their sum.
+    from the real-space pixel size, framed on the support plus a 15 % margin (--full: the whole
+    field); 3D: three orthogonal slices through the object's centre of mass and its amplitude
+    projected along z (the beam), side by side. An average: its modes beside it, with their weights.
+    A file of several runs: a grid of runs in one frame, titled with their metrics (llk, llk_free,
+    ...; failed runs flagged). PRTF / FRC files (resolve-prt) and other 1-D curves: the curves with
+    their thresholds (PRTF 1/e; FRC 0.5, 1/7 and the file's half-bit curve) and where each is crossed,
+    as q and half-period d = 1/(2q). A stack of raw detector frames: their sum.
 
     The PNG is written whole or not at all; -o - writes it to stdout (not to a terminal).
     --terminal draws with Unicode half-blocks in 24-bit colour (COLORTERM=truecolor) or the xterm
@@ -51,16 +56,26 @@ def show(
 
     Example: cxdi show pattern.cxi -o pattern.png
 
-    Example: cxdi show runs.cxi -o runs.png --crop-support
+    Example: cxdi show runs.cxi -o runs.png
+
+    Example: cxdi show avg.cxi -o avg-field.png --full
 
     Example: cxdi show volume.cxi --terminal --slice y=70
 
-    -o NAME.tif writes the numbers instead of a picture: a float32 ImageJ TIFF of the intensity
-    (masked pixels NaN) or of the object's amplitude and phase as two channels, with the pixel size.
-
     Example: cxdi show prtf.h5 -o - | display
 
+    -o NAME.tif and -o NAME.vti write the numbers instead of a picture, for programs without cxdi.
+    TIFF (ImageJ/Fiji, napari): float32 intensity (masked pixels NaN), or the object's amplitude and
+    phase as two channels (3D: a ZCYX hyperstack) with the pixel size per axis in the ImageJ metadata.
+    VTI (VTK ImageData XML, ParaView): the intensity on the q grid (spacing in µm⁻¹, q = 0 at the
+    origin), or the amplitude, phase and support of the object (spacing the voxel size in nm). Both
+    write the whole field unless --crop-support is given.
+
     Example: cxdi show avg.cxi -o avg.tif
+
+    Example: cxdi show avg3d.cxi -o avg3d.vti --crop-support
+
+    Example: cxdi show volume.cxi -o volume.vti
     """
     if output is None and not terminal:
         raise c.usage_error("nothing to do: give -o PREVIEW.png, or --terminal to draw on the terminal")
@@ -74,17 +89,26 @@ def show(
 
     from cxdi_cli.view import render  # noqa: PLC0415 - matplotlib and numpy only when the command runs
 
-    if output is not None and output.lower().endswith((".tif", ".tiff")):
+    ext = os.path.splitext(output.lower())[1] if output is not None else ""
+    if ext in (".tif", ".tiff", ".vti"):
         from cxdi_cli.view import export  # noqa: PLC0415
-        from cxdi_cli import io  # noqa: PLC0415
 
-        image, axes, pixel = export.tiff_image(input, run=run or 1)
-        io.write_tiff(output, image, pixel_size=pixel, axes=axes)
-        c.say(f"wrote {output}: float32 TIFF, axes {axes}, shape {'x'.join(map(str, image.shape))}")
+        crop = bool(crop_support)  # the numbers: the whole field unless asked
+        if ext == ".vti":
+            ex = export.write_vti(input, output, run=run or 1, crop=crop)
+            shape = next(iter(ex.arrays.values())).shape
+            c.say(f"wrote {output}: VTK image, {', '.join(ex.arrays)}, {'x'.join(map(str, shape))}")
+        else:
+            from cxdi_cli import io  # noqa: PLC0415
+
+            image, axes, pixel = export.tiff_image(input, run=run or 1, crop=crop)
+            io.write_tiff(output, image, pixel_size=pixel, axes=axes)
+            c.say(f"wrote {output}: float32 TIFF, axes {axes}, shape {'x'.join(map(str, image.shape))}")
         if not terminal:
             return
-    pic = render.load_picture(input, log=log, slice_spec=slice_spec, crop_support=crop_support, run=run)
-    if output is not None and not output.lower().endswith((".tif", ".tiff")):
+    crop = crop_support is not False  # pictures: framed on the support unless --full
+    pic = render.load_picture(input, log=log, slice_spec=slice_spec, crop_support=crop, run=run)
+    if output is not None and ext not in (".tif", ".tiff", ".vti"):
         fig = render.render_figure(pic, width=width, dpi=dpi)
         render.save_png(fig, output, dpi=dpi)
         c.say(f"wrote {output if output != '-' else 'PNG to stdout'}: {pic.kind}, {len(pic.panels or pic.curves)} "

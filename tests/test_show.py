@@ -171,7 +171,7 @@ def test_volume_central_slices_and_slice_option(files, cli, tmp_path):
 def test_reconstruction_phase_as_hue_amplitude_as_brightness(files):
     from matplotlib.colors import rgb_to_hsv
 
-    pic = render.load_picture(str(files / "avg.cxi"))
+    pic = render.load_picture(str(files / "avg.cxi"), crop_support=False)  # --full: the whole field
     assert pic.kind == "reconstruction" and len(pic.panels) == 1
     panel = pic.panels[0]
     hsv = rgb_to_hsv(panel.rgb)
@@ -232,20 +232,67 @@ def test_crop_support_keeps_support_and_margin(files):
 
 
 def test_3d_reconstruction_slices_through_support_and_projections(files, tmp_path):
-    pic = render.load_picture(str(files / "r3.cxi"))
-    assert len(pic.panels) == 6 and pic.ncols == 3
-    assert pic.panels[2].title == "slice x = 21"  # through the object, 5 voxels off the array centre
-    assert pic.panels[0].title == "slice z = 16"
+    pic = render.load_picture(str(files / "r3.cxi"), crop_support=False)
+    # three orthogonal slices and the projection along the beam, side by side
+    assert len(pic.panels) == 4 and pic.ncols == 4
+    assert [p.title for p in pic.panels] == ["slice z = 16", "slice y = 16", "slice x = 21", "projection along z"]
+    # (x = 21: through the object, 5 voxels off the array centre)
     # the slice through the centre of a ball of radius 7 shows its full disc
     assert (pic.panels[0].brightness > 0.5).sum() == _disc((32, 32), 7).sum()
-    # projections: the amplitude summed along each axis, normalised to the largest
-    proj_z = pic.panels[3].brightness
+    # the projection: the amplitude summed along z, normalised to its largest value
     o3 = _disc((32, 32, 32), 7, centre=(16, 16, 21)).astype(float)
-    assert np.allclose(proj_z, o3.sum(axis=0) / o3.sum(axis=0).max(), atol=1e-6)
+    assert np.allclose(pic.panels[3].brightness, o3.sum(axis=0) / o3.sum(axis=0).max(), atol=1e-6)
     assert pic.panels[0].scalebar[1] == "100 nm"  # a quarter of 640 nm -> 100 nm = 5 voxels
     fig = render.render_figure(pic, width=800)
     render.save_png(fig, str(tmp_path / "r3.png"))
     assert _png(tmp_path / "r3.png").shape[1] == 800
+    # by default the four panels frame the ball (radius 7: 13 voxels across) plus 4 voxels each side
+    crop = render.load_picture(str(files / "r3.cxi"))
+    assert [p.rgb.shape[:2] for p in crop.panels] == [(21, 21)] * 4
+    assert crop.panels[2].extent == (16 - 10.5, 16 + 10.5, 16 - 10.5, 16 + 10.5)  # (y, z) around (16, 16)
+    assert crop.panels[0].extent == (21 - 10.5, 21 + 10.5, 16 - 10.5, 16 + 10.5)  # (x, y): x off centre
+    assert np.allclose(crop.panels[3].brightness.sum(), pic.panels[3].brightness.sum())  # nothing lost
+
+
+def test_3d_slices_cut_through_the_centre_of_mass(tmp_path):
+    """A stray support voxel far from the object moves the support's box, not where the slices cut."""
+    o3 = _disc((40, 40, 40), 5, centre=(12, 25, 18)).astype(np.complex64)
+    support = np.abs(o3) > 0
+    support[38, 2, 38] = True  # empty support voxel (amplitude 0)
+    io.write_reconstruction(str(tmp_path / "s.cxi"), Reconstruction(runs=[Run(obj=o3, support=support)]),
+                            io.make_step("t"))
+    pic = render.load_picture(str(tmp_path / "s.cxi"))
+    assert [p.title for p in pic.panels[:3]] == ["slice z = 12", "slice y = 25", "slice x = 18"]
+    one = render.load_picture(str(tmp_path / "s.cxi"), slice_spec="x=20")
+    assert len(one.panels) == 1 and one.panels[0].title == "slice x = 20"  # --slice: no projection
+
+
+def test_default_crop_frames_a_small_object_in_a_big_field(tmp_path, cli):
+    """cxdi show of a reconstruction shows the support plus a margin, not a dot in a black field;
+    --full shows the whole field; --crop-support (the default now) is still accepted."""
+    n = 256
+    yy, xx = np.mgrid[:n, :n]
+    support = ((yy - 90) / 12.0) ** 2 + ((xx - 170) / 20.0) ** 2 < 1  # an ellipse off centre: 23 x 39 px
+    obj = (support * np.exp(0.02j * xx)).astype(np.complex64)
+    io.write_reconstruction(str(tmp_path / "s.cxi"), Reconstruction(runs=[Run(obj=obj, support=support)],
+                                                                    pixel_size=(10e-9, 10e-9)), io.make_step("t"))
+    rows, cols = np.nonzero(support)
+    pic = render.load_picture(str(tmp_path / "s.cxi"))
+    (panel,) = pic.panels
+    h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    mh, mw = (max(4, int(np.ceil(render.CROP_MARGIN * e))) for e in (h, w))
+    assert panel.rgb.shape[:2] == (h + 2 * mh, w + 2 * mw)
+    x0, x1, y0, y1 = panel.extent  # the frame in the file's pixels: the support's box plus the margins
+    assert (x0, x1) == (cols.min() - mw - 0.5, cols.max() + mw + 0.5)
+    assert (y0, y1) == (rows.min() - mh - 0.5, rows.max() + mh + 0.5)
+    assert panel.brightness.sum() == pytest.approx(support.sum(), rel=1e-5)  # the whole object is in
+    assert any("cropped to the support" in note for note in pic.notes)
+    full = render.load_picture(str(tmp_path / "s.cxi"), crop_support=False)
+    assert full.panels[0].rgb.shape[:2] == (n, n) and full.panels[0].extent is None
+    for flags in ((), ("--crop-support",), ("--full",)):
+        r = cli("show", tmp_path / "s.cxi", "--terminal", "--ascii", "--width", 160, *flags)
+        assert r.exit_code == 0, r.stderr
+        assert ("cropped to the support" in r.stdout) == (flags != ("--full",))
 
 
 # --------------------------------------------------------------------------- curves

@@ -57,16 +57,37 @@ def metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
     return "  ".join(parts[:limit])
 
 
-def _support_box(support: np.ndarray, margin: float = CROP_MARGIN) -> tuple[slice, ...] | None:
-    idx = np.nonzero(support)
+def crop_box(supports: Sequence[np.ndarray], margin: float = CROP_MARGIN) -> tuple[slice, ...] | None:
+    """The bounding box of the union of `supports` widened by `margin` of its extent (at least 4 px) on
+    each side, clipped to the array; None when every support is empty (nothing to frame)."""
+    union = np.zeros(np.shape(supports[0]), bool)
+    for sup in supports:
+        union |= np.asarray(sup, bool)
+    idx = np.nonzero(union)
     if idx[0].size == 0:
         return None
     box = []
-    for a, n in zip(idx, support.shape):
+    for a, n in zip(idx, union.shape):
         lo, hi = int(a.min()), int(a.max()) + 1
         pad = max(4, int(math.ceil(margin * (hi - lo))))
         box.append(slice(max(0, lo - pad), min(n, hi + pad)))
     return tuple(box)
+
+
+def object_centre(obj: np.ndarray, support: np.ndarray) -> list[int]:
+    """Voxel index of the centre of mass of |obj| inside the support (of the support alone when the
+    object is zero there; the array centre when the support is empty): where the 3D slices cut."""
+    w = np.abs(np.asarray(obj)) * np.asarray(support, bool)
+    if not w.sum() > 0:
+        w = np.asarray(support, float)
+    total = float(w.sum())
+    if not total > 0:
+        return [n // 2 for n in w.shape]
+    centre = []
+    for a, n in enumerate(w.shape):
+        profile = w.sum(axis=tuple(b for b in range(w.ndim) if b != a))
+        centre.append(int(round(float(np.dot(profile, np.arange(n))) / total)))
+    return centre
 
 
 def _amp_max(amp: np.ndarray) -> float:
@@ -100,65 +121,85 @@ def _pixel_size(rec: Reconstruction, shape: tuple[int, ...]) -> tuple[float, ...
     return rec.geometry.real_pixel(shape)
 
 
+def _framed(panel: Panel, box: tuple[slice, slice] | None, full: tuple[int, int]) -> Panel:
+    """Give a cropped panel the extent of its box in the file's pixel indices (what --slice counts)."""
+    if box is not None and tuple(b.stop - b.start for b in box) != full:
+        panel.extent = (box[1].start - 0.5, box[1].stop - 0.5, box[0].start - 0.5, box[0].stop - 0.5)
+    return panel
+
+
 def run_panels(run: Run, pixel: tuple[float, ...] | None, *, slice_spec: str | None = None,
-               crop_support: bool = False, projections: bool = True) -> list[Panel]:
-    """Panels of one run: 2D -> one HSV image; 3D -> central slices (+ amplitude projections)."""
+               crop_support: bool = True, projections: bool = True,
+               box: tuple[slice, ...] | None = None) -> list[Panel]:
+    """Panels of one run: 2D -> one HSV image; 3D -> three orthogonal slices through the object's centre
+    of mass (or the `--slice`) and, with `projections`, the amplitude projected along z (the beam).
+
+    `crop_support` frames the support plus `CROP_MARGIN` (`box`, when given, is the frame: a grid of
+    runs shares one); a cropped panel's extent is its box in the file's pixel indices."""
     obj = np.asarray(run.obj)
     support = np.asarray(run.support, bool)
     if obj.ndim not in (2, 3):
         raise DataError(f"reconstruction must be 2D or 3D, got shape {obj.shape}")
     obj = align.remove_global_phase(obj, support)
-    if crop_support:
-        box = _support_box(support)
-        if box is not None:
-            obj, support = obj[box], support[box]
+    if crop_support and box is None:
+        box = crop_box([support])
+    if not crop_support:
+        box = None
+    full_box = tuple(slice(0, n) for n in obj.shape)
+    box = box or full_box
     amp = np.abs(obj)
-    amax = _amp_max(amp[support] if support.any() else amp)
+    amax = _amp_max(amp[support] if support.any() else amp[box])
     if obj.ndim == 2:
-        panel = _complex_panel(obj, amax)
+        panel = _framed(_complex_panel(obj[box], amax), box, obj.shape)
         if pixel:
-            panel.scalebar = _scalebar(pixel[1], obj.shape[1])
+            panel.scalebar = _scalebar(pixel[1], panel.rgb.shape[1])
             panel.pixel_aspect = pixel[0] / pixel[1]
         return [panel]
-    # 3D: slices through the centre of the support's bounding box (the object, wherever it sits)
-    box = _support_box(support, 0.0)
-    centre = [(b.start + b.stop - 1) // 2 for b in box] if box else [n // 2 for n in obj.shape]
+    centre = object_centre(obj, support)
     sel = parse_slice(slice_spec, 3)
     wanted = [sel] if sel is not None else [(a, None) for a in range(3)]
     panels = []
     for axis, index in wanted:
         index = centre[axis] if index is None else check_index(axis, index, obj.shape)
-        plane = np.take(obj, index, axis=axis)
-        panel = _complex_panel(plane, amax)
         av, ah = plane_axes(axis)
+        plane_box = (box[av], box[ah])
+        panel = _framed(_complex_panel(np.take(obj, index, axis=axis)[plane_box], amax), plane_box,
+                        (obj.shape[av], obj.shape[ah]))
         panel.title = f"slice {AXES[axis]} = {index}"
         if pixel:
-            panel.scalebar = _scalebar(pixel[ah], plane.shape[1])
+            panel.scalebar = _scalebar(pixel[ah], panel.rgb.shape[1])
             panel.pixel_aspect = pixel[av] / pixel[ah]
         panels.append(panel)
     if projections and sel is None:
-        projs = [amp.sum(axis=a) for a in range(3)]
-        pmax = max(float(p.max()) for p in projs) or 1.0
+        proj = amp.sum(axis=0)[box[1], box[2]]  # along the beam: what a 2D image of the object would see
+        frac = proj / (float(proj.max()) or 1.0)
         scale = ColourScale(label="projected amplitude (rel.)", vmin=0.0, vmax=1.0, cmap="gray", key="proj")
-        for axis, proj in enumerate(projs):
-            frac = proj / pmax
-            av, ah = plane_axes(axis)
-            panel = Panel(rgb=cmap_rgb(frac, "gray"), brightness=frac, ticks=False, scale=scale,
-                          title=f"projection along {AXES[axis]}")
-            if pixel:
-                panel.scalebar = _scalebar(pixel[ah], proj.shape[1])
-                panel.pixel_aspect = pixel[av] / pixel[ah]
-            panels.append(panel)
+        panel = _framed(Panel(rgb=cmap_rgb(frac, "gray"), brightness=frac, ticks=False, scale=scale,
+                              title="projection along z"), (box[1], box[2]), obj.shape[1:])
+        if pixel:
+            panel.scalebar = _scalebar(pixel[2], proj.shape[1])
+            panel.pixel_aspect = pixel[1] / pixel[2]
+        panels.append(panel)
     return panels
 
 
-def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None, crop_support: bool = False,
+def _crop_note(box: tuple[slice, ...] | None, shape: tuple[int, ...]) -> list[str]:
+    if box is None or all(b.stop - b.start == n for b, n in zip(box, shape)):
+        return []
+    inner = "×".join(str(b.stop - b.start) for b in box)
+    return [f"cropped to the support + {100 * CROP_MARGIN:g} % ({inner} of {'×'.join(map(str, shape))}); "
+            "--full shows the whole field"]
+
+
+def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None, crop_support: bool = True,
                            run: int | None = None, title: str = "",
                            modes: Sequence[tuple[str, np.ndarray]] = ()) -> Picture:
     """One run in detail (a single-run file, or `run`), or a grid of runs with their metrics.
 
-    `modes` (name, complex array) of an averaged file are added, one panel each (3D: the slice normal
-    to z through the support), titled with their weights from `rec.extra['mode_weights']`."""
+    `crop_support` (the default) frames the support plus `CROP_MARGIN` (a grid: the union of the runs'
+    supports, so that the runs are compared in one frame); False shows the whole field.
+    `modes` (name, complex array) of an averaged file are added, one panel each (3D: the z slice of the
+    main picture), titled with their weights from `rec.extra['mode_weights']`."""
     if not rec.runs:
         raise DataError(f"{rec.source}: no runs to show")
     shape = rec.runs[0].obj.shape
@@ -179,13 +220,16 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
         chosen = []
     if chosen:
         r = rec.runs[chosen[0] - 1]
-        panels = run_panels(r, pixel, slice_spec=slice_spec, crop_support=crop_support)
-        main = len(panels)
+        box = crop_box([r.support]) if crop_support else None
+        notes += _crop_note(box, shape)
+        panels = run_panels(r, pixel, slice_spec=slice_spec, crop_support=crop_support, box=box)
         weights = list(rec.extra.get("mode_weights", [])) if isinstance(rec.extra, dict) else []
+        spec = slice_spec
+        if spec is None and len(shape) == 3:  # modes: the z slice of the main picture
+            spec = f"z={object_centre(align.remove_global_phase(r.obj, r.support), r.support)[0]}"
         for k, (mname, mode) in enumerate(modes):
-            spec = slice_spec if (slice_spec or mode.ndim == 2) else "z"
-            mp = run_panels(Run(obj=mode, support=r.support), pixel, slice_spec=spec if mode.ndim == 3 else None,
-                            crop_support=crop_support, projections=False)[0]
+            mp = run_panels(Run(obj=mode, support=r.support), pixel, slice_spec=spec, crop_support=crop_support,
+                            projections=False, box=box)[0]
             w = f"  weight {float(weights[k]):.3f}" if k < len(weights) else ""
             mp.title = f"{mname.replace('_', ' ')}{w}" + (f"\n{mp.title}" if mp.title else "")
             panels.append(mp)
@@ -196,19 +240,21 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
         if r.metrics.get("failed") in (True, 1):
             head += " FAILED"
         sub = "  ".join(s for s in (head, text) if s)
-        ncols = 3 if main == 6 else min(len(panels), 4)
+        ncols = min(len(panels), 4)
         return Picture(kind="reconstruction", title=title + (f"\n{sub}" if sub else ""), panels=panels,
                        ncols=ncols, notes=notes)
     # a grid of runs: one panel each (3D: the central slice normal to z, or --slice)
     n = min(len(rec.runs), MAX_GRID_RUNS)
     if len(rec.runs) > n:
         notes.append(f"first {n} of {len(rec.runs)} runs shown; --run K shows one")
+    box = crop_box([r.support for r in rec.runs[:n]]) if crop_support else None
+    notes += _crop_note(box, shape)
     panels = []
     for k in range(n):
         r = rec.runs[k]
         spec = slice_spec if (slice_spec or r.obj.ndim == 2) else "z"
         p = run_panels(r, pixel, slice_spec=spec if r.obj.ndim == 3 else None, crop_support=crop_support,
-                       projections=False)[0]
+                       projections=False, box=box)[0]
         flag = "  FAILED" if r.metrics.get("failed") in (True, 1) else ""
         p.title = f"run {k + 1}{flag}\n{metrics_text(r.metrics, limit=3)}".rstrip()
         panels.append(p)
@@ -216,4 +262,7 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
     return Picture(kind="runs", title=title, panels=panels, ncols=ncols, notes=notes)
 
 
-__all__ = ["CROP_MARGIN", "MAX_GRID_RUNS", "metrics_text", "reconstruction_picture", "run_panels"]
+__all__ = [
+    "CROP_MARGIN", "MAX_GRID_RUNS", "crop_box", "metrics_text", "object_centre", "reconstruction_picture",
+    "run_panels",
+]

@@ -99,7 +99,7 @@ def _array_picture(arr: np.ndarray, spec: str, *, log: bool, slice_spec: str | N
     return pic
 
 
-def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, crop_support: bool = False,
+def load_picture(spec: str, *, log: bool = True, slice_spec: str | None = None, crop_support: bool = True,
                  run: int | None = None) -> Picture:
     """Read `spec` (FILE, FILE::/path or -) and build the picture of what it holds.
 
