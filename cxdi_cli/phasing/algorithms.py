@@ -260,7 +260,8 @@ class State:
     support_min_fraction: float = 0.0  # shrink-wrap never goes below this fraction of the initial size
     iteration: int = 0              # iterations done so far in the whole recipe
     total: int = 1                  # iterations of the whole recipe (for the smoothing schedule)
-    record_every: int = 10
+    record_every: int = 10          # history every k iterations (0: none)
+    report_every: int = 0           # progress every k iterations (0: none); on_record fires on both periods
     on_record: Callable[["State", str], None] | None = None
     ml: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # ML work arrays
     last: dict[str, float] = dataclasses.field(default_factory=dict)     # latest metrics
@@ -302,8 +303,12 @@ def outside_fraction(state: State, array: np.ndarray) -> float:
 
 
 def _recording(state: State) -> bool:
-    return state.on_record is not None and state.record_every > 0 and \
-        (state.iteration + 1) % state.record_every == 0
+    """Whether the metrics of this iteration are wanted: it ends a history or a progress period (each
+    on its own period; `on_record` tells which from `state.iteration`)."""
+    if state.on_record is None:
+        return False
+    it = state.iteration + 1
+    return any(k > 0 and it % k == 0 for k in (state.record_every, state.report_every))
 
 
 def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:

@@ -275,9 +275,10 @@ def run_one(problem: Problem, options: Options, index: int,
 
     def on_record(state: alg.State, name: str) -> None:
         last = state.last
-        history["iteration"].append(state.iteration)
-        for key in ("llk", "llk_free", "chi2", "support_size", "outside_fraction"):
-            history[key].append(float(last.get(key, math.nan)))
+        if options.record_every > 0 and state.iteration % options.record_every == 0:
+            history["iteration"].append(state.iteration)
+            for key in ("llk", "llk_free", "chi2", "support_size", "outside_fraction"):
+                history[key].append(float(last.get(key, math.nan)))
         if report is not None and options.report_every > 0 and state.iteration % options.report_every == 0:
             elapsed = time.perf_counter() - t0
             report({"run": index, "iteration": state.iteration, "total": total, "algorithm": name,
@@ -295,9 +296,7 @@ def run_one(problem: Problem, options: Options, index: int,
                       support_smooth=_pair(problem.info["support_smooth"]), support_min_fraction=min_fraction,
                       total=total, record_every=options.record_every, on_record=on_record,
                       initial_support_size=int(np.count_nonzero(support)))
-    record_every = max(1, options.record_every)
-    if options.report_every > 0 and options.report_every % record_every:
-        state.record_every = math.gcd(record_every, options.report_every)
+    state.report_every = options.report_every if report is not None else 0   # history keeps its own period
     for step in rcp.flatten(problem.steps):
         fn = alg.build(step.name, dict(step.params))
         for _ in range(step.count):

@@ -184,11 +184,12 @@ def run_panels(run: Run, pixel: tuple[float, ...] | None, *, slice_spec: str | N
 
 
 def _crop_note(box: tuple[slice, ...] | None, shape: tuple[int, ...]) -> list[str]:
+    """The picture's note that it is framed on the support (none when the frame is the whole field)."""
     if box is None or all(b.stop - b.start == n for b, n in zip(box, shape)):
         return []
     inner = "×".join(str(b.stop - b.start) for b in box)
-    return [f"cropped to the support + {100 * CROP_MARGIN:g} % ({inner} of {'×'.join(map(str, shape))}); "
-            "--full shows the whole field"]
+    whole = "×".join(map(str, shape))
+    return [f"cropped to the support + {100 * CROP_MARGIN:g} % ({inner} of {whole}); --full shows the whole field"]
 
 
 def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None, crop_support: bool = True,

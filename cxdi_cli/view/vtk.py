@@ -58,11 +58,10 @@ def _vti_parts(arrays: Mapping[str, np.ndarray], spacing: Sequence[float], origi
     ox, oy, oz = (float(origin[-1]), float(origin[-2]), float(origin[0]) if len(shape) == 3 else 0.0)
     extent = f"0 {nx - 1} 0 {ny - 1} 0 {nz - 1}"
     first = next(iter(arrays))
-    yield "\n".join([
-        '<?xml version="1.0"?>',
-        '<VTKFile type="ImageData" version="1.0" byte_order="LittleEndian" header_type="UInt64">',
-        f'  <ImageData WholeExtent="{extent}" Origin="{ox!r} {oy!r} {oz!r}" Spacing="{sx!r} {sy!r} {sz!r}" '
-        'Direction="1 0 0 0 1 0 0 0 1">', ""])
+    yield ('<?xml version="1.0"?>\n'
+           '<VTKFile type="ImageData" version="1.0" byte_order="LittleEndian" header_type="UInt64">\n'
+           f'  <ImageData WholeExtent="{extent}" Origin="{ox!r} {oy!r} {oz!r}" Spacing="{sx!r} {sy!r} {sz!r}" '
+           'Direction="1 0 0 0 1 0 0 0 1">\n')
     if field:
         yield "    <FieldData>\n"
         for name, values in field.items():
