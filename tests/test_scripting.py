@@ -77,3 +77,23 @@ def test_readme_scripting_example(tmp_path, monkeypatch):
     pixel_nm = avg.pixel_size[0] * 1e9
     prtf = res.report["prtf"]
     assert prtf["scale_from"] == "runs" and prtf["resolution_nm"] <= 1.5 * pixel_nm, (prtf, pixel_nm)
+
+
+def test_history_and_progress_keep_their_own_periods():
+    """--history-every 7 records the history every 7 iterations, while progress still comes every 50
+    (it used to record every gcd(7, 50) = 1 iterations to line the two up)."""
+    from cxdi_cli import fft, phasing
+    from cxdi_cli.model import Pattern
+
+    n = 32
+    obj = np.zeros((n, n), np.complex64)
+    obj[12:20, 13:19] = 1.0
+    intensity = (np.abs(fft.cfftn(obj, norm="ortho")) ** 2 * 1e3).astype(np.float32)
+    events = []
+    rec = phasing.phase(Pattern(intensity=intensity, mask=np.zeros((n, n), np.uint32)), runs=1, seed=1,
+                        recipe="hio**60,er**40", record_every=7, positivity=True, check_oversampling=False,
+                        on_progress=events.append)
+    it = rec.runs[0].history["iteration"]
+    assert list(it) == list(range(7, 101, 7))
+    assert [e["iteration"] for e in events if not e.get("done")] == [50, 100]
+    assert np.all(np.isfinite(rec.runs[0].history["llk"]))
