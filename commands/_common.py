@@ -53,6 +53,16 @@ _COMMON = [
 class _State:
     quiet = False
     command = "cxdi"
+    activity = ""  # what the command is doing now (the progress label), named when it is interrupted
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread by SIGTERM or SIGHUP (a dropped SSH session), as SIGINT raises
+    KeyboardInterrupt, so that every `finally` runs and no temporary file is left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 STATE = _State()
@@ -150,9 +160,18 @@ def executor(jobs: int = 1, scheduler: str | None = None, scheduler_file: str | 
 
 @contextlib.contextmanager
 def progress(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """Yield a tick(advance=1, **fields) callback; draws a rich bar on stderr only on a terminal."""
+    """Yield a tick(advance=1, **fields) callback; draws a rich bar on stderr only on a terminal.
+    Either way the label and count are kept in STATE.activity, to say what an interruption stopped."""
+    count = [0, total]
+
+    def note(advance: int = 1, total: int | None = None, **_: Any) -> None:
+        count[0] += advance
+        count[1] = total if total is not None else count[1]
+        STATE.activity = f"{label} ({count[0]}/{count[1]})" if count[1] else f"{label} ({count[0]} done)"
+
+    STATE.activity = label
     if STATE.quiet or not sys.stderr.isatty():
-        yield lambda *a, **k: None
+        yield note
         return
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
@@ -163,6 +182,7 @@ def progress(label: str, total: int | None = None) -> Iterator[Callable[..., Non
         task = bar.add_task(label, total=total, info="")
 
         def tick(advance: int = 1, total: int | None = None, info: str = "", **_: Any) -> None:
+            note(advance, total)
             if total is not None:
                 bar.update(task, total=total)
             bar.update(task, advance=advance, info=info)
@@ -200,6 +220,43 @@ def _apply_config(fn: Callable, kwargs: dict[str, Any], config: Path | None, ctx
             kwargs[name] = val
 
 
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """While a command runs: SIGTERM and SIGHUP raise Interrupted (a second one is ignored while the
+    first is cleaned up), and SIGXFSZ is ignored so a file-size limit fails the write (EFBIG) instead of
+    killing the process. Previous handlers come back afterwards (tests run commands in-process)."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    catch = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {s: signal.getsignal(s) for s in catch + [getattr(signal, "SIGXFSZ", None)] if s is not None}
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in catch:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    for s in catch:
+        signal.signal(s, handler)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _interrupted(name: str, signame: str, output: Any) -> None:
+    """The one line an interruption prints: which signal, what was running, that no output was written."""
+    what = f" while {STATE.activity}" if STATE.activity else ""
+    left = f"; {output} not written" if isinstance(output, str) and output not in ("", "-") else ""
+    print(f"cxdi {name}: interrupted by {signame}{what}{left}", file=sys.stderr, flush=True)
+
+
 def cli_command(name: str, fn: Callable) -> Callable:
     """Wrap a command: add the common options, apply --config, map errors to one line and an exit code."""
     sig = inspect.signature(fn, eval_str=True)  # resolve string annotations in fn's own module
@@ -213,20 +270,27 @@ def cli_command(name: str, fn: Callable) -> Callable:
         ctx = kwargs.pop("cxdi_ctx", None)
         STATE.quiet = quiet
         STATE.command = f"cxdi {name}"
+        STATE.activity = ""
         _apply_config(fn, kwargs, config, ctx)
         if threads is not None:
             os.environ["CXDI_THREADS"] = str(threads)
         try:
-            if threads is not None:
-                from cxdi_cli import fft  # noqa: PLC0415
+            with _signals():
+                if threads is not None:
+                    from cxdi_cli import fft  # noqa: PLC0415
 
-                fft.set_threads(threads)
-            return fn(*args, **kwargs)
+                    fft.set_threads(threads)
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except KeyboardInterrupt:
-            print(f"cxdi {name}: interrupted", file=sys.stderr)
+            _interrupted(name, "SIGINT", kwargs.get("output"))
             raise typer.Exit(130) from None
+        except Interrupted as exc:
+            import signal  # noqa: PLC0415
+
+            _interrupted(name, signal.Signals(exc.signum).name, kwargs.get("output"))
+            raise typer.Exit(128 + exc.signum) from None
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as SIGPIPE would
             try:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -252,7 +316,10 @@ def cli_command(name: str, fn: Callable) -> Callable:
             raise typer.Exit(1) from None
         finally:
             if "cxdi_cli.fft" in sys.modules:
-                sys.modules["cxdi_cli.fft"].flush_wisdom()
+                with contextlib.suppress(OSError):  # a full disk must not turn the error line into a traceback
+                    sys.modules["cxdi_cli.fft"].flush_wisdom()
+            if "cxdi_cli.io.paths" in sys.modules:
+                sys.modules["cxdi_cli.io.paths"].release_stdin()
 
     params = list(sig.parameters.values())
     names = {p.name for p in params}

@@ -9,7 +9,7 @@ import contextlib
 import datetime
 import json
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -133,6 +133,26 @@ def check_links(f, path: str, name: str, _seen: set[str] | None = None) -> None:
             continue
         with g:
             check_links(g, t, f"{name} -> {os.path.basename(t)}", seen)
+
+
+@contextlib.contextmanager
+def new_h5(path: str) -> Iterator[Any]:
+    """A new HDF5 file built in memory and written to `path` in one plain write when the block succeeds.
+
+    Why: when the disk fills or a file-size limit is hit, HDF5 writing straight to disk fails inside
+    its own bookkeeping (tracebacks from object deallocation, then a crash at exit). Built in memory, a
+    failed write is one clean OSError (ENOSPC, EFBIG) for `atomic_output` to report; the memory cost
+    is the (compressed) file itself."""
+    h5py = _h5py()
+    f = h5py.File(f"{path}.in-memory", "w", driver="core", backing_store=False)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    with open(path, "wb") as fh:
+        fh.write(image)
 
 
 def list_datasets(f, min_ndim: int = 0) -> list[str]:
@@ -566,7 +586,7 @@ def write_pattern(dest: str, pattern: Pattern, step: dict[str, Any]) -> None:
     if mask.shape != data.shape:
         raise DataError(f"{dest}: mask shape {mask.shape} does not match data shape {data.shape}")
     with atomic_output(dest, ".cxi") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with new_h5(tmp) as f:
             _root(f)
             entry = f.create_group("entry_1")
             entry.attrs["NX_class"] = "NXentry"
@@ -696,7 +716,7 @@ def write_reconstruction(dest: str, rec: Reconstruction, step: dict[str, Any],
     if not rec.runs:
         raise DataError(f"{dest}: nothing to write (no runs)")
     with atomic_output(dest, ".cxi") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with new_h5(tmp) as f:
             _root(f)
             for n, run in enumerate(rec.runs, start=1):
                 entry = f.create_group(f"entry_{n}")
@@ -749,7 +769,7 @@ def write_results(dest: str, datasets: dict[str, np.ndarray], step: dict[str, An
     """Write named arrays under `/entry_1/` (e.g. `prtf/q_nm`), with NXdata pointing at `signal`."""
     h5py = _h5py()
     with atomic_output(dest, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with new_h5(tmp) as f:
             _root(f)
             entry = f.create_group("entry_1")
             entry.attrs["NX_class"] = "NXentry"
@@ -773,7 +793,7 @@ def write_lima(dest: str, frames: np.ndarray, detector: str = "maxipix",
     h5py = _h5py()
     frames = np.asarray(frames)
     with atomic_output(dest, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with new_h5(tmp) as f:
             f.attrs["default"] = "entry_0000"
             e = f.create_group("entry_0000")
             e.attrs["NX_class"] = "NXentry"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
@@ -9,7 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from cxdi_cli.model import ComputeError, InputError, UsageError
+from cxdi_cli.model import ComputeError, CxdiError, InputError, UsageError
+
+
+class OutputError(CxdiError):
+    """An output cannot be written (disk full, file-size limit, read-only or vanished folder); exit 1.
+    Any earlier file under the output's name is left as it was."""
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -84,6 +90,35 @@ def local_input(name: str) -> str:
     return tmp
 
 
+def release_stdin() -> None:
+    """Remove the spooled copy of standard input (the CLI calls this when a command ends)."""
+    tmp = _STDIN_CACHE.pop("-", None)
+    if tmp:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large (file-size limit reached)",
+    errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.ENOENT: "the folder vanished",
+    errno.EIO: "input/output error",
+}
+_WRITE_TEXTS = (("No space left", errno.ENOSPC), ("File too large", errno.EFBIG), ("quota", errno.EDQUOT),
+                ("Read-only file system", errno.EROFS), ("Permission denied", errno.EACCES),
+                ("errno = 28", errno.ENOSPC), ("errno = 27", errno.EFBIG), ("errno = 30", errno.EROFS))
+
+
+def write_failure(dest: str, exc: BaseException) -> OutputError:
+    """An OutputError for a failed write, naming `dest` and the cause (h5py hides errno in its text)."""
+    code = getattr(exc, "errno", None)
+    if code not in _WRITE_ERRORS:
+        text = str(exc)
+        code = next((c for t, c in _WRITE_TEXTS if t.lower() in text.lower()), None)
+    reason = _WRITE_ERRORS.get(code) or first_line(exc)
+    return OutputError(f"{dest}: cannot write ({reason}); nothing written, an existing {dest} is unchanged")
+
+
 @contextlib.contextmanager
 def atomic_output(dest: str, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
@@ -102,6 +137,10 @@ def atomic_output(dest: str, suffix: str = "") -> Iterator[str]:
             with open(tmp, "rb") as fh:
                 shutil.copyfileobj(fh, out, 1 << 20)
             out.flush()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            raise write_failure("-", exc) from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -112,15 +151,20 @@ def atomic_output(dest: str, suffix: str = "") -> Iterator[str]:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{dest}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    try:  # a unique name per writer: two commands writing the same output never share a temporary file
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise write_failure(dest, exc) from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
+        os.replace(tmp, target)  # atomic: readers and concurrent writers see one whole file
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "write" in str(exc).lower()):
+            raise write_failure(dest, exc) from None
         raise
 
 
