@@ -25,6 +25,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench_assemble
 
 # issue 12's hard cases through the CLI (tests/ROBUSTNESS.md); ROBUST_OPTS="--full --seeds 1,2"
 robust: $(STAMP)
