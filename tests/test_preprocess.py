@@ -272,7 +272,7 @@ def test_usage_errors(cli, tmp_path):
 
 def test_flat_zingers_and_markers(tmp_path):
     """Flat-field division (bad flat pixels flagged dead), a one-frame zinger flagged hot from the time
-    series, Pilatus-style -1 gap markers flagged invalid, and photons conserved otherwise."""
+    series, Pilatus-style -1 gap markers flagged as a gap (masking.marker_bits), and photons conserved otherwise."""
     import tifffile
 
     rng = np.random.default_rng(4)
@@ -291,7 +291,7 @@ def test_flat_zingers_and_markers(tmp_path):
         stats = pp.accumulate(st, flat=fl)
     m = pp.pixel_flags(stats)
     assert m[10, 12] & MASK_BITS["hot"] and np.count_nonzero(m & MASK_BITS["hot"]) == 1
-    assert (m[20] & MASK_BITS["invalid"]).all() and np.count_nonzero(m & MASK_BITS["invalid"]) == 32
+    assert (m[20] & MASK_BITS["gap"]).all() and np.count_nonzero(m & MASK_BITS["gap"]) == 32
     # every frame divided by the normalised flat (markers count 0)
     assert np.ptp(fl[~bad]) > 0.5
     expected = (np.where(frames < 0, 0, frames) / fl).sum(0)
