@@ -26,6 +26,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench_assemble
+	$(BIN)/python -m tests.bench_cluster
 
 # issue 12's hard cases through the CLI (tests/ROBUSTNESS.md); ROBUST_OPTS="--full --seeds 1,2"
 robust: $(STAMP)
