@@ -31,6 +31,10 @@ def mask(
     saturation: Annotated[Optional[float], typer.Option("--saturation", help="Flag pixels at or above this "
                                                         "value (photons) as saturated.")] = None,
     margin: Annotated[int, typer.Option("--margin", min=0, help="Pixels added around the detected beamstop.")] = 1,
+    zeros: Annotated[str, typer.Option("--zeros", help="Exact zeros: 'auto' masks those photon noise cannot "
+                                       "make (their surroundings hold >= 20 photons: an earlier program's "
+                                       "masked pixels and zeroed blocks), 'masked' every zero, 'measured' "
+                                       "none.")] = "auto",
     oversampling: Annotated[Optional[float], typer.Option("--oversampling", help="Speckle size in pixels for the "
                                                           "central-speckle report [default: estimated].")] = None,
     json_report: c.JsonOpt = False,
@@ -59,6 +63,8 @@ def mask(
     from cxdi_cli.sampling import estimate_oversampling  # noqa: PLC0415
     from cxdi_cli.model import DataError, UsageError, mask_counts, mask_bit, measured_from_mask  # noqa: PLC0415
 
+    if zeros not in masking.ZERO_MODES:
+        raise UsageError(f"--zeros {zeros!r}: choose one of {', '.join(masking.ZERO_MODES)}")
     pattern = io.read_pattern(input)
     img = np.asarray(pattern.intensity, np.float64)
     m = np.asarray(pattern.mask, np.uint32).copy()
@@ -82,11 +88,16 @@ def mask(
         if ndim == 3:
             m |= before_unmeasured
     info: dict = {}
+    character = masking.data_character(img, measured_from_mask(m), ctr)
+    processed = ndim == 2 and (character["non_integer"] or character["centro_symmetric"])
     if not no_auto:
         m, info = masking.auto_mask(img, m, ctr, detector=detector, margin=margin,
-                                    beamstop=ndim == 2, gaps=ndim == 2)
-    elif detector:
-        m[masking.model_gaps(detector, img.shape)] |= np.uint32(mask_bit("gap"))
+                                    beamstop=ndim == 2, gaps=ndim == 2, zeros=zeros, zero_singles=processed)
+    else:
+        if detector:
+            m[masking.model_gaps(detector, img.shape)] |= np.uint32(mask_bit("gap"))
+        if zeros == "masked" and ndim == 2:
+            m[masking.detect_zeros(img, ~measured_from_mask(m), mode="masked")] |= np.uint32(mask_bit("zero"))
     if saturation is not None:
         m[img >= saturation] |= np.uint32(mask_bit("saturated"))
     user = np.zeros(img.shape, bool)
@@ -108,10 +119,16 @@ def mask(
     params = {"auto": not no_auto, "centre_px": list(ctr), "detector": detector, "add": list(add or []),
               "circle": list(circle or []), "rect": list(rect or []), "polygon": list(polygon or []),
               "grow": grow, "remove": list(remove or []), "saturation": saturation, "margin": margin,
-              "beamstop": info.get("beamstop")}
+              "beamstop": info.get("beamstop"), "zeros": zeros}
     io.write_pattern(output, pattern, io.make_step(c.command_line(), params, [input] + list(add or [])))
     if speck.get("warning"):
         c.warn(speck["warning"])
+    if processed:
+        c.say("processed data: " + ", ".join(
+            ([f"{100 * character['non_integer_fraction']:.0f} % of the values non-integer"]
+             if character["non_integer"] else [])
+            + (["centro-symmetrised (I(q) = I(-q) exactly)"] if character["centro_symmetric"] else []))
+            + "; Poisson metrics (llk) are approximate")
     counts = mask_counts(m)
     frac = float(1.0 - good.mean())
     c.say("masked: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f"; {100 * frac:.2f} % of pixels"
@@ -119,4 +136,5 @@ def mask(
              if speck.get("central_speckle_missing_fraction") is not None else ""))
     c.report(json_report, "cxdi.mask/1", input=input, output=output, shape=list(img.shape), centre_px=list(ctr),
              mask_counts=counts, masked_fraction=frac, oversampling=sigma, beamstop=info.get("beamstop"),
-             central_speckle=speck)
+             central_speckle=speck, data=dict(character, zeros_mode=zeros,
+                                              zeros_flagged=int(counts.get("zero", 0))))

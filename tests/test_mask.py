@@ -182,3 +182,111 @@ def test_user_mask_array_rules():
     assert masking.user_mask(np.eye(3, dtype=np.uint8), (3, 3), "e.npy").sum() == 3
     with pytest.raises(DataError, match="m.tif"):
         masking.user_mask(a, (5, 4), "m.tif")
+
+
+# --------------------------------------------------------------------------- processed data (issue 12)
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory):
+    """The family's processed case (tungsten, oversampling 3, background subtracted, 4 % zeros in bright
+    regions, centro-symmetrised) preprocessed from processed.tif, and its true mask in the same window."""
+    from typer.testing import CliRunner
+
+    from cxdi_cli.commands.main import app
+    from cxdi_cli.sim import simulate
+
+    d = tmp_path_factory.mktemp("proc")
+    e = simulate("tungsten", d, seed=5, size=160, processed="symmetrised", oversampling=3.0)
+    out = d / "pre.cxi"
+    r = CliRunner().invoke(app, ["preprocess", str(d / "processed.tif"), "-o", str(out), *GEOM, "-q"])
+    assert r.exit_code == 0, r.stderr
+    p = io.read_pattern(str(out))
+    r0, c0 = p.provenance[-1]["parameters"]["window_start_px"]
+    n = p.intensity.shape[0]
+    truth = io.read_pattern(str(d / "expected.cxi")).mask[r0:r0 + n, c0:c0 + n]
+    return out, truth, e
+
+
+def test_mask_finds_planted_zeros_and_says_processed(cli, processed, tmp_path):
+    """--zeros auto (default): >= 95 % of the planted zeros get the 'zero' bit, <= 0.01 % of the genuine pixels
+    any zero/hot/dead bit; the data are reported non-integer and centro-symmetrised, in one stderr line and
+    in the --json report; 'measured' flags no zero, 'masked' every exact zero."""
+    src, truth, e = processed
+    r = cli("mask", src, "-o", tmp_path / "m.cxi", "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    m = io.read_pattern(str(tmp_path / "m.cxi")).mask
+    planted = (truth & MASK_BITS["zero"]) != 0
+    genuine = truth == 0
+    assert planted.sum() > 300
+    assert ((m & MASK_BITS["zero"]) != 0)[planted].mean() >= 0.95
+    flagged = (m & (MASK_BITS["zero"] | MASK_BITS["hot"] | MASK_BITS["dead"])) != 0
+    assert (flagged & genuine).sum() <= 1e-4 * genuine.sum()
+    data = rep["data"]
+    assert data["non_integer"] and data["centro_symmetric"] and data["zeros_mode"] == "auto"
+    assert data["zeros_flagged"] == rep["mask_counts"]["zero"]
+    lines = [ln for ln in r.stderr.splitlines() if "processed data" in ln]
+    assert len(lines) == 1 and "non-integer" in lines[0] and "centro-symmetrised" in lines[0]
+    r = cli("mask", src, "-o", tmp_path / "meas.cxi", "--zeros", "measured", "--json")
+    assert json.loads(r.stdout)["mask_counts"]["zero"] == 0
+    r = cli("mask", src, "-o", tmp_path / "all.cxi", "--zeros", "masked", "--json")
+    img = io.read_pattern(str(src)).intensity
+    m_all = io.read_pattern(str(tmp_path / "all.cxi")).mask
+    assert (m_all[img == 0] != 0).all()
+    assert json.loads(r.stdout)["mask_counts"]["zero"] >= rep["mask_counts"]["zero"]
+    assert cli("mask", src, "-o", tmp_path / "x.cxi", "--zeros", "sometimes").exit_code == 2
+
+
+def test_raw_counts_are_not_processed(cli, raw_pattern, tmp_path):
+    """Raw photon counts: integer, not symmetrised, no zero class; no 'processed data' line."""
+    src, *_ = raw_pattern
+    r = cli("mask", src, "-o", tmp_path / "m.cxi", "--json")
+    rep = json.loads(r.stdout)
+    assert not rep["data"]["non_integer"] and not rep["data"]["centro_symmetric"]
+    assert rep["mask_counts"]["zero"] == 0 and "processed data" not in r.stderr
+
+
+def test_detect_zeros_statistics():
+    """A 2x2 zero block and a lone zero in a flat 50-photon field are flagged; zeros in a 2-photon field
+    (Poisson zeros, e^-2 each) are not; a lone zero only with singles=True."""
+    rng = np.random.default_rng(1)
+    img = rng.poisson(50.0, (64, 64)).astype(float)
+    img[:, 32:] = rng.poisson(2.0, (64, 32))
+    img[10:12, 10:12] = 0
+    img[30, 20] = 0
+    z = masking.detect_zeros(img)
+    assert z[10:12, 10:12].all() and z[30, 20]
+    assert not z[:, 32:].any()
+    assert not masking.detect_zeros(img, singles=False)[30, 20]
+    assert masking.detect_zeros(img, mode="measured").sum() == 0
+    assert masking.detect_zeros(img, mode="masked").sum() == (img == 0).sum()
+
+
+def test_marker_values_are_gaps_not_saturated():
+    """Eiger 2^32-1 / 2^16-1 and Pilatus -1 gap lines are gaps; isolated markers are invalid when the file
+    states a lower saturation level; an integrating detector at its 16-bit ceiling stays saturated."""
+    shape = (40, 50)
+    raw_max = np.full(shape, 100.0)
+    sat = np.zeros(shape, bool)
+    raw_max[20:22, :] = 2.0 ** 32 - 1      # a gap band of an Eiger 32-bit frame
+    raw_max[5, 7] = 2.0 ** 32 - 1          # a bad pixel marker
+    raw_max[30, 30] = 5e5                  # above the stated count cutoff: saturated
+    sat = raw_max >= 2e5
+    m = masking.marker_bits(sat, np.zeros(shape, bool), raw_max, 2e5)
+    assert np.all(m[20:22] == MASK_BITS["gap"])
+    assert m[5, 7] == MASK_BITS["invalid"] and m[30, 30] == MASK_BITS["saturated"]
+    # 16-bit: a gap column of 65535 among frames with no stated level (the default is the type's maximum)
+    raw_max = np.full(shape, 100.0)
+    raw_max[:, 25] = 65535.0
+    raw_max[3:5, 3:5] = 65535.0            # a saturated blob (integrating detector)
+    sat = raw_max >= 65535
+    m = masking.marker_bits(sat, np.zeros(shape, bool), raw_max, 65535.0)
+    assert np.all(m[:, 25] == MASK_BITS["gap"]) and np.all(m[3:5, 3:5] == MASK_BITS["saturated"])
+    # Pilatus: -1 along module gaps, -2 on a bad pixel (both arrive as negative markers)
+    neg = np.zeros(shape, bool)
+    neg[:, 10:12] = True
+    neg[33, 40] = True
+    m = masking.marker_bits(np.zeros(shape, bool), neg, np.full(shape, 10.0), None)
+    assert np.all(m[:, 10:12] == MASK_BITS["gap"]) and m[33, 40] == MASK_BITS["invalid"]
+    assert np.count_nonzero(m) == 2 * 40 + 1

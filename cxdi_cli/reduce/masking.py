@@ -347,14 +347,127 @@ def detect_beamstop(image: np.ndarray, centre: Sequence[float], bad: np.ndarray 
     return out, info
 
 
+#: How `detect_zeros` treats exact zeros: every one masked, none (they are measurements), or only
+#: those photon noise cannot make (`auto`).
+ZERO_MODES = ("auto", "masked", "measured")
+
+#: Photons a zero's surroundings must hold for the zero to be impossible as photon noise.
+ZERO_LEVEL = 20.0
+
+
+def _group_quantile(values: np.ndarray, groups: np.ndarray, n_groups: int, q: float) -> np.ndarray:
+    """The q-quantile (lower order statistic) of `values` in each group 1..n_groups (NaN when empty)."""
+    out = np.full(n_groups + 1, np.nan)
+    if values.size == 0:
+        return out[1:]
+    order = np.lexsort((values, groups))
+    g, v = groups[order], values[order]
+    counts = np.bincount(g, minlength=n_groups + 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ok = counts > 0
+    out[ok] = v[starts[ok] + np.floor(q * (counts[ok] - 1)).astype(np.int64)]
+    return out[1:]
+
+
+def detect_zeros(image: np.ndarray, bad: np.ndarray | None = None, *, mode: str = "auto",
+                 level: float = ZERO_LEVEL, singles: bool = True) -> np.ndarray:
+    """Exact zeros that are not measurements: pixels an earlier program wrote as 0 (its mask, its
+    zeroed blocks) in a 2D pattern. `bad` pixels are never looked at.
+
+    mode 'masked': every exact zero; 'measured': none; 'auto': a connected group of zeros (8-neighbour)
+    whose surroundings (the good, non-zero pixels touching it) hold at least `level` photons -- for a
+    group of two or more pixels in its lower quartile, for a single pixel in every neighbour at 1.5
+    `level` (a lone zero beside a speckle minimum can be photon noise), and single pixels only when
+    `singles` (in raw counts a lone zero amid bright pixels is the dead-pixel detector's business).
+    With 20 photons expected, a Poisson zero has probability e^-20."""
+    if mode not in ZERO_MODES:
+        raise UsageError(f"--zeros {mode!r}: choose one of {', '.join(ZERO_MODES)}")
+    img = np.asarray(image, np.float64)
+    bad_ = np.zeros(img.shape, bool) if bad is None else np.asarray(bad, bool)
+    zero = (img == 0) & ~bad_
+    if mode == "measured" or not zero.any():
+        return np.zeros(img.shape, bool)
+    if mode == "masked":
+        return zero
+    from scipy import ndimage  # noqa: PLC0415
+
+    valid = ~bad_ & ~zero & np.isfinite(img)
+    lab, n = ndimage.label(zero, structure=np.ones((3,) * img.ndim))
+    ring = np.where(valid, ndimage.grey_dilation(lab, size=(3,) * img.ndim), 0)
+    sel = ring > 0
+    q25 = _group_quantile(img[sel], ring[sel], n, 0.25)
+    low = _group_quantile(img[sel], ring[sel], n, 0.0)
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    with np.errstate(invalid="ignore"):
+        ok = np.where(size >= 2, q25 * np.minimum(size, 4) >= 2.0 * level, singles & (low >= 1.5 * level))
+    ok &= np.isfinite(q25)
+    keep = np.concatenate([[False], ok])
+    return keep[lab]
+
+
+def data_character(image: np.ndarray, good: np.ndarray, centre: Sequence[float] | None) -> dict[str, Any]:
+    """What an earlier program may have done to a pattern: the share of non-integer values among the
+    good non-zero pixels (background subtraction, calibration, scaling: Poisson metrics are then
+    approximate) and whether the pattern was made centro-symmetric (I(c + x) = I(c - x) exactly, to
+    float32 rounding, for >= 90 % of the good pairs above 5 photons; raw counts agree by chance
+    far less often)."""
+    img = np.asarray(image, np.float64)
+    g = np.asarray(good, bool) & np.isfinite(img)
+    vals = img[g & (img != 0)]
+    frac = float(np.mean(vals != np.round(vals))) if vals.size else 0.0
+    out: dict[str, Any] = {"non_integer_fraction": frac, "non_integer": frac > 0.05,
+                           "symmetric_pairs_fraction": None, "centro_symmetric": False}
+    if centre is not None and img.ndim == 2:
+        mate = mate_values(img, g, centre)
+        pair = g & np.isfinite(mate) & (img >= 5.0) & (mate >= 5.0)
+        if pair.sum() >= 100:
+            same = np.abs(img[pair] - mate[pair]) <= 1e-6 * np.maximum(img[pair], mate[pair])
+            out["symmetric_pairs_fraction"] = float(same.mean())
+            out["centro_symmetric"] = bool(same.mean() >= 0.9)
+    return out
+
+
+def marker_bits(saturated: np.ndarray, marker: np.ndarray, raw_max: np.ndarray, level: float | None) -> np.ndarray:
+    """CXI bits of the pixels a detector marks by value: `saturated` (raw maximum at or above the
+    saturation `level` in some frame) and `marker` (negative integer markers, Pilatus/Eiger -1 gap and
+    -2 bad). A marked pixel that belongs to a gap line (a row or column whose marked pixels span
+    at least half of the detector) is a gap; a negative marker elsewhere is invalid; a pixel reading
+    exactly the largest value of a 16- or 32-bit counter (Eiger's gap and bad-pixel marker 2^N - 1) is
+    a gap on a gap line and invalid elsewhere when `level` (the saturation the file states) lies below
+    it, else saturated (an integrating detector at its ceiling)."""
+    sat = np.asarray(saturated, bool)
+    neg = np.asarray(marker, bool)
+    rmax = np.asarray(raw_max, np.float64)
+    at_max = sat & np.isin(rmax, (2.0 ** 16 - 1, 2.0 ** 32 - 1))
+    marked = neg | at_max
+    line = np.zeros(sat.shape, bool)
+    if sat.ndim == 2 and marked.any():
+        rows = marked.sum(axis=1) >= 0.5 * sat.shape[1]
+        cols = marked.sum(axis=0) >= 0.5 * sat.shape[0]
+        line = marked & (rows[:, None] | cols[None, :])
+    stated_below = level is not None and np.any(at_max) and float(level) < float(rmax[at_max].min())
+    m = np.zeros(sat.shape, np.uint32)
+    m[line] |= bit("gap")
+    m[neg & ~line] |= bit("invalid")
+    if stated_below:
+        m[at_max & ~line] |= bit("invalid")
+        m[sat & ~at_max] |= bit("saturated")
+    else:
+        m[sat & ~line] |= bit("saturated")
+    return m
+
+
 def auto_mask(image: np.ndarray, mask: np.ndarray, centre: Sequence[float] | None = None, *,
               noise_var: float = 0.0, detector: str | None = None, margin: int = 1,
               beamstop: bool = True, gaps: bool = True, outliers: bool = True,
-              empty: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+              empty: np.ndarray | None = None, zeros: str = "measured",
+              zero_singles: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Add automatically detected bits to `mask` (a copy is returned): gaps, hot/dead outliers, the
     beamstop and rod around `centre` (2D; for 3D volumes only hot outliers among measured voxels,
     never touching the unmeasured bits: a dead detector pixel is the assembly's business, and a
-    zero voxel in a volume is a true zero of |F|^2). Returns (mask, info)."""
+    zero voxel in a volume is a true zero of |F|^2). `zeros` (2D): exact zeros an earlier program
+    wrote get the 'zero' bit (`detect_zeros` with `zero_singles`), replacing a 'dead' bit an earlier
+    detection gave them. Returns (mask, info)."""
     img = np.asarray(image, np.float64)
     m = np.asarray(mask, np.uint32).copy()
     info: dict[str, Any] = {}
@@ -368,6 +481,11 @@ def auto_mask(image: np.ndarray, mask: np.ndarray, centre: Sequence[float] | Non
         m[bs] |= bit("beamstop")
         bad |= bs
         info["beamstop"] = binfo
+    if img.ndim == 2 and zeros != "measured":
+        z = detect_zeros(img, ~measured_from_mask(m & ~bit("dead")), mode=zeros, singles=zero_singles)
+        m[z] = (m[z] | bit("zero")) & ~bit("dead")
+        bad |= z
+        info["zeros"] = int(z.sum())
     if outliers:
         hot, dead = detect_outliers(img, bad, noise_var, centre=centre)
         m[hot] |= bit("hot")

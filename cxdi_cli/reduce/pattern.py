@@ -223,8 +223,7 @@ def pixel_flags(stats: FrameStats, *, hot_sigma: float = 10.0) -> np.ndarray:
     """CXI mask bits that need the frames: saturated in any frame, negative markers (gap / invalid),
     and pixels far above their own time series in one frame (zingers, flickering pixels: hot)."""
     m = np.zeros(stats.total.shape, np.uint32)
-    m[stats.saturated] |= np.uint32(MASK_BITS["saturated"])
-    m[stats.marker] |= np.uint32(MASK_BITS["invalid"])
+    m |= masking.marker_bits(stats.saturated, stats.marker, stats.raw_max, stats.saturation)
     if stats.n >= 3:
         rv = read_noise_variance(stats)
         rest = (stats.total - stats.cal_max) / (stats.n - 1)
