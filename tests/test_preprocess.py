@@ -297,3 +297,53 @@ def test_flat_zingers_and_markers(tmp_path):
     expected = (np.where(frames < 0, 0, frames) / fl).sum(0)
     np.testing.assert_allclose(stats.total[0], expected[0])
     np.testing.assert_allclose(stats.total, expected)
+
+
+def test_centre_and_mask_one_chain_for_patterns_and_tilt_sums():
+    """The chain `preprocess` and `assemble_files` share: the beamstop's zeros (never counted) kept out
+    of the first centring, the beamstop found, a dead pixel flagged whether it never counted (photon
+    counting) or reads a dark level (integrating: not empty), and a centro-symmetric pair of dark
+    pixels (zeros of the transform, as along a tilt axis) left alone."""
+    from cxdi_cli import fft
+
+    n, c = 96, 48
+    rng = np.random.default_rng(7)
+    yy, xx = np.indices((n, n))
+    obj = np.where((yy - c) ** 2 + (xx - c) ** 2 <= 11 ** 2, rng.uniform(0.0, 1.0, (n, n)), 0.0)
+    ideal = np.abs(fft.cfftn(obj.astype(np.complex64), norm="ortho")) ** 2
+    ideal *= 2e6 / ideal.sum()
+    img = rng.poisson(ideal).astype(np.float64)
+    img[(yy - c) ** 2 + (xx - c) ** 2 <= 4 ** 2] = 0.0          # beamstop shadow: never counts
+    from scipy.ndimage import median_filter
+
+    lit = np.argwhere((median_filter(ideal, 5) > 500) & ((yy - c) ** 2 + (xx - c) ** 2 > 8 ** 2))
+    assert len(lit) >= 4
+    dead_empty, dead_dark = (tuple(int(v) for v in lit[k]) for k in (0, len(lit) // 2))
+    # the pair sits where a lone dark pixel would be dead, but the neighbourhood is not so bright that
+    # a zero there is dead whatever its mate says (`masking.detect_outliers`)
+    med = median_filter(ideal, 5)
+    mid = np.argwhere((med > 150) & (med < 300) & (ideal > 150) & (yy > 0) & (xx > 0)
+                       & (np.abs(yy - c) > 3) & (np.abs(xx - c) > 3))
+    pair = tuple(int(v) for v in mid[0])
+    img[dead_empty] = 0.0
+    img[dead_dark] = 0.0                                         # reads its dark level: counts, but 0 photons
+    mate = (2 * c - pair[0], 2 * c - pair[1])
+    ideal_pair = min(ideal[pair], ideal[mate])
+    img[pair] = img[mate] = 0.0                                  # a zero of |F|^2 and its Friedel mate
+    empty = img <= 0
+    empty[dead_dark] = False
+    cm = centring.centre_and_mask(img, np.zeros((n, n), np.uint32), empty=empty)
+    assert cm.found and abs(cm.centre[0] - c) < 0.1 and abs(cm.centre[1] - c) < 0.1, cm.centre
+    bs = (cm.mask & MASK_BITS["beamstop"]) != 0
+    assert bs[c, c] and bs.sum() >= 0.8 * np.pi * 16
+    for p in (dead_empty, dead_dark):
+        assert cm.mask[p] & MASK_BITS["dead"], p
+    assert not cm.mask[pair] and not cm.mask[mate], (pair, ideal_pair)
+    # without its dark mate, the same dark pixel is dead
+    img[mate] = ideal[mate]
+    lone = centring.centre_and_mask(img, np.zeros((n, n), np.uint32), empty=img <= 0, centre=cm.centre)
+    assert lone.mask[pair] & MASK_BITS["dead"]
+    # a given centre is kept as given, and no auto mask means no new bits but the detector's gaps
+    given = centring.centre_and_mask(img, np.zeros((n, n), np.uint32), empty=empty, centre=(48.2, 47.9),
+                                     auto_mask=False)
+    assert not given.found and given.centre == (48.2, 47.9) and not given.mask.any()

@@ -189,7 +189,8 @@ def centre_and_mask(total: np.ndarray, mask: np.ndarray, *, empty: np.ndarray,
       empty: on an integrating detector a dead pixel reads its dark level, so "never counted" misses
       it. On the sum of a tilt series the pixels along the tilt axis keep zeros of the transform
       (their q hardly moves), but those zeros are centro-symmetric like every zero of the far field:
-      their mate is dark too, and the mate test leaves them alone.
+      their mate is dark too, and the mate test leaves them alone (only a reading of at most a few
+      photons amid a neighbourhood of hundreds is dead whatever its mate says, as before).
     """
     bits = np.asarray(mask, np.uint32).copy()
     total = np.asarray(total, np.float64)
