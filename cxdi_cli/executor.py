@@ -247,20 +247,43 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_TASK_THREADS: int | None = None
+
+
+def _task_threads(worker: Any) -> int:
+    """FFT threads of one task on a Dask worker: the host's cores shared among every task slot of the
+    workers on that host (``dask worker --nworkers 4 --nthreads 2`` on 32 cores: 4 threads a task), so
+    the host is used whole and never oversubscribed. Found once per worker process."""
+    global _TASK_THREADS
+    if _TASK_THREADS is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        slots = max(1, worker.state.nthreads)
+        try:
+            from distributed import get_client  # noqa: PLC0415
+            from distributed.comm import get_address_host  # noqa: PLC0415
+
+            host = get_address_host(worker.address)
+            peers = get_client().scheduler_info()["workers"]
+            slots = max(slots, sum(w.get("nthreads", 1) for a, w in peers.items() if get_address_host(a) == host))
+        except Exception:  # noqa: BLE001 - without the scheduler's view, this worker's own slots
+            pass
+        _TASK_THREADS = max(1, cores // slots)
+    return _TASK_THREADS
+
+
 def _dask_task(fn: Task, shared: Any, args: tuple, topic: str | None, index: int) -> Any:
-    """Runs on a Dask worker: FFT threads = the worker's cores shared among its task threads (unless
-    CXDI_THREADS is set there), events sent to the client through the scheduler's event log."""
+    """Runs on a Dask worker: FFT threads from `_task_threads` (unless CXDI_THREADS is set there; a task
+    that sets its own count wins), events sent to the client through the scheduler's event log."""
     from distributed import get_worker  # noqa: PLC0415
 
     from cxdi_cli import fft  # noqa: PLC0415
 
     worker = get_worker()
     if not os.environ.get("CXDI_THREADS"):
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            cores = os.cpu_count() or 1
-        fft.set_threads(max(1, cores // max(1, worker.state.nthreads)))
+        fft.set_threads(_task_threads(worker))
     report = None
     if topic is not None:
         def report(event: dict[str, Any]) -> None:
