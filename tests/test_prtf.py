@@ -324,3 +324,55 @@ def test_cli_average_then_prtf_uses_the_runs_scale(cli, tmp_path):
     write_runs(all_failed, runs[:2], [{"llk_free": 1.0, "failed": True}] * 2, pixel=pixel, geometry=geo)
     r = cli("resolve-prt", all_failed, "--data", data, "-o", tmp_path / "x.h5")
     assert r.exit_code == 1 and "no usable run" in r.stderr and not (tmp_path / "x.h5").exists()
+
+
+def test_resolve_in_memory_prtf_and_half_sets():
+    """`resolution.resolve`, what resolve-prt computes, on objects in memory: an exact average against
+    its own |F|^2 gives a PRTF of 1 up to Nyquist, two half-set averages equal up to a shift and a
+    global phase an FRC of 1 at every threshold; the report, the HDF5 datasets and the text table
+    carry the same curves; a run file of several runs is averaged first (and says so)."""
+    from cxdi_cli.model import UsageError
+
+    obj = blob(seed=3)
+    geometry = Geometry(wavelength=WL, distance=DIST, pixel=(PIX, PIX))
+    intensity = (np.abs(fft.cfftn(obj.astype(np.complex128), norm="ortho")) ** 2 * 1e4).astype(np.float32)
+    data = Pattern(intensity=intensity, mask=np.zeros(obj.shape, np.uint32), geometry=geometry, source="d.cxi")
+    pixel = geometry.real_pixel(obj.shape)
+    avg = Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0, metrics={"n_runs": 1})],
+                         pixel_size=pixel, geometry=geometry, source="avg.cxi",
+                         arrays={"run_intensity": intensity / 1e4})
+    shifted = np.roll(obj, (2, -3), axis=(0, 1)) * np.exp(0.7j)
+    half_b = Reconstruction(runs=[Run(obj=shifted.astype(np.complex64), support=np.abs(shifted) > 0)],
+                            pixel_size=pixel, geometry=geometry, source="b.cxi")
+    res = prtf.resolve(avg, data, half_sets=(avg, half_b))
+    assert list(res.curves) == ["prtf", "frc"] and res.messages == []
+    assert res.report["prtf"]["reached_nyquist"] and res.report["prtf"]["scale_from"] == "runs"
+    assert res.report["prtf"]["resolution_nm"] == pytest.approx(1e9 * pixel[0], rel=1e-6)
+    for t in res.report["frc"]["thresholds"].values():
+        assert t["reached_nyquist"]
+    assert res.report["frc"]["alignment"]["shift_px"] == pytest.approx([-2, 3], abs=0.05)
+    frc_curve = res.curves["frc"][0]
+    np.testing.assert_allclose(frc_curve.value[np.isfinite(frc_curve.value)], 1.0, atol=1e-3)
+    datasets, attrs, signal = res.datasets()
+    assert signal == "prtf/prtf" and attrs["frc/q_nm-1"]["units"] == "1/nm"
+    np.testing.assert_array_equal(datasets["frc/frc"], frc_curve.value)
+    names, table = res.table()
+    assert names[:4] == ["prtf_q_nm-1", "prtf_nyquist_fraction", "prtf", "prtf_count"]
+    np.testing.assert_array_equal(table[:len(frc_curve.value), names.index("frc")], frc_curve.value)
+    # several runs: averaged first, and a message says how many
+    runs = Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0, metrics={"llk_free": 1.0}),
+                                Run(obj=shifted.astype(np.complex64), support=np.abs(shifted) > 0,
+                                    metrics={"llk_free": 2.0})], pixel_size=pixel, geometry=geometry,
+                          source="runs.cxi")
+    res = prtf.resolve(runs, data)
+    assert res.messages[0] == ("info", "runs.cxi: 2 runs; aligning and averaging 2 of them")
+    assert len(res.messages) == 1 and res.report["prtf"]["scale_from"] == "runs"
+    # an average without the runs' intensity: the scale is fitted, with a warning
+    bare = Reconstruction(runs=avg.runs, pixel_size=pixel, geometry=geometry, source="bare.cxi")
+    res = prtf.resolve(bare, data)
+    assert res.messages == [("warning", "bare.cxi: no run_intensity (not written by cxdi average); the PRTF "
+                                        "scale is fitted to the data, which flatters the curve")]
+    with pytest.raises(UsageError):
+        prtf.resolve()
+    with pytest.raises(UsageError):
+        prtf.resolve(avg)
