@@ -40,6 +40,20 @@ SIZE_2D, SIZE_2D_FULL = 256, 512
 SIZE_3D, SIZE_3D_FULL = 64, 100
 #: Starts of the 3D case (each one costs ~ a 2D case's eight).
 STARTS_3D = 4
+#: The plain simulations, for reference (not in the default list): `--cases tungsten,cells`.
+PLAIN_CASES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "tungsten": ("tungsten", {}, "tungsten letters, the simulator's defaults"),
+    "cells": ("cells", {}, "weak-phase cells, the simulator's defaults"),
+}
+
+
+def cases() -> dict[str, tuple[str, dict[str, Any], str]]:
+    """Every case by name: the hard family, then the plain simulations."""
+    from cxdi_cli.sim.hard2d import HARD_CASES  # noqa: PLC0415
+
+    return {**HARD_CASES, **PLAIN_CASES}
+
+
 #: A start within this factor of the best start's NRMSE has converged.
 CONVERGED_FACTOR = 1.5
 
@@ -96,12 +110,46 @@ def nrmse(obj: np.ndarray, truth: np.ndarray) -> float:
     return nrms_error(obj, truth)
 
 
+def mask_score(sim: Path, data: Path) -> dict[str, Any]:
+    """How the mask of `data` (preprocess + mask) compares with the simulation's true mask (expected.cxi,
+    in the preprocess window): false hot/dead flags on genuine pixels, broken pixels missed, planted
+    zeros found and zero flags on genuine pixels. 3D volumes: no pixel of particle3d is broken, so every
+    hot/dead voxel among the measured ones is a false flag."""
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.model import MASK_BITS as B, measured_from_mask  # noqa: PLC0415
+
+    p = io.read_pattern(str(data))
+    m = np.asarray(p.mask, np.uint32)
+    hotdead = (m & np.uint32(B["hot"] | B["dead"])) != 0
+    if m.ndim == 3 or not (sim / "expected.cxi").exists():
+        genuine = (m & np.uint32(B["unmeasured"])) == 0
+        return {"genuine": int(genuine.sum()), "false_hot_dead": int((hotdead & genuine).sum()),
+                "false_hot_dead_pct": 100.0 * float((hotdead & genuine).sum()) / max(1, int(genuine.sum()))}
+    start = next(s["parameters"]["window_start_px"] for s in p.provenance
+                 if "window_start_px" in s.get("parameters", {}))
+    n0, n1 = m.shape
+    t = np.asarray(io.read_pattern(str(sim / "expected.cxi")).mask, np.uint32)[start[0]:start[0] + n0,
+                                                                               start[1]:start[1] + n1]
+    genuine = t == 0
+    broken = (t & np.uint32(B["hot"] | B["dead"])) != 0
+    if json.loads((sim / "experiment.json").read_text()).get("processed"):
+        broken &= np.asarray(p.intensity) == 0  # the earlier program zeroed them, or filled them from the mate
+    planted = (t & np.uint32(B["zero"])) != 0
+    zero = (m & np.uint32(B["zero"])) != 0
+    good = measured_from_mask(m)
+    return {"genuine": int(genuine.sum()), "false_hot_dead": int((hotdead & genuine).sum()),
+            "false_hot_dead_pct": 100.0 * float((hotdead & genuine).sum()) / max(1, int(genuine.sum())),
+            "broken": int(broken.sum()), "broken_missed": int((broken & good).sum()),
+            "zeros_planted": int(planted.sum()),
+            "zeros_found": float(zero[planted].mean()) if planted.any() else None,
+            "false_zero": int((zero & genuine).sum()),
+            "masked_genuine_pct": 100.0 * float((~good & genuine).sum()) / max(1, int(genuine.sum()))}
+
+
 def prepare(case: str, size: int, root: Path, threads: int) -> tuple[Path, Path, dict[str, Any], float]:
     """Simulate the case (kept when already there) and preprocess + mask it: (folder, data.cxi,
     experiment dict, wall time)."""
-    from cxdi_cli.sim.hard2d import HARD_CASES  # noqa: PLC0415
-
-    kind, opts, _ = HARD_CASES[case]
+    kind, opts, _ = cases()[case]
     d = root / f"{case}_{size}"
     data = d / "data.cxi"
     expf = d / "sim" / "experiment.json"
@@ -147,6 +195,7 @@ def measure(case: str, seed: int, starts: int, size: int, root: Path, threads: i
         "wall_s": t_phase + t_avg, "prepare_s": t_prep, "phase_opts": " ".join(phase_opts),
         "commands": log,
         "psf_fwhm_px": (exp.get("psf") or {}).get("fwhm_px"),
+        "mask": mask_score(d / "sim", data),
     }
 
 
@@ -165,15 +214,34 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def mask_table(rows: list[dict[str, Any]], header: bool = True) -> str:
+    """Mask rows (mask_score) as text."""
+    head = f"{'case':10} {'size':>5} {'false hot/dead':>16} {'broken missed':>14} {'zeros found':>12} {'false zero':>11}"
+    lines = [head, "-" * len(head)] if header else []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['case']:10} {r['size']:>5}  error: {r['error']}")
+            continue
+        zf = "-" if r.get("zeros_found") is None else f"{100 * r['zeros_found']:.1f} %"
+        lines.append(f"{r['case']:10} {r['size']:>5} {r['false_hot_dead']:>5} ({r['false_hot_dead_pct']:.4f} %) "
+                     f"{str(r.get('broken_missed', '-')) + '/' + str(r.get('broken', '-')):>14} {zf:>12} "
+                     f"{str(r.get('false_zero', '-')):>11}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from cxdi_cli.sim.hard2d import HARD_CASES  # noqa: PLC0415
 
+    ALL = cases()  # noqa: N806
     ap = argparse.ArgumentParser(prog="python -m tests.robustness", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default=",".join(HARD_CASES),
-                    help=f"comma list of {', '.join(HARD_CASES)} [default: all]")
+                    help=f"comma list of {', '.join(ALL)} [default: the hard family, all but "
+                         f"{', '.join(PLAIN_CASES)}]")
     ap.add_argument("--starts", type=int, default=8, help="phase --runs (3D: at most %d) [8]" % STARTS_3D)
     ap.add_argument("--size", type=int, default=None,
-                    help=f"detector pixels across [2D {SIZE_2D}, 3D {SIZE_3D}; --full: {SIZE_2D_FULL}, {SIZE_3D_FULL}]")
+                    help=f"detector pixels across of the 2D cases [{SIZE_2D}; --full: {SIZE_2D_FULL}]")
+    ap.add_argument("--size3d", type=int, default=None,
+                    help=f"frame pixels across of the 3D case [{SIZE_3D}; --full: {SIZE_3D_FULL}]")
     ap.add_argument("--full", action="store_true", help="the sizes of issue 12 (512^2 detectors, 96^3 volumes)")
     ap.add_argument("--seeds", default="1", help="comma list of phase --seed values [1]")
     ap.add_argument("--phase-opts", default="", help="extra options for every `cxdi phase`, one string")
@@ -181,12 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="--threads of every command [1]")
     ap.add_argument("--workdir", default=None, help="keep the files here (simulations are reused) [temporary]")
     ap.add_argument("--cxdi", default="", help="the cxdi command to run, one string [this environment's cxdi]")
+    ap.add_argument("--masks", action="store_true", help="only simulate, preprocess and mask; print how the mask "
+                    "compares with the simulation's truth (false hot/dead flags, planted zeros found)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON (schema cxdi.robustness/1)")
     a = ap.parse_args(argv)
-    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in HARD_CASES]
+    names = [c.strip() for c in a.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in ALL]
     if unknown:
-        ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(HARD_CASES)}")
+        ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     CXDI[:] = shlex.split(a.cxdi)
     phase_opts = shlex.split(a.phase_opts)
@@ -200,10 +270,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CXDI_WISDOM", str(root / "wisdom.json"))
     rows: list[dict[str, Any]] = []
     try:
-        for case in cases:
-            is3d = HARD_CASES[case][0] == "particle3d"
-            size = a.size or ((SIZE_3D_FULL if a.full else SIZE_3D) if is3d else (SIZE_2D_FULL if a.full else SIZE_2D))
+        for case in names:
+            is3d = ALL[case][0] == "particle3d"
+            size = (a.size3d or (SIZE_3D_FULL if a.full else SIZE_3D)) if is3d else \
+                (a.size or (SIZE_2D_FULL if a.full else SIZE_2D))
             starts = min(a.starts, STARTS_3D) if is3d else a.starts
+            if a.masks:
+                try:
+                    d, data, _, _ = prepare(case, size, root, a.threads)
+                    row = {"case": case, "size": size, **mask_score(d / "sim", data)}
+                except RuntimeError as exc:
+                    row = {"case": case, "size": size, "error": str(exc)}
+                rows.append(row)
+                if not a.json:
+                    print(mask_table([row], header=len(rows) == 1), flush=True)
+                continue
             for seed in seeds:
                 try:
                     row = measure(case, seed, starts, size, root, a.threads, phase_opts, a.bar)
