@@ -40,3 +40,10 @@ demo: $(STAMP)
 
 clean:
 	rm -rf demo build dist *.egg-info
+
+# Property-based fuzzing of the readers, the recipe parser and the config: FUZZ examples per property
+# (13 properties; the suite runs a short fixed-seed profile of the same tests).
+.PHONY: fuzz
+FUZZ ?= 400
+fuzz: $(STAMP)
+	CXDI_FUZZ=$(FUZZ) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py

@@ -204,9 +204,9 @@ def _apply_config(fn: Callable, kwargs: dict[str, Any], config: Path | None, ctx
     try:
         values = tomllib.loads(Path(config).read_text())
     except FileNotFoundError:
-        raise typer.BadParameter(f"{config}: no such file", param_hint="--config") from None
+        raise usage_error(f"{config}: no such file") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise typer.BadParameter(f"{config}: {exc}", param_hint="--config") from None
+        raise usage_error(f"{config}: {exc}") from None
     section = values.get(fn.__name__.replace("_", "-"), values.get(fn.__name__, {}))
     merged = {k: v for k, v in values.items() if not isinstance(v, dict)}
     merged.update(section if isinstance(section, dict) else {})
@@ -214,10 +214,29 @@ def _apply_config(fn: Callable, kwargs: dict[str, Any], config: Path | None, ctx
     for key, val in merged.items():
         name = key.replace("-", "_")
         if name not in names:
-            raise typer.BadParameter(f"{config}: unknown option {key!r} for this command", param_hint="--config")
+            raise usage_error(f"{config}: unknown option {key!r} for this command")
         source = ctx.get_parameter_source(name) if ctx is not None else None
         if source is None or getattr(source, "name", "") in ("DEFAULT", "DEFAULT_MAP"):
-            kwargs[name] = val
+            kwargs[name] = _config_value(ctx, name, key, val, config)
+
+
+def _config_value(ctx: Any, name: str, key: str, val: Any, config: Path) -> Any:
+    """A config value converted and range-checked by the option's own type, as if typed on the command
+    line (a string where a number goes is a usage error naming the file and the key, never a crash)."""
+    param = next((p for p in getattr(getattr(ctx, "command", None), "params", []) if p.name == name), None)
+    if param is None:
+        return val
+    if getattr(param, "multiple", False) and not isinstance(val, list):
+        val = [val]
+    if isinstance(val, dict) or (isinstance(val, list) and not getattr(param, "multiple", False)
+                                 and getattr(param, "nargs", 1) == 1):
+        raise usage_error(f"{config}: {key} = {val!r}: expected a single value")
+    try:
+        return param.process_value(ctx, val)
+    except typer.BadParameter as exc:
+        raise usage_error(f"{config}: {key} = {val!r}: {exc.message}") from None
+    except (TypeError, ValueError) as exc:
+        raise usage_error(f"{config}: {key} = {val!r}: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -271,6 +290,10 @@ def cli_command(name: str, fn: Callable) -> Callable:
         STATE.quiet = quiet
         STATE.command = f"cxdi {name}"
         STATE.activity = ""
+        if not debug:  # tifffile logs damaged-file details on stderr; the error line says what matters
+            import logging  # noqa: PLC0415
+
+            logging.getLogger("tifffile").setLevel(logging.CRITICAL)
         _apply_config(fn, kwargs, config, ctx)
         if threads is not None:
             os.environ["CXDI_THREADS"] = str(threads)

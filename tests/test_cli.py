@@ -151,3 +151,15 @@ def test_angles_as_comma_list_range_or_file_give_the_same_volume(cli, tmp_path):
             "--pixel", 75e-6, "--angles", "1,2", "--threads", 1)
     assert r.exit_code == 2 and "--angles 1,2: 2 angles for 3 frames" in r.stderr
     assert not (tmp_path / "w.cxi").exists()
+
+
+def test_config_values_are_typed_and_checked_like_options(cli, tmp_path):
+    """Found by fuzzing: a TOML string where a number goes reached the command (internal error)."""
+    for text, said in (('runs = "eight"', "runs = 'eight': Input should be a valid integer"),
+                       ("runs = 0", "greater than or equal to 1"), ("runs = [1, 2]", "expected a single value"),
+                       ("runs = ", "Invalid value")):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(text + "\n")
+        r = cli("phase", tmp_path / "missing.cxi", "-o", tmp_path / "r.cxi", "--config", cfg)
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"cxdi phase: error: {cfg}: ") and said in r.stderr

@@ -14,7 +14,15 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from cxdi_cli import __version__
-from cxdi_cli.io.paths import atomic_output, check_memory, first_line, local_input, sniff, split_url
+from cxdi_cli.io.paths import (
+    atomic_output,
+    check_memory,
+    corrupt_file_errors,
+    first_line,
+    local_input,
+    sniff,
+    split_url,
+)
 from cxdi_cli.model import (
     CxdiError,
     DataError,
@@ -397,6 +405,7 @@ def _write_geometry(f, geometry: Geometry) -> None:
 # --------------------------------------------------------------------------- arrays
 
 
+@corrupt_file_errors
 def read_array(spec: str, what: str = "image") -> np.ndarray:
     """Read one array from TIFF, npy, EDF/CBF or HDF5 (`file.h5` via NeXus default, or `file.h5::/path`)."""
     name, dset = split_url(spec)
@@ -511,6 +520,7 @@ def _pattern_dataset(f, name: str, dset: str | None) -> str:
                      f"(candidates: {', '.join(cands[:12]) or 'none'})")
 
 
+@corrupt_file_errors
 def read_pattern(spec: str, h5file: Any = None) -> Pattern:
     """Read a centred diffraction pattern (2D) or volume (3D) with its mask and geometry.
 
@@ -634,6 +644,7 @@ def _read_group_dict(g) -> dict[str, Any]:
     return out
 
 
+@corrupt_file_errors
 def read_reconstruction(spec: str, h5file: Any = None) -> Reconstruction:
     """Read every run (`/entry_N/image_1`) of a cxdi or PyNX reconstruction file; TIFF/npy give one run.
 

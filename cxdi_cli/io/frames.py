@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cxdi_cli.io.paths import first_line, local_input, sniff, split_url
-from cxdi_cli.model import DataError, InputError, UsageError
+from cxdi_cli.io.paths import corrupt_file_errors, first_line, local_input, sniff, split_url
+from cxdi_cli.model import CxdiError, DataError, InputError, UsageError
 
 #: Bytes of raw frames read per block (a few frames of a large detector; at least one frame).
 BLOCK_BYTES = 32 << 20
@@ -44,7 +44,11 @@ class _Part:
     def read(self, i0: int, i1: int) -> np.ndarray:
         try:
             out = np.asarray(self._read(i0, i1))
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except CxdiError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoders (tifffile, zlib, h5py filters) raise many types
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{self.name}: cannot read frames {i0}..{i1 - 1} ({msg}); truncated or "
                              "corrupt file?") from None
@@ -442,6 +446,7 @@ def expand_specs(specs: str | Sequence[str]) -> list[str]:
     return out
 
 
+@corrupt_file_errors
 def open_frames(specs: str | Sequence[str], saturation: float | None = None) -> FrameStack:
     """Open raw frames from one or more specs (files, `file.h5::/path`, globs, folders) as one stack.
 

@@ -343,6 +343,19 @@ def read_cbf(path: str, name: str, info: CbfInfo | None = None) -> np.ndarray:
 
 
 def tiff_check(tf, path: str, name: str) -> None:
+    """Refuse a TIFF whose pages or data run past the end of the file (see `_tiff_check`); whatever
+    tifffile raises on a damaged file becomes an InputError."""
+    try:
+        _tiff_check(tf, path, name)
+    except (InputError, DataError):
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        raise InputError(f"{name}: cannot read TIFF ({first_line(exc)})") from None
+
+
+def _tiff_check(tf, path: str, name: str) -> None:
     """Refuse a TIFF whose pages or data run past the end of the file (tifffile would silently give a
     shorter or different series): the IFD chain must end with 0, every strip or tile must lie inside the
     file, and the page count must match the ImageJ / tifffile shape metadata."""

@@ -28,6 +28,30 @@ def first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+#: What third-party readers (h5py, tifffile, numpy, zlib) raise on a damaged file.
+DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (OSError, KeyError, RuntimeError, ValueError, TypeError,
+                                                         IndexError, ArithmeticError, UnicodeError, EOFError)
+
+
+def corrupt_file_errors(fn):
+    """Decorate a reader taking a file spec (or a list of them) first: an exception its libraries raise on
+    a damaged file becomes one InputError line naming the file, instead of an internal error."""
+    import functools  # noqa: PLC0415
+
+    @functools.wraps(fn)
+    def reader(spec, *args, **kwargs):
+        try:
+            return fn(spec, *args, **kwargs)
+        except CxdiError:
+            raise
+        except DAMAGED_FILE_ERRORS as exc:
+            name = spec if isinstance(spec, (str, os.PathLike)) else (list(spec) or ["?"])[0]
+            name = split_url(str(name))[0]
+            raise InputError(f"{name}: corrupt file ({type(exc).__name__}: {first_line(exc)})") from None
+
+    return reader
+
+
 def split_url(spec: str) -> tuple[str, str | None]:
     """Split `file.h5::/path/to/dataset` (silx convention) into (file, dataset); dataset None if absent."""
     spec = str(spec)
