@@ -129,6 +129,8 @@ def check_links(f, path: str, name: str, _seen: set[str] | None = None) -> None:
         f.visititems(visit_obj)
     except (KeyError, OSError, RuntimeError):
         pass  # unreadable parts are reported by the readers that need them
+    except Exception as exc:  # noqa: BLE001 - e.g. undecodable link names: the links cannot be checked
+        raise InputError(f"{name}: corrupt HDF5 file; its links cannot be checked ({type(exc).__name__})") from None
     if refused:
         raise InputError(refused[0])
     for t in linked:
@@ -590,7 +592,6 @@ def read_pattern(spec: str, h5file: Any = None) -> Pattern:
 
 def write_pattern(dest: str, pattern: Pattern, step: dict[str, Any]) -> None:
     """Write a diffraction pattern as CXI (data, mask, geometry, NXdata link, provenance), atomically."""
-    h5py = _h5py()
     data = np.asarray(pattern.intensity, np.float32)
     mask = np.asarray(pattern.mask, np.uint32)
     if mask.shape != data.shape:
@@ -723,7 +724,6 @@ def write_reconstruction(dest: str, rec: Reconstruction, step: dict[str, Any],
     `arrays` are extra datasets written under `/entry_1/` (e.g. mode images); `rec.extra` is stored as
     JSON in `/entry_1/cxdi_extra` (e.g. the alignment table of `average`).
     """
-    h5py = _h5py()
     if not rec.runs:
         raise DataError(f"{dest}: nothing to write (no runs)")
     with atomic_output(dest, ".cxi") as tmp:
@@ -778,7 +778,6 @@ def write_results(dest: str, datasets: dict[str, np.ndarray], step: dict[str, An
                   attrs: dict[str, dict[str, Any]] | None = None, signal: str | None = None,
                   provenance: list[dict[str, Any]] | None = None) -> None:
     """Write named arrays under `/entry_1/` (e.g. `prtf/q_nm`), with NXdata pointing at `signal`."""
-    h5py = _h5py()
     with atomic_output(dest, ".h5") as tmp:
         with new_h5(tmp) as f:
             _root(f)
@@ -801,7 +800,6 @@ def write_lima(dest: str, frames: np.ndarray, detector: str = "maxipix",
                extra: dict[str, np.ndarray] | None = None, compression: str | None = "gzip") -> None:
     """Write a frame stack the way a LIMA detector server does (`/entry_0000/measurement/data`,
     hard-linked as `/entry_0000/instrument/<detector>/data`); `extra` adds datasets by path."""
-    h5py = _h5py()
     frames = np.asarray(frames)
     with atomic_output(dest, ".h5") as tmp:
         with new_h5(tmp) as f:

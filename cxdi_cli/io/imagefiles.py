@@ -403,8 +403,10 @@ def npy_header(path: str, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
                 raise ValueError(f"unsupported .npy version {version}")
             shape, fortran, dtype = reader(fh, max_header_size=1 << 16)
             offset = fh.tell()
-    except (ValueError, OSError, SyntaxError, TypeError) as exc:
-        raise InputError(f"{name}: cannot read .npy ({first_line(exc)})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast/tokenize: many error types
+        raise InputError(f"{name}: cannot read .npy header ({type(exc).__name__}: {first_line(exc)})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biufc":
         raise DataError(f"{name}: .npy holds {dtype} values, not numbers")
     need = int(np.prod(shape, dtype=object)) * dtype.itemsize
