@@ -64,7 +64,7 @@ def _span(profile: np.ndarray) -> tuple[int, int]:
 def boxes(supports: Sequence[np.ndarray], margin: int = 4) -> tuple[list[int], list[list[int]]]:
     """One box size for all supports and, per support, the first index of its box on every axis
     (circular: indices wrap). The box is the largest support extent plus `margin` pixels each side, at
-    most the array, centred on each support's span."""
+    most the array, centred on each support's span (also when it is the whole axis)."""
     shape = np.asarray(supports[0]).shape
     spans = []
     for sup in supports:
@@ -72,8 +72,9 @@ def boxes(supports: Sequence[np.ndarray], margin: int = 4) -> tuple[list[int], l
         spans.append([_span(np.any(sup, axis=tuple(a for a in range(sup.ndim) if a != ax)))
                       for ax in range(sup.ndim)])
     box = [min(n, max(sp[ax][1] for sp in spans) + 2 * margin) for ax, n in enumerate(shape)]
-    firsts = [[0 if box[ax] >= n else sp[ax][0] + sp[ax][1] // 2 - box[ax] // 2 for ax, n in enumerate(shape)]
-              for sp in spans]
+    # centred even when the box is the whole axis: alignment (ramp from neighbouring pixels) is more
+    # reliable for an object in the middle than for one wrapping round the edges
+    firsts = [[(sp[ax][0] + sp[ax][1] // 2 - box[ax] // 2) % n for ax, n in enumerate(shape)] for sp in spans]
     return box, firsts
 
 

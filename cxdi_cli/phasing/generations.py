@@ -56,6 +56,12 @@ def boundaries(search: int, generations: int) -> list[int]:
     return [c for c in cuts if 0 < c < search]
 
 
+def _score(metrics: dict[str, Any]) -> float:
+    """Free LLK, or LLK when there are no free pixels (nan when neither)."""
+    v = metrics.get("llk_free", math.nan)
+    return float(v) if v is not None and math.isfinite(v) else float(metrics.get("llk", math.nan))
+
+
 def best_index(scores: Sequence[float]) -> int:
     """Index of the lowest finite score (the first when none is finite)."""
     vals = [s if s is not None and math.isfinite(s) else math.inf for s in scores]
@@ -92,7 +98,7 @@ def guide(checkpoints: Sequence[Any]) -> tuple[list[Any], int]:
     """One generation's end: every checkpoint but the best replaced by its blend with the best.
 
     Returns ``(new checkpoints, index of the best)``; the best continues unchanged."""
-    k = best_index([cp.metrics.get("llk_free", math.nan) for cp in checkpoints])
+    k = best_index([_score(cp.metrics) for cp in checkpoints])
     out = []
     for i, cp in enumerate(checkpoints):
         if i == k:
