@@ -49,6 +49,10 @@ def simulate(
                                                      "(background subtracted, ~4 % exact zeros in bright "
                                                      "regions, gaps and broken pixels zeroed) or symmetrised "
                                                      "(the same, made centro-symmetric) [default: off].")] = None,
+    pixel_samples: Annotated[Optional[int], typer.Option("--pixel-samples", help="2D kinds: |F|^2 averaged over "
+                                                         "K x K points of each pixel's area, as a pixel "
+                                                         "integrates it; 1: point samples at the pixel "
+                                                         "centres (the simulator before issue 16) [default: 3].")] = None,
     phase_max: Annotated[Optional[float], typer.Option("--phase-max", help="cells: largest phase shift "
                                                        "(rad); above ~1 a strong phase object "
                                                        "[default: ~0.6].")] = None,
@@ -96,6 +100,7 @@ def simulate(
                    frames=frames, seed=seed, oversampling=oversampling, thickness=thickness,
                    gap_cross_near_beam=gap_cross_near_beam, beamstop=beamstop, rod_angle=rod_angle,
                    gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max,
+                   pixel_samples=pixel_samples,
                    darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise,
                    angles=angles)
     info = run(kind, output, command=c.command_line(), **options)

@@ -15,17 +15,20 @@ How the pattern is computed (2D kinds). The specimen is a complex projected dens
 exit wave minus the unscattered plane wave) sampled on a fine real-space grid of pitch
 a = 1 / (2 n_det dq), dq = p / (lambda D), i.e. twice finer than a full-detector reconstruction would
 resolve, with each fine pixel the average of the exit wave over 3 x 3 sub-samples (anti-aliased
-edges). Its far field F(q) = sum rho(r) exp(-2 pi i q.r) is evaluated DIRECTLY at each detector pixel's
-q = ((i - ci) dq, (j - cj) dq), with the sub-pixel beam centre (ci, cj), as a separable matrix DFT
-E_y rho E_x^T. This is exact for the sampled specimen at any q (no interpolation, no wrap-around,
-no phase ramp needed) and costs ~1e8 multiply-adds for the default detector; an FFT on a zero-padded
-grid would give the same numbers only at integer pixel offsets. The q mapping is the paraxial one
+edges). Its far field F(q) = sum rho(r) exp(-2 pi i q.r) is evaluated DIRECTLY at PIXEL_SUBSAMPLES^2
+points inside each detector pixel, q = ((i - ci + s) dq, (j - cj + t) dq) with the sub-pixel beam centre
+(ci, cj) and offsets s, t in (-1/2, 1/2), as a separable matrix DFT E_y rho E_x^T, and |F|^2 is averaged
+over them: a pixel integrates the intensity over its area, so a zero of |F|^2 (a speckle vortex) never
+gives a pixel that expects no photon amid bright neighbours, as point samples would (and did: dead-pixel
+detectors flagged them). This is exact for the sampled specimen at any q (no interpolation, no
+wrap-around, no phase ramp needed) and costs ~1e9 multiply-adds for the default detector; an FFT on a
+zero-padded grid would give the same numbers only at integer pixel offsets. The q mapping is the paraxial one
 (q = x / (lambda D)): for a 2D (thin) specimen the exact mapping x / (lambda r) differs by the factor
 D / r, at most 1 - 8e-6 at the corner of the default detector (a 0.002-pixel shift) and the solid
 angle factor (D / r)^3 is 1 - 2e-5: both far below the noise, and the paraxial grid is the one the
 truth and the reconstructions use.
 
-Intensity units: expected photons per pixel summed over all frames = s |F(q)|^2 with s chosen so that
+Intensity units: expected photons per pixel summed over all frames = s <|F(q)|^2>_pixel with s chosen so that
 the sum over the whole detector (gaps and beamstop included: what the specimen scatters onto the
 detector's area) equals `photons`. The truth is icfftn(sqrt(s) F(k dq), norm="ortho") on the default
 crop's N x N grid, q = 0 exactly at N // 2 (the beam centre's sub-pixel offset is NOT in it).
@@ -270,12 +273,19 @@ def _support_on_grid(rho: np.ndarray, pitch: float, n: int, grid_pitch: float) -
     return sup
 
 
+#: Sub-samples per pixel edge (default of --pixel-samples): the expected counts are |F|^2 averaged
+#: over the pixel's area, as a detector pixel integrates it (a point sample, --pixel-samples 1, puts
+#: exact zeros of |F|^2, speckle vortices, on pixels amid bright neighbours: zeros no real pixel records,
+#: which dead-pixel detectors cannot tell from dead pixels).
+PIXEL_SUBSAMPLES = 3
+
+
 class _Experiment:
     """The geometry and the noise-free pattern shared by the 2D kinds."""
 
     def __init__(self, *, size: int, photons: float, distance: float, energy_kev: float, pixel: float,
                  oversampling: float, near_cross: bool, fraction: tuple[float, float],
-                 through_beam: bool = False) -> None:
+                 through_beam: bool = False, pixel_samples: int = PIXEL_SUBSAMPLES) -> None:
         self.shape = (size, size)
         self.wavelength = wavelength_from_kev(energy_kev)
         self.distance, self.pixel, self.energy_kev = distance, pixel, energy_kev
@@ -291,6 +301,9 @@ class _Experiment:
         self.fine_pitch = 1.0 / (2 * size * self.dq)  # twice finer than the full-detector resolution
         self.truth_pitch = 1.0 / (self.crop * self.dq)
         self.photons = photons
+        _check(isinstance(pixel_samples, (int, np.integer)) and 1 <= pixel_samples <= 7,
+               f"--pixel-samples {pixel_samples}: must be 1 (point samples) to 7")
+        self.pixel_samples = int(pixel_samples)
         self._check_paraxial(size)
 
     def _check_paraxial(self, size: int) -> None:
@@ -310,10 +323,12 @@ class _Experiment:
         """Expected photons summed over frames (full detector, float64), truth (N x N complex128) and
         its support."""
         ci, cj = self.centre
-        qy = (np.arange(self.shape[0]) - ci) * self.dq
-        qx = (np.arange(self.shape[1]) - cj) * self.dq
+        ss = self.pixel_samples
+        sub = (np.arange(ss) + 0.5) / ss - 0.5  # sub-sample offsets inside a pixel, symmetric about 0
+        qy = ((np.arange(self.shape[0]) - ci)[:, None] + sub).ravel() * self.dq
+        qx = ((np.arange(self.shape[1]) - cj)[:, None] + sub).ravel() * self.dq
         amp = far_field(rho, self.fine_pitch, qy, qx)
-        intensity = (amp * amp.conj()).real
+        intensity = (amp * amp.conj()).real.reshape(self.shape[0], ss, self.shape[1], ss).mean(axis=(1, 3))
         scale = self.photons / intensity.sum()
         n = self.crop
         k = (np.arange(n) - n // 2) * self.dq
@@ -432,6 +447,7 @@ def _hard_info(info: dict[str, Any], d: Path, exp: "_Experiment", psf: float, pr
                gap_through_beam: bool) -> None:
     """The hard-case entries of experiment.json; a processed pattern is what `preprocess` reads next."""
     info["gap_through_beam"] = bool(gap_through_beam)
+    info["pixel_samples"] = exp.pixel_samples
     info["psf"] = {"kind": "gaussian", "fwhm_px": psf} if psf > 0 else None
     info["processed"] = proc
     if proc is not None:
@@ -450,7 +466,8 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
                       thickness: float = 150e-9, gap_cross_near_beam: bool = False,
                       beam_fraction: tuple[float, float] = (0.3, 0.6), beamstop: float | None = None,
                       rod_angle: float = 35.0, gap_through_beam: bool = False, psf: float = 0.0,
-                      processed: str = "off", command: str = "cxdi simulate tungsten") -> dict[str, Any]:
+                      processed: str = "off", pixel_samples: int = PIXEL_SUBSAMPLES,
+                      command: str = "cxdi simulate tungsten") -> dict[str, Any]:
     """Tungsten letters on a photon-counting Maxipix-like 2x2 detector; writes frames.h5 (LIMA),
     expected.cxi, truth.cxi and experiment.json into `out_dir` (and processed.tif with `processed`);
     returns the experiment dict. `psf`: FWHM (px) of a partially coherent beam's detector-plane PSF."""
@@ -460,7 +477,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
     psf, processed, fraction = _hard_options(psf, processed, beam_fraction)
     exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                       oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=fraction,
-                      through_beam=gap_through_beam)
+                      through_beam=gap_through_beam, pixel_samples=pixel_samples)
     bs = exp.beamstop(beamstop, rod_angle)
     d = make_out_dir(out_dir)
     from cxdi_cli import io  # noqa: PLC0415
@@ -490,7 +507,7 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
                   frames=frames, oversampling=oversampling, thickness=thickness,
                   gap_cross_near_beam=gap_cross_near_beam, beam_fraction=list(fraction),
                   beamstop=beamstop, rod_angle=rod_angle, gap_through_beam=gap_through_beam, psf=psf,
-                  processed=processed)
+                  processed=processed, pixel_samples=pixel_samples)
     step = io.make_step(command, params)
     io.write_lima(str(d / "frames.h5"), stack, detector="maxipix")
     proc = None
@@ -525,7 +542,7 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
                    gap_cross_near_beam: bool = False, beam_fraction: tuple[float, float] = (0.7, 0.2),
                    beamstop: float | None = None, rod_angle: float = 200.0, gap_through_beam: bool = False,
                    psf: float = 0.0, processed: str = "off", phase_max: float | None = None,
-                   command: str = "cxdi simulate cells") -> dict[str, Any]:
+                   pixel_samples: int = PIXEL_SUBSAMPLES, command: str = "cxdi simulate cells") -> dict[str, Any]:
     """Weak-phase cells on an integrating 16-bit detector; writes frames/frame_NNNN.tif,
     darks/dark_NNNN.tif (uint16 ADU), expected.cxi, truth.cxi and experiment.json (and processed.tif
     with `processed`). `phase_max` (rad): the largest phase shift (a strong phase object above ~1)."""
@@ -541,7 +558,7 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
     psf, processed, fraction = _hard_options(psf, processed, beam_fraction)
     exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
                       oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=fraction,
-                      through_beam=gap_through_beam)
+                      through_beam=gap_through_beam, pixel_samples=pixel_samples)
     bs = exp.beamstop(beamstop, rod_angle)
     d = make_out_dir(out_dir)
     from cxdi_cli import io  # noqa: PLC0415
@@ -569,7 +586,8 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
                   frames=frames, darks=darks, oversampling=oversampling, adu_per_photon=adu_per_photon,
                   dark_adu=dark_adu, read_noise=read_noise, gap_cross_near_beam=gap_cross_near_beam,
                   beam_fraction=list(fraction), beamstop=beamstop, rod_angle=rod_angle,
-                  gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max)
+                  gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max,
+                  pixel_samples=pixel_samples)
     step = io.make_step(command, params)
     fdir, ddir = d / "frames", d / "darks"
     fdir.mkdir(exist_ok=True)
