@@ -146,6 +146,10 @@ def mask_score(sim: Path, data: Path) -> dict[str, Any]:
             "masked_genuine_pct": 100.0 * float((~good & genuine).sum()) / max(1, int(genuine.sum()))}
 
 
+#: Extra `cxdi simulate` options for every case (set by --sim-opts).
+SIM_OPTS: list[str] = []
+
+
 def prepare(case: str, size: int, root: Path, threads: int) -> tuple[Path, Path, dict[str, Any], float]:
     """Simulate the case (kept when already there) and preprocess + mask it: (folder, data.cxi,
     experiment dict, wall time)."""
@@ -156,8 +160,9 @@ def prepare(case: str, size: int, root: Path, threads: int) -> tuple[Path, Path,
     log: list[str] = []
     t = 0.0
     if not (data.exists() and expf.exists()):
+        extra = [] if kind == "particle3d" else SIM_OPTS
         t += _run(_cxdi() + ["simulate", kind, "-o", str(d / "sim"), "--size", str(size), "--seed", "0", "-q"]
-                  + _options(opts), root, log)
+                  + _options(opts) + extra, root, log)
         exp = json.loads(expf.read_text())
         pre = shlex.split(exp["preprocess"])
         assert pre[0] == "cxdi"
@@ -245,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="the sizes of issue 12 (512^2 detectors, 96^3 volumes)")
     ap.add_argument("--seeds", default="1", help="comma list of phase --seed values [1]")
     ap.add_argument("--phase-opts", default="", help="extra options for every `cxdi phase`, one string")
+    ap.add_argument("--sim-opts", default="", help="extra options for every 2D `cxdi simulate`, one string "
+                    "(e.g. '--pixel-samples 1'); use a new --workdir, simulations there are reused")
     ap.add_argument("--bar", type=float, default=0.2, help="fixed NRMSE bar for 'below bar' [0.2]")
     ap.add_argument("--threads", type=int, default=1, help="--threads of every command [1]")
     ap.add_argument("--workdir", default=None, help="keep the files here (simulations are reused) [temporary]")
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     CXDI[:] = shlex.split(a.cxdi)
+    SIM_OPTS[:] = shlex.split(a.sim_opts)
     phase_opts = shlex.split(a.phase_opts)
     tmp = None
     if a.workdir:
