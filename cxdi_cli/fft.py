@@ -10,6 +10,7 @@ Normalisation: `norm="backward"` (default) matches numpy.fft; `norm="ortho"` is 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,7 +23,7 @@ import pyfftw
 _LOCK = threading.Lock()
 _THREADS: int | None = None
 _WISDOM_LOADED = False
-_WISDOM_DIRTY = False
+_CACHE_BYTES = 1 << 23  # arrays from 8 MB up (a 128^3 volume is 16 MB) get a plan of their own
 
 
 def wisdom_path() -> Path:
@@ -40,14 +41,25 @@ def set_threads(n: int | None) -> None:
     _THREADS = None if n is None else max(1, int(n))
 
 
-def threads() -> int:
-    """The thread count new plans use."""
-    if _THREADS is not None:
-        return _THREADS
+def cores() -> int:
+    """CPU cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def threads() -> int:
+    """The thread count new plans use."""
+    return _THREADS if _THREADS is not None else cores()
+
+
+def threads_per_job(jobs: int, requested: int | None = None) -> int:
+    """FFT threads for each of `jobs` concurrent runs, so that jobs x threads never exceeds the cores
+    (oversubscribed FFTW threads wait on each other: a 2-core host ran 512^2 pairs 4-10x slower).
+    `requested` (--threads) is an upper bound; at least 1."""
+    per = max(1, cores() // max(1, int(jobs)))
+    return per if requested is None else max(1, min(int(requested), per))
 
 
 def load_wisdom(path: Path | None = None) -> bool:
@@ -64,25 +76,74 @@ def load_wisdom(path: Path | None = None) -> bool:
 
 def save_wisdom(path: Path | None = None) -> None:
     """Write the accumulated wisdom atomically (several cxdi processes may run at once under make -j)."""
-    global _WISDOM_DIRTY
     path = path or wisdom_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps([w.decode("latin-1") for w in pyfftw.export_wisdom()]))
         os.replace(tmp, path)
-        _WISDOM_DIRTY = False
     except OSError:
         pass  # wisdom is an optimisation: a read-only home must not fail a reconstruction
 
 
 def _ensure_wisdom() -> None:
-    if not _WISDOM_LOADED and os.environ.get("CXDI_NO_WISDOM") != "1":
+    if not _WISDOM_LOADED and _use_wisdom():
         load_wisdom()
+
+
+def _use_wisdom() -> bool:
+    return os.environ.get("CXDI_NO_WISDOM") != "1"
 
 
 def _flags() -> tuple[str, ...]:
     return (os.environ.get("CXDI_FFTW_PLANNER", "FFTW_MEASURE"),)
+
+
+@contextlib.contextmanager
+def _wisdom_lock():
+    """An exclusive lock on the wisdom file's folder (processes under make -j plan one at a time)."""
+    path = wisdom_path()
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _fftw(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...], nthreads: int, direction: str,
+          **kw: object) -> pyfftw.FFTW:
+    """A plan whose algorithm is the same in every process on this machine: reproducible runs.
+
+    FFTW_MEASURE times candidate algorithms and may pick another one in the next process, which
+    changes the rounding (and, over hundreds of chaotic iterations, the reconstruction). So a plan
+    is made from the on-disk wisdom when it holds this transform; otherwise, under a file lock, the
+    wisdom is re-read (another process may have just planned it), and only if it still lacks the
+    transform is it measured here and the wisdom saved at once. Every later process then builds the
+    same plan. FFTW_ESTIMATE is deterministic by itself; CXDI_NO_WISDOM=1 gives up reproducibility."""
+    flags = _flags()
+    make = functools.partial(pyfftw.FFTW, a, b, axes=axes, threads=nthreads, direction=direction, **kw)
+    if "FFTW_ESTIMATE" in flags or not _use_wisdom():
+        return make(flags=flags)
+    _ensure_wisdom()
+    try:
+        return make(flags=flags + ("FFTW_WISDOM_ONLY",))
+    except RuntimeError:
+        pass
+    with _wisdom_lock():
+        load_wisdom()
+        try:
+            return make(flags=flags + ("FFTW_WISDOM_ONLY",))
+        except RuntimeError:
+            plan = make(flags=flags)
+            save_wisdom()
+            return plan
 
 
 def _normalise_axes(ndim: int, axes: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -99,13 +160,9 @@ def _complex_dtype(x: np.ndarray) -> np.dtype:
 
 @functools.lru_cache(maxsize=16)  # a plan owns two full-size aligned buffers: keep few (3D!)
 def _plan(shape: tuple[int, ...], dtype: str, axes: tuple[int, ...], inverse: bool, nthreads: int) -> pyfftw.FFTW:
-    global _WISDOM_DIRTY
-    _ensure_wisdom()
     a = pyfftw.empty_aligned(shape, dtype)
     b = pyfftw.empty_aligned(shape, dtype)
-    _WISDOM_DIRTY = True
-    return pyfftw.FFTW(a, b, axes=axes, threads=nthreads, flags=_flags(),
-                       direction="FFTW_BACKWARD" if inverse else "FFTW_FORWARD")
+    return _fftw(a, b, axes, nthreads, "FFTW_BACKWARD" if inverse else "FFTW_FORWARD")
 
 
 def _transform(x: np.ndarray, inverse: bool, axes: tuple[int, ...] | None, norm: str) -> np.ndarray:
@@ -115,7 +172,10 @@ def _transform(x: np.ndarray, inverse: bool, axes: tuple[int, ...] | None, norm:
     n = int(np.prod([x.shape[a] for a in ax])) if ax else 1
     with _LOCK:
         # small arrays: threads only add synchronisation (10 ms per 64x64 transform on a loaded host)
-        plan = _plan(x.shape, dtype.str, ax, inverse, threads() if x.size >= 65536 else 1)
+        nt = threads() if x.size >= 65536 else 1
+        # a cached plan keeps two full-size buffers for the life of the process: only for small arrays
+        make = _plan if x.nbytes < _CACHE_BYTES else _plan.__wrapped__
+        plan = make(x.shape, dtype.str, ax, inverse, nt)
         plan.input_array[...] = x  # never plan(x): that would rebind the shared plan to x
         plan.execute()             # raw, unnormalised FFTW transform; scaling is done below
         out = plan.output_array.copy()
@@ -163,18 +223,13 @@ class FFTPair:
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type = np.complex64,
                  nthreads: int | None = None) -> None:
-        global _WISDOM_DIRTY
-        _ensure_wisdom()
         self.dtype = np.dtype(dtype)
         self.buffer = pyfftw.empty_aligned(tuple(shape), self.dtype)
-        self.buffer[...] = 0
         nt = nthreads or (threads() if int(np.prod(shape)) >= 65536 else 1)  # small: threads only cost
         ax = tuple(range(len(shape)))
-        self._fwd = pyfftw.FFTW(self.buffer, self.buffer, axes=ax, threads=nt, flags=_flags(),
-                                direction="FFTW_FORWARD", ortho=False, normalise_idft=False)
-        self._inv = pyfftw.FFTW(self.buffer, self.buffer, axes=ax, threads=nt, flags=_flags(),
-                                direction="FFTW_BACKWARD", ortho=False, normalise_idft=False)
-        _WISDOM_DIRTY = True
+        self._fwd = _fftw(self.buffer, self.buffer, ax, nt, "FFTW_FORWARD", ortho=False, normalise_idft=False)
+        self._inv = _fftw(self.buffer, self.buffer, ax, nt, "FFTW_BACKWARD", ortho=False, normalise_idft=False)
+        self.buffer[...] = 0  # planning may have written into it
 
     def forward(self, scale: bool = True) -> np.ndarray:
         """Transform `buffer` in place (forward; unitary unless scale=False) and return it.
@@ -199,9 +254,7 @@ class FFTPair:
 
 
 def flush_wisdom() -> None:
-    """Save wisdom if new plans were made in this process (the CLI calls this on exit)."""
-    if _WISDOM_DIRTY and os.environ.get("CXDI_NO_WISDOM") != "1":
-        save_wisdom()
+    """Kept for callers: wisdom is now saved when a new transform is planned (see `_fftw`)."""
 
 
 def good_size(n: int, *, smaller: bool = True) -> int:

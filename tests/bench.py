@@ -1,47 +1,183 @@
-"""`make bench`: phase-retrieval iteration time against the bare FFT pair, and peak memory.
+"""`make bench`: whole `cxdi phase` commands against the bare FFT pair, and their peak memory.
 
-For each size (2D 512^2, 3D 128^3; 256^3 with --big) and in one process, on the same threads:
-- the bare in-place forward + inverse pair of `fft.FFTPair` (unscaled, as the loop runs it);
-- one iteration of ER, HIO, RAAR and ML (median over blocks of iterations; shrink-wrap off);
-- the shrink-wrap update on its own;
-- peak memory (tracemalloc: numpy and the FFTW buffers) of a whole run (preparation excluded),
-  as a multiple of one complex64 array of that size.
-Targets (issue 4): HIO and RAAR <= 1.3x the pair, ER <= 1.2x, peak memory <= 8 arrays.
+For each size (2D 512^2 with 8 runs and the default recipe; 3D 128^3 and 256^3, 1 run each, 256^3
+with the default recipe scaled down to 90 iterations), in a fresh process as a user runs it (the
+default options: positivity auto, shrink-wrap, free log-likelihood, metrics history, ML refinement):
+- the bare in-place forward + inverse pair of `fft.FFTPair` on the same threads, timed in this
+  process, interleaved with the commands (median of blocks before and after each command);
+- the wall time of the whole command (start-up, reading, preparation, runs, writing) per
+  iteration x run, and its ratio to the pair;
+- the command's peak resident memory less that of the same command on a tiny input (the
+  interpreter, numpy, pyFFTW, numba: fixed costs), as a multiple of one complex64 array of that size.
+  The data (float32 photons + uint32 mask) are one such array.
+Targets (issue 13): ratio <= 1.3; memory <= 8 arrays + the data (9).
 
-Usage: python -m tests.bench [--big] [--threads N] [--repeat R]
+`--steps` adds the per-step table (one ER/HIO/RAAR/ML iteration and a shrink-wrap update in process).
+
+On a loaded machine multi-threaded FFTW times are noise: there, compare with --threads 1.
+
+Usage: python -m tests.bench [--sizes 512x512,128x128x128,256x256x256] [--threads N] [--repeat R] [--steps]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
+#: size -> (runs, recipe or None for the default)
+CASES = {
+    (512, 512): (8, None),
+    (128, 128, 128): (1, None),
+    (256, 256, 256): (1, "hio**60,er**20,ml**10"),
+}
 
-def _object(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
-    r = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grids))
-    obj = (r < shape[0] / 8).astype(np.complex64)
-    obj *= np.exp(1j * rng.uniform(0, 0.3, shape)).astype(np.complex64)
-    return obj
+
+def _object(shape: tuple[int, ...], rng: np.random.Generator, extent: float = 0.25) -> np.ndarray:
+    """A cluster of discs (balls) spanning about `extent` of the array, weak phase: oversampling ~4."""
+    n = shape[0]
+    grids = np.meshgrid(*[np.arange(m) - m // 2 for m in shape], indexing="ij")
+    obj = np.zeros(shape, np.float32)
+    for _ in range(8):
+        c = rng.uniform(-0.25 * extent * n, 0.25 * extent * n, len(shape))
+        rad = rng.uniform(0.12 * extent * n, 0.25 * extent * n)
+        r2 = sum((g - ci).astype(np.float32) ** 2 for g, ci in zip(grids, c))
+        obj = np.maximum(obj, (r2 < rad * rad) * np.float32(rng.uniform(0.6, 1.0)))
+    return (obj * np.exp(0.3j * obj)).astype(np.complex64)
 
 
-def _problem(shape: tuple[int, ...]):
+def _pattern(shape: tuple[int, ...], seed: int = 0):
     from cxdi_cli import fft, model
+
+    rng = np.random.default_rng(seed)
+    intensity = np.abs(fft.cfftn(_object(shape, rng), norm="ortho")) ** 2
+    intensity *= np.float32(1e3 * intensity.size / intensity.sum())
+    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
+    r2 = sum(g.astype(np.float32) ** 2 for g in grids)
+    mask = np.where(r2 < 9, model.MASK_BITS["beamstop"], 0).astype(np.uint32)
+    data = rng.poisson(intensity).astype(np.float32)
+    data[mask != 0] = 0
+    return model.Pattern(intensity=data, mask=mask, source="bench")
+
+
+def _write_input(shape: tuple[int, ...], folder: Path) -> Path:
+    from cxdi_cli import io
+
+    path = folder / f"in_{'x'.join(map(str, shape))}.cxi"
+    io.write_pattern(str(path), _pattern(shape), io.make_step("bench"))
+    return path
+
+
+def _cxdi() -> str:
+    exe = Path(sys.executable).with_name("cxdi")
+    return str(exe) if exe.exists() else "cxdi"
+
+
+def _run_command(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS bytes) of one command in its own process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {err}")
+    return wall, usage.ru_maxrss * 1024.0
+
+
+def _pair_ms(shape: tuple[int, ...], pair=None) -> float:
+    """Median time (ms) of blocks of the bare unscaled in-place pair (zero buffer: values do not matter)."""
+    from cxdi_cli import fft
+
+    pair = pair or fft.FFTPair(shape)
+    pair.buffer[...] = 0
+
+    def block(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            pair.forward(scale=False)
+            pair.inverse(scale=False)
+        return (time.perf_counter() - t) / n
+
+    block(1)
+    n = max(3, int(0.2 / block(2)))
+    return statistics.median(block(n) for _ in range(5)) * 1e3
+
+
+def bench_command(shape: tuple[int, ...], folder: Path, repeat: int, baseline: dict[int, float],
+                  extra: list[str]) -> dict[str, float]:
+    from cxdi_cli import fft
     from cxdi_cli.phasing import runs as phasing
 
-    rng = np.random.default_rng(0)
-    obj = _object(shape, rng)
-    intensity = np.abs(fft.cfftn(obj, norm="ortho")) ** 2
-    intensity *= 1e9 / intensity.sum()
-    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
-    r = np.sqrt(sum(g.astype(np.float32) ** 2 for g in grids))
-    mask = np.where(r < 3, model.MASK_BITS["beamstop"], 0).astype(np.uint32)
-    pattern = model.Pattern(intensity=rng.poisson(intensity).astype(np.float32), mask=mask)
-    options = phasing.Options(recipe="er**10", runs=1, seed=1, support_update=0, check_oversampling=False)
-    return pattern, options, phasing.prepare(pattern, options, support=r < shape[0] / 7)
+    runs, recipe = CASES.get(shape, (1, None))
+    recipe = recipe or phasing.DEFAULT_RECIPE
+    iterations = phasing.count_iterations(phasing.parse_recipe(recipe)) * runs
+    src = _write_input(shape, folder)
+    args = [_cxdi(), "phase", str(src), "-o", str(folder / "out.cxi"), "--runs", str(runs), "--seed", "1",
+            "--recipe", recipe, "--quiet", *extra]
+    pair = fft.FFTPair(shape)
+    pairs, walls, rss = [_pair_ms(shape, pair)], [], []
+    for _ in range(repeat):
+        wall, peak = _run_command(args)
+        walls.append(wall)
+        rss.append(peak)
+        pairs.append(_pair_ms(shape, pair))
+    p = statistics.median(pairs)
+    per_it = statistics.median(walls) / iterations * 1e3
+    array = float(np.prod(shape)) * 8
+    return {"pair_ms": p, "iter_ms": per_it, "ratio": per_it / p, "wall_s": statistics.median(walls),
+            "iterations": iterations, "rss_mb": max(rss) / 2**20,
+            "rss_arrays": (max(rss) - baseline[len(shape)]) / array}
+
+
+def baseline_rss(ndim: int, folder: Path, extra: list[str]) -> float:
+    """Peak RSS of the command on a tiny input (the fixed cost of the interpreter and libraries)."""
+    src = _write_input((48,) * ndim if ndim == 3 else (96, 96), folder)
+    _, peak = _run_command([_cxdi(), "phase", str(src), "-o", str(folder / "tiny.cxi"), "--runs", "1",
+                            "--seed", "1", "--recipe", "hio**4,er**2,ml**2", "--quiet", *extra])
+    return peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="512x512,128x128x128,256x256x256", help="comma-separated sizes")
+    ap.add_argument("--repeat", type=int, default=1, help="commands per size (median)")
+    ap.add_argument("--steps", action="store_true", help="also the per-step table (in process)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="FFT threads of the pair and the commands [the commands' default: all cores]")
+    args = ap.parse_args()
+    from cxdi_cli import fft
+    from cxdi_cli.phasing import algorithms  # noqa: F401  (compiles the kernels from the cache)
+
+    fft.set_threads(args.threads)
+    extra = [] if args.threads is None else ["--threads", str(args.threads)]
+
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
+    print(f"cxdi bench: whole `cxdi phase` commands, FFT threads {fft.threads()}, "
+          f"complex64", flush=True)
+    print(f"{'size':>12} {'runs x it':>9} {'pair ms':>8} {'cmd ms/it':>9} {'ratio':>6} {'wall s':>7} "
+          f"{'RSS MB':>7} {'RSS arrays':>10}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="cxdi-bench-") as tmp:
+        folder = Path(tmp)
+        base = {nd: baseline_rss(nd, folder, extra) for nd in sorted({len(s) for s in sizes})}
+        for shape in sizes:
+            r = bench_command(shape, folder, args.repeat, base, extra)
+            print(f"{'x'.join(map(str, shape)):>12} {r['iterations']:9d} {r['pair_ms']:8.2f} {r['iter_ms']:9.2f} "
+                  f"{r['ratio']:6.2f} {r['wall_s']:7.1f} {r['rss_mb']:7.0f} {r['rss_arrays']:10.2f}", flush=True)
+    print("targets: ratio <= 1.3 (whole command / iterations x runs x FFT pair); "
+          "RSS arrays (peak RSS less the tiny-input run, in complex64 arrays) <= 8 + 1 for the data")
+    if args.steps:
+        steps_table()
+
+
+# --------------------------------------------------------------------------- per-step table
 
 
 def _median_time(fn, n: int, repeat: int) -> float:
@@ -54,88 +190,49 @@ def _median_time(fn, n: int, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_size(shape: tuple[int, ...], repeat: int) -> dict[str, float]:
-    from cxdi_cli.phasing import algorithms as alg
+def steps_table(sizes=((512, 512), (128, 128, 128)), repeat: int = 7) -> None:
+    """One iteration of each step and one shrink-wrap update, against the pair (in process)."""
     from cxdi_cli import fft
+    from cxdi_cli.phasing import algorithms as alg
     from cxdi_cli.phasing import runs as phasing
-
-    pattern, options, problem = _problem(shape)
-    size = int(np.prod(shape))
-    pair = fft.FFTPair(shape)
-    # the bare pair, unscaled as the loop runs it, on a zero buffer: FFTW's cost does not depend on
-    # the values, and repeated unscaled pairs of real data would overflow to inf
-    pair.buffer[...] = 0
-    zero_pair = lambda: (pair.forward(scale=False), pair.inverse(scale=False))  # noqa: E731
-    zero_pair()
-    n = max(5, int(0.15 / _median_time(zero_pair, 3, 1)))  # iterations per timed block: ~0.15 s
-    rho = np.fft.ifftshift(_object(shape, np.random.default_rng(1))).astype(np.complex64)
-    pair2 = fft.FFTPair(shape)
-    pair2.buffer[...] = rho
-    state = alg.State(pair=pair2, rho=rho, amp=problem.amp, kind=problem.kind, support=problem.support.copy(),
-                      positivity=True, support_update=0, record_every=0)
-    # ML keeps its conjugate-gradient block going on a state of its own (Psi = F rho is carried)
-    pair3 = fft.FFTPair(shape)
-    pair3.buffer[...] = rho
-    state_ml = alg.State(pair=pair3, rho=rho.copy(), amp=problem.amp, kind=problem.kind,
-                         support=problem.support.copy(), support_update=0, record_every=0)
-    steps = {name: alg.build(name, {}) for name in ("er", "hio", "raar", "ml")}
-    states = {"er": state, "hio": state, "raar": state, "ml": state_ml}
-    for name, step in steps.items():
-        for _ in range(3):
-            step(states[name])   # compile, and the first ML iteration computes Psi once
-    # blocks of each measurement interleaved round-robin, so that a load from other processes
-    # falls on all of them alike; the median block of each
-    times: dict[str, list[float]] = {k: [] for k in ["pair", *steps]}
-    for _ in range(repeat):
-        times["pair"].append(_median_time(zero_pair, n, 1))
-        for name, step in steps.items():
-            st = states[name]
-            times[name].append(_median_time(lambda: step(st), n, 1))
-    out = {f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}
     from cxdi_cli.phasing.support import shrink_wrap
 
-    state.support_update = 20
-    out["shrinkwrap_ms"] = _median_time(lambda: shrink_wrap(state), max(2, n // 5), repeat) * 1e3
-    del state, state_ml, pair, pair2, pair3
-    # peak memory of whole runs (HIO/ER/shrink-wrap and ML), preparation excluded
-    array_bytes = size * 8
-    for label, recipe in (("peak_hio_er", "hio**20,er**10"), ("peak_ml", "er**5,ml**10")):
-        opts = phasing.Options(recipe=recipe, runs=1, seed=1, support_update=10, check_oversampling=False)
-        prob = phasing.prepare(pattern, opts, support=np.fft.fftshift(problem.support))
-        tracemalloc.start()
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        run = phasing.run_one(prob, opts, 0)
-        peak = tracemalloc.get_traced_memory()[1] - base
-        tracemalloc.stop()
-        del run
-        # the problem's own arrays (amp float32, kind int8, support bool) exist before the run
-        shared = prob.amp.nbytes + prob.kind.nbytes + prob.support.nbytes
-        out[label] = (peak + shared) / array_bytes
-    return out
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--big", action="store_true", help="also 256^3 (slow: minutes on 2 cores)")
-    ap.add_argument("--threads", type=int, default=None, help="FFT threads [all cores]")
-    ap.add_argument("--repeat", type=int, default=9, help="timed blocks per measurement (median)")
-    args = ap.parse_args()
-    from cxdi_cli.phasing import algorithms  # noqa: F401  (compiles the kernels from the cache)
-    from cxdi_cli import fft  # noqa: F401  (compiles the kernels from the cache)
-
-    fft.set_threads(args.threads)
-    sizes = [(512, 512), (128, 128, 128)] + ([(256, 256, 256)] if args.big else [])
-    print(f"cxdi bench: FFT threads {fft.threads()}, element-wise kernels numba (serial), complex64")
-    print(f"{'size':>12} {'pair ms':>9} {'ER':>6} {'HIO':>6} {'RAAR':>6} {'ML':>6} {'SW':>6}  "
-          f"{'peak HIO/ER':>11} {'peak ML':>8}   (ratios to the pair; peak in complex64 arrays)")
+    print(f"\nper step, in process: {'size':>12} {'pair ms':>8} {'ER':>6} {'HIO':>6} {'RAAR':>6} {'ML':>6} {'SW':>6}"
+          "  (ratios to the pair)")
     for shape in sizes:
-        r = bench_size(shape, args.repeat)
-        p = r["pair_ms"]
-        print(f"{'x'.join(map(str, shape)):>12} {p:9.2f} {r['er_ms'] / p:6.2f} {r['hio_ms'] / p:6.2f} "
-              f"{r['raar_ms'] / p:6.2f} {r['ml_ms'] / p:6.2f} {r['shrinkwrap_ms'] / p:6.2f}  "
-              f"{r['peak_hio_er']:11.2f} {r['peak_ml']:8.2f}", flush=True)
-    print("targets: ER <= 1.2, HIO and RAAR <= 1.3 (x the FFT pair); ML runs 2 FFTs + 4 passes; peak <= 8 arrays")
+        pattern = _pattern(shape)
+        options = phasing.Options(recipe="er**10", runs=1, seed=1, support_update=0, check_oversampling=False)
+        problem = phasing.prepare(pattern, options)
+        pair = fft.FFTPair(shape)
+        pair.buffer[...] = 0
+        zero_pair = lambda: (pair.forward(scale=False), pair.inverse(scale=False))  # noqa: E731
+        zero_pair()
+        n = max(5, int(0.15 / _median_time(zero_pair, 3, 1)))
+        rho = np.fft.ifftshift(_object(shape, np.random.default_rng(1)))
+        states = {}
+        for name in ("er", "hio", "raar", "ml"):
+            p = fft.FFTPair(shape)
+            p.buffer[...] = rho
+            states[name] = alg.State(pair=p, rho=rho.copy(), amp=problem.amp, kind=problem.kind,
+                                     support=problem.support.copy(), positivity=True, support_update=0,
+                                     record_every=0)
+        steps = {name: alg.build(name, {}) for name in states}
+        for name, step in steps.items():
+            for _ in range(3):
+                step(states[name])
+        times: dict[str, list[float]] = {k: [] for k in ["pair", *steps]}
+        for _ in range(repeat):
+            times["pair"].append(_median_time(zero_pair, n, 1))
+            for name, step in steps.items():
+                st = states[name]
+                times[name].append(_median_time(lambda: step(st), n, 1))
+        ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        st = states["er"]
+        st.support_update = 20
+        ms["sw"] = _median_time(lambda: shrink_wrap(st), max(2, n // 5), repeat) * 1e3
+        p = ms["pair"]
+        print(f"{'':21} {'x'.join(map(str, shape)):>12} {p:8.2f} {ms['er'] / p:6.2f} {ms['hio'] / p:6.2f} "
+              f"{ms['raar'] / p:6.2f} {ms['ml'] / p:6.2f} {ms['sw'] / p:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

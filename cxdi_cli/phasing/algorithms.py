@@ -31,25 +31,34 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-import numba
 import numpy as np
 
 from cxdi_cli import fft
+from cxdi_cli.phasing.kernels import EXACT, kernel
+from cxdi_cli.phasing.detwin import half_support
+from cxdi_cli.phasing.psf import make_switch as make_psf_switch, ml_psf_iteration
 from cxdi_cli.phasing.support import shrink_wrap
 
 # pixel kinds of the `kind` array (int8)
 MASKED, MEASURED, FREE = 0, 1, 2
 
-_JIT = dict(fastmath=True, error_model="numpy", cache=True, nogil=True)
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _TINY = np.float32(1e-30)
+_NO_BOUND = np.float32(np.finfo(np.float32).max)  # amplitude bound^2 that clips nothing
 
 
 # --------------------------------------------------------------------------- kernels (flat arrays)
+# Each numba loop has a numpy twin of the same arguments (kernels.py): cxdi runs without numba.
 
 
-@numba.njit(**_JIT)
+def _np_modulus(buf, amp, kind, s, s2):
+    m = kind == MEASURED
+    r2 = buf.real * buf.real + buf.imag * buf.imag
+    buf *= np.where(m, amp * s / np.sqrt(r2 + _TINY), s2).astype(np.float32)
+
+
+@kernel(_np_modulus)
 def _modulus(buf, amp, kind, s, s2):  # pragma: no cover - compiled
     """buf (unscaled forward transform z) <- P_M prescaled for the unscaled inverse.
 
@@ -62,37 +71,18 @@ def _modulus(buf, amp, kind, s, s2):  # pragma: no cover - compiled
         buf[i] = z * f
 
 
-@numba.njit(**_JIT)
-def _update(rho, buf, support, a, b, pos):  # pragma: no cover - compiled
-    """rho <- where(inside, p, a rho + b p) with p = buf; inside = support and (not pos or Re p >= 0).
-
-    Writes the result to rho and to buf (the next iteration's FFT input)."""
-    for i in range(rho.size):
-        p = buf[i]
-        x = rho[i]
-        neg = np.float32(p.real < np.float32(0.0)) * pos
-        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
-        v = inside * p + (np.float32(1.0) - inside) * (a * x + b * p)
-        rho[i] = v
-        buf[i] = v
+def _np_fourier_sums(buf, amp, kind, s2):
+    ic = (buf.real.astype(np.float64) ** 2 + buf.imag.astype(np.float64) ** 2) * s2
+    obs = amp.astype(np.float64) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = ic - obs + np.where(obs > 0, obs * np.log(np.where(obs > 0, obs, 1.0) / np.maximum(ic, 1e-12)), 0.0)
+    m = kind == MEASURED
+    f = kind == FREE
+    return (float(term[m].sum()), int(m.sum()), float(term[f].sum()), int(f.sum()),
+            float(np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1.0))), float(ic[m].sum()), float(obs[m].sum()))
 
 
-@numba.njit(**_JIT)
-def _update_bounded(rho, buf, support, a, b, pos, bound2):  # pragma: no cover - compiled
-    """As `_update`, and inside the support |p| is clipped to sqrt(bound2) (amplitude bound)."""
-    for i in range(rho.size):
-        p = buf[i]
-        x = rho[i]
-        r2 = p.real * p.real + p.imag * p.imag
-        pc = p * np.sqrt(bound2 / max(r2, bound2))  # the bound acts on the support only
-        neg = np.float32(p.real < np.float32(0.0)) * pos
-        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
-        v = inside * pc + (np.float32(1.0) - inside) * (a * x + b * p)
-        rho[i] = v
-        buf[i] = v
-
-
-@numba.njit(cache=True, nogil=True)
+@kernel(_np_fourier_sums, EXACT)
 def _fourier_sums(buf, amp, kind, s2):  # pragma: no cover - compiled
     """Sums over the unscaled forward transform z (Ic = |z|^2 s2, I = amp^2), in float64.
 
@@ -127,7 +117,128 @@ def _fourier_sums(buf, amp, kind, s2):  # pragma: no cover - compiled
     return llk, nm, llkf, nf, chi2, sic, si
 
 
-@numba.njit(cache=True, nogil=True)
+def _np_modulus_sums(buf, amp, kind, s, s2):
+    sums = _np_fourier_sums(buf, amp, kind, s2)
+    _np_modulus(buf, amp, kind, s, s2)
+    return sums
+
+
+@kernel(_np_modulus_sums, EXACT)
+def _modulus_sums(buf, amp, kind, s, s2):  # pragma: no cover - compiled
+    """`_fourier_sums(buf, amp, kind, s^2)` and `_modulus` in one pass (the recording iterations):
+    the metrics cost no extra pass over the array."""
+    llk = 0.0
+    llkf = 0.0
+    chi2 = 0.0
+    nm = 0
+    nf = 0
+    sic = 0.0
+    si = 0.0
+    for i in range(buf.size):
+        k = kind[i]
+        z = buf[i]
+        r2 = z.real * z.real + z.imag * z.imag
+        if k == 1:
+            buf[i] = z * (amp[i] * s / np.sqrt(r2 + np.float32(1e-30)))
+        else:
+            buf[i] = z * s2
+        if k == 0:
+            continue
+        ic = (float(z.real) ** 2 + float(z.imag) ** 2) * float(s2)
+        obs = float(amp[i]) ** 2
+        term = ic - obs
+        if obs > 0.0:
+            term += obs * math.log(obs / max(ic, 1e-12))
+        if k == 1:
+            llk += term
+            nm += 1
+            chi2 += (obs - ic) ** 2 / max(ic, 1.0)
+            sic += ic
+            si += obs
+        else:
+            llkf += term
+            nf += 1
+    return llk, nm, llkf, nf, chi2, sic, si
+
+
+def _np_update_bounded(rho, buf, support, a, b, pos, bound2):
+    p = buf.copy()
+    r2 = p.real * p.real + p.imag * p.imag
+    pc = p * np.sqrt(bound2 / np.maximum(r2, bound2)).astype(np.float32)
+    inside = support.astype(bool) & ~((p.real < 0) & bool(pos))
+    v = np.where(inside, pc, a * rho + b * p)
+    rho[:] = v
+    buf[:] = v
+
+
+def _np_update(rho, buf, support, a, b, pos):
+    _np_update_bounded(rho, buf, support, a, b, pos, np.float32(np.finfo(np.float32).max))
+
+
+@kernel(_np_update)
+def _update(rho, buf, support, a, b, pos):  # pragma: no cover - compiled
+    """rho <- where(inside, p, a rho + b p) with p = buf; inside = support and (not pos or Re p >= 0).
+
+    Writes the result to rho and to buf (the next iteration's FFT input)."""
+    for i in range(rho.size):
+        p = buf[i]
+        x = rho[i]
+        neg = np.float32(p.real < np.float32(0.0)) * pos
+        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
+        v = inside * p + (np.float32(1.0) - inside) * (a * x + b * p)
+        rho[i] = v
+        buf[i] = v
+
+
+@kernel(_np_update_bounded)
+def _update_bounded(rho, buf, support, a, b, pos, bound2):  # pragma: no cover - compiled
+    """As `_update`, and inside the support |p| is clipped to sqrt(bound2) (amplitude bound)."""
+    for i in range(rho.size):
+        p = buf[i]
+        x = rho[i]
+        r2 = p.real * p.real + p.imag * p.imag
+        pc = p * np.sqrt(bound2 / max(r2, bound2))  # the bound acts on the support only
+        neg = np.float32(p.real < np.float32(0.0)) * pos
+        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
+        v = inside * pc + (np.float32(1.0) - inside) * (a * x + b * p)
+        rho[i] = v
+        buf[i] = v
+
+
+def _np_outside_sums(buf, support):
+    e = buf.real.astype(np.float64) ** 2 + buf.imag.astype(np.float64) ** 2
+    return float(e[~support.astype(bool)].sum()), float(e.sum())
+
+
+def _np_update_sums(rho, buf, support, a, b, pos, bound2):
+    out, tot = _np_outside_sums(buf, support)
+    _np_update_bounded(rho, buf, support, a, b, pos, bound2)
+    return out, tot
+
+
+@kernel(_np_update_sums)
+def _update_sums(rho, buf, support, a, b, pos, bound2):  # pragma: no cover - compiled
+    """`_update_bounded` (bound2 = float32 max: no bound, bitwise `_update`) and, in the same pass,
+    `_outside_sums` of p = P_M rho (the recording iterations)."""
+    out = 0.0
+    tot = 0.0
+    for i in range(rho.size):
+        p = buf[i]
+        x = rho[i]
+        r2 = p.real * p.real + p.imag * p.imag
+        e = float(p.real) ** 2 + float(p.imag) ** 2
+        tot += e
+        out += e * float(np.float32(1.0) - np.float32(support[i]))
+        pc = p * np.sqrt(bound2 / max(r2, bound2))
+        neg = np.float32(p.real < np.float32(0.0)) * pos
+        inside = np.float32(support[i]) * (np.float32(1.0) - neg)
+        v = inside * pc + (np.float32(1.0) - inside) * (a * x + b * p)
+        rho[i] = v
+        buf[i] = v
+    return out, tot
+
+
+@kernel(_np_outside_sums, EXACT)
 def _outside_sums(buf, support):  # pragma: no cover - compiled
     """(sum of |p|^2 off the support, total sum of |p|^2) in float64."""
     out = 0.0
@@ -141,14 +252,24 @@ def _outside_sums(buf, support):  # pragma: no cover - compiled
     return out, tot
 
 
-@numba.njit(**_JIT)
+def _np_scaled_copy(dst, src, s):
+    np.multiply(src, s, out=dst)
+
+
+@kernel(_np_scaled_copy)
 def _scaled_copy(dst, src, s):  # pragma: no cover - compiled
     """dst <- src * s."""
     for i in range(dst.size):
         dst[i] = src[i] * s
 
 
-@numba.njit(**_JIT)
+def _np_ml_gradient(buf, psi, amp, kind, s, eps):
+    r2 = np.maximum(psi.real * psi.real + psi.imag * psi.imag, eps)
+    m = (kind == MEASURED).astype(np.float32)
+    buf[:] = psi * (m * (np.float32(1.0) - amp * amp / r2) * s)
+
+
+@kernel(_np_ml_gradient)
 def _ml_gradient(buf, psi, amp, kind, s, eps):  # pragma: no cover - compiled
     """buf <- dL/dPsi* prescaled by s for the unscaled inverse.
 
@@ -160,7 +281,18 @@ def _ml_gradient(buf, psi, amp, kind, s, eps):  # pragma: no cover - compiled
         buf[i] = z * (m * (np.float32(1.0) - amp[i] * amp[i] / r2) * s)
 
 
-@numba.njit(**_JIT)
+def _np_ml_direction(buf, support, d, gprev, first):
+    g = buf * support.astype(np.float32)
+    num = float(np.sum(g.real.astype(np.float64) * (g.real - gprev.real) + g.imag.astype(np.float64) * (g.imag - gprev.imag)))
+    den = float(np.sum(gprev.real.astype(np.float64) ** 2 + gprev.imag.astype(np.float64) ** 2))
+    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
+    d[:] = -g + np.float32(gamma) * d
+    gprev[:] = g
+    buf[:] = d
+    return gamma
+
+
+@kernel(_np_ml_direction)
 def _ml_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
     """G = P_S buf (gradient on rho); Polak-Ribiere: d <- -G + gamma d; gprev <- G; buf <- d.
 
@@ -183,7 +315,19 @@ def _ml_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
     return gamma
 
 
-@numba.njit(**_JIT)
+def _np_ml_line_sums(psi, dd, amp, kind, t, s, eps):
+    m = (kind == MEASURED)
+    q = dd[m] * s
+    p = psi[m] + np.float32(t) * q
+    f = np.maximum(p.real * p.real + p.imag * p.imag, eps)
+    fp = np.float32(2.0) * (p.real * q.real + p.imag * q.imag)
+    fpp = np.float32(2.0) * (q.real * q.real + q.imag * q.imag)
+    r = amp[m] * amp[m] / f
+    return (float(np.sum(fp * (1 - r), dtype=np.float64)),
+            float(np.sum(fpp * (1 - r) + r * fp * fp / f, dtype=np.float64)))
+
+
+@kernel(_np_ml_line_sums)
 def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     """First and second derivatives in t of L(Psi + t D), D = dd * s, summed over measured pixels."""
     d1 = 0.0
@@ -202,7 +346,20 @@ def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     return d1, d2
 
 
-@numba.njit(**_JIT)
+def _np_ml_delta(psi, dd, amp, kind, t, s, eps):
+    m = (kind == MEASURED)
+    p = psi[m]
+    p1 = p + np.float32(t) * (dd[m] * s)
+    f0 = np.maximum(p.real * p.real + p.imag * p.imag, eps)
+    f1 = np.maximum(p1.real * p1.real + p1.imag * p1.imag, eps)
+    x = (f1 - f0) / f0
+    series = x * (1 - x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * np.float32(0.25))))
+    lg = np.where(np.abs(x) < np.float32(0.03), series, np.log(f1 / f0))
+    a = amp[m]
+    return float(np.sum(f0 * x - a * a * lg, dtype=np.float64))
+
+
+@kernel(_np_ml_delta)
 def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float32 terms, float64 sum).
 
@@ -227,7 +384,13 @@ def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     return out
 
 
-@numba.njit(**_JIT)
+def _np_ml_apply(rho, d, psi, buf, t, s):
+    psi += t * (buf * s)
+    rho += t * d
+    buf[:] = rho
+
+
+@kernel(_np_ml_apply)
 def _ml_apply(rho, d, psi, buf, t, s):  # pragma: no cover - compiled
     """rho += t d; psi += t D with D = buf * s (buf: unscaled transform of d); buf <- rho."""
     for i in range(rho.size):
@@ -266,6 +429,11 @@ class State:
     ml: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # ML work arrays
     last: dict[str, float] = dataclasses.field(default_factory=dict)     # latest metrics
     initial_support_size: int = 0
+    psf: Any = None                 # psf.Psf when the partial-coherence model is on (see psf.py)
+    psf_start: Any = None           # psf.PsfSpec: the start of a `psf` step without parameters
+    psf_update: int = 25            # PSF refinement every k projections
+    psf_method: str = "ml"          # PSF refinement: "ml" (Poisson ML width) or "rl" (Richardson-Lucy)
+    detwin_saved: Any = None        # the full support while a `detwin` block runs on one half
 
     @property
     def buf(self) -> np.ndarray:
@@ -286,7 +454,12 @@ def fourier_metrics(state: State, psi: np.ndarray | None = None) -> dict[str, fl
     """
     buf = state.buf.reshape(-1) if psi is None else psi.reshape(-1)
     s2 = 1.0 / buf.size if psi is None else 1.0
-    llk, nm, llkf, nf, chi2, sic, si = _fourier_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s2)
+    return _metrics_from_sums(_fourier_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s2))
+
+
+def _metrics_from_sums(sums: tuple) -> dict[str, float]:
+    """The metrics of `fourier_metrics` from the sums of `_fourier_sums` (or `_modulus_sums`)."""
+    llk, nm, llkf, nf, chi2, sic, si = sums
     nan = float("nan")
     return {
         "llk": llk / nm if nm else nan,
@@ -322,15 +495,23 @@ def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
         s = np.float32(1.0 / np.sqrt(n))
         rec = _recording(state)
         state.pair.forward(scale=False)
-        if rec:
-            state.last.update(fourier_metrics(state))
-        _modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
+        if state.psf is not None:  # partial coherence: the blurred model (psf.py)
+            m = state.psf.project(state.buf, state.amp, state.kind, record=rec)
+            if rec:
+                state.last.update(m)
+        elif rec:  # the metric sums come from the modulus pass itself
+            state.last.update(_metrics_from_sums(
+                _modulus_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))))
+        else:
+            _modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
         state.pair.inverse(scale=False)
-        if rec:
-            state.last["outside_fraction"] = outside_fraction(state, buf)
         pos = np.float32(1.0 if state.positivity else 0.0)
         sup = state.support.reshape(-1)
-        if state.amplitude_bound:
+        if rec:  # the outside fraction of P_M rho from the update pass itself
+            bound2 = np.float32(state.amplitude_bound ** 2) if state.amplitude_bound else _NO_BOUND
+            out, tot = _update_sums(rho, buf, sup, fa, fb, pos, bound2)
+            state.last["outside_fraction"] = out / tot if tot > 0 else float("nan")
+        elif state.amplitude_bound:
             _update_bounded(rho, buf, sup, fa, fb, pos, np.float32(state.amplitude_bound ** 2))
         else:
             _update(rho, buf, sup, fa, fb, pos)
@@ -367,6 +548,9 @@ def make_ml() -> Callable[[State], None]:
     computed from rho at the first iteration of each block of ml steps and updated with the step."""
 
     def step(state: State) -> None:
+        if state.psf is not None:            # partial coherence: the blurred model's likelihood
+            ml_psf_iteration(state)
+            return
         buf = state.buf.reshape(-1)
         rho = state.rho.reshape(-1)
         n = buf.size
@@ -424,6 +608,30 @@ def make_support_update(threshold: float | None = None, sigma: float | None = No
     return step
 
 
+def make_detwin(axis: float = 0, beta: float = 0.9) -> Callable[[State], None]:
+    """One HIO iteration under the support cut to one half along `axis` (detwin.py); the cut is made
+    at the first iteration of a block, without shrink-wrap, and `step.end` restores the full support."""
+    hio = _projection_step(1.0, -beta, "detwin")
+
+    def step(state: State) -> None:
+        if state.detwin_saved is None:
+            state.detwin_saved = state.support.copy()
+            state.support[...] = half_support(state.support, int(axis), state.rho)
+        period, state.support_update = state.support_update, 0
+        try:
+            hio(state)
+        finally:
+            state.support_update = period
+
+    def end(state: State) -> None:
+        if state.detwin_saved is not None:
+            state.support[...] = state.detwin_saved
+            state.detwin_saved = None
+
+    step.end = end  # type: ignore[attr-defined]
+    return step
+
+
 #: name -> (factory, parameter names, one-line description). The only names a recipe may use.
 STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], str]] = {
     "er": (make_er, (), "error reduction, Fienup 1982"),
@@ -431,10 +639,12 @@ STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], 
     "raar": (make_raar, ("beta",), "relaxed averaged alternating reflections (beta = 0.9)"),
     "ml": (make_ml, (), "Poisson maximum-likelihood refinement (conjugate gradient)"),
     "sup": (make_support_update, ("threshold", "sigma"), "one shrink-wrap support update now"),
+    "detwin": (make_detwin, ("axis", "beta"), "HIO on half of the support (twin breaking), then restored"),
+    "psf": (make_psf_switch, ("fwhm", "eta", "update"), "partial-coherence PSF on now (fwhm=0: off)"),
 }
 
 #: steps that count as iterations (run the FFT pair); `sup` does not.
-ITERATIVE = {"er", "hio", "raar", "ml"}
+ITERATIVE = {"er", "hio", "raar", "ml", "detwin"}
 
 
 def step_parameters() -> dict[str, tuple[str, ...]]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from cxdi_cli import fft
 from cxdi_cli.model import DataError
+from cxdi_cli.phasing.kernels import kernel
 
 
 def gaussian_transfer(shape: tuple[int, ...], sigma: float) -> np.ndarray:
@@ -54,8 +55,9 @@ def shrink_wrap(state, threshold: float | None = None, sigma: float | None = Non
     """Replace `state.support` by {blur(|rho|, sigma) > threshold * max} (the state's schedule by default).
 
     threshold and sigma go linearly from state.support_threshold[0] and state.support_smooth[0] to
-    their [1] over the recipe's iterations. The pair's
-    buffer is used as scratch and holds rho again on return. A support that would fall below
+    their [1] over the recipe's iterations. The blur is a product in Fourier space on the pair's
+    buffer (its plans, no other full-size array: the separable Gaussian factors are applied in one
+    pass); the buffer holds rho again on return. A support that would fall below
     `state.support_min_fraction` of the initial one, or vanish, is not applied.
     """
     frac = min(1.0, state.iteration / max(1, state.total))
@@ -65,19 +67,99 @@ def shrink_wrap(state, threshold: float | None = None, sigma: float | None = Non
     if sigma is None:
         s0, s1 = state.support_smooth
         sigma = s0 + (s1 - s0) * frac
-    thr = threshold
     buf = state.pair.buffer
-    np.abs(state.rho, out=buf.real)   # |rho| into the real part of the pair's buffer
-    buf.imag = 0
+    flat = buf.reshape(-1)
+    rho = state.rho.reshape(-1)
+    _abs_into(flat, rho)
     state.pair.forward(scale=False)
-    buf *= gaussian_transfer(buf.shape, float(sigma))
+    _gaussian_product(buf.reshape(_as_3d(buf.shape)), *_gaussian_factors(buf.shape, float(sigma)))
     state.pair.inverse(scale=False)
-    blurred = buf.real
-    new = blurred > np.float32(thr) * blurred.max()
-    count = int(np.count_nonzero(new))
-    if count > 0 and count >= state.support_min_fraction * max(1, state.initial_support_size):
-        state.support[...] = new
-    buf[...] = state.rho
+    thr = np.float32(threshold) * np.float32(_max_real(flat))
+    count = int(_count_above(flat, thr))
+    ok = count > 0 and count >= state.support_min_fraction * max(1, state.initial_support_size)
+    _set_support(flat, rho, state.support.reshape(-1), thr, ok)
+
+
+def _as_3d(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (1,) * (3 - len(shape)) + tuple(shape)  # type: ignore[return-value]
+
+
+def _gaussian_factors(shape: tuple[int, ...], sigma: float) -> list[np.ndarray]:
+    """Per-axis factors of `gaussian_transfer` (padded to 3 axes), the 1/N of the unscaled pair in the first."""
+    out = []
+    for n in _as_3d(shape):
+        f = np.fft.fftfreq(n).astype(np.float32)
+        out.append(np.exp(np.float32(-2.0 * np.pi ** 2 * sigma ** 2) * f * f).astype(np.float32))
+    out[0] = (out[0] * np.float32(1.0 / float(np.prod(shape)))).astype(np.float32)
+    return out
+
+
+def _np_abs_into(buf, rho):
+    buf.real = np.abs(rho)
+    buf.imag = 0
+
+
+@kernel(_np_abs_into)
+def _abs_into(buf, rho):  # pragma: no cover - compiled
+    """buf <- |rho| (real)."""
+    for i in range(buf.size):
+        z = rho[i]
+        buf[i] = np.sqrt(z.real * z.real + z.imag * z.imag)
+
+
+def _np_gaussian_product(buf3, g0, g1, g2):
+    buf3 *= g0[:, None, None] * g1[None, :, None] * g2[None, None, :]
+
+
+@kernel(_np_gaussian_product)
+def _gaussian_product(buf3, g0, g1, g2):  # pragma: no cover - compiled
+    """buf3[i, j, k] *= g0[i] g1[j] g2[k] (a separable transfer function, one pass)."""
+    for i in range(buf3.shape[0]):
+        for j in range(buf3.shape[1]):
+            gij = g0[i] * g1[j]
+            for k in range(buf3.shape[2]):
+                buf3[i, j, k] = buf3[i, j, k] * (gij * g2[k])
+
+
+def _np_max_real(buf):
+    return float(buf.real.max())
+
+
+@kernel(_np_max_real)
+def _max_real(buf):  # pragma: no cover - compiled
+    """max of the real part."""
+    m = buf[0].real
+    for i in range(buf.size):
+        m = max(m, buf[i].real)
+    return m
+
+
+def _np_count_above(buf, thr):
+    return int(np.count_nonzero(buf.real > thr))
+
+
+@kernel(_np_count_above)
+def _count_above(buf, thr):  # pragma: no cover - compiled
+    """Pixels whose real part exceeds thr."""
+    n = 0
+    for i in range(buf.size):
+        n += buf[i].real > thr
+    return n
+
+
+def _np_set_support(buf, rho, support, thr, apply):
+    if apply:
+        support[:] = buf.real > thr
+    buf[:] = rho
+
+
+@kernel(_np_set_support)
+def _set_support(buf, rho, support, thr, apply):  # pragma: no cover - compiled
+    """support <- real(buf) > thr when `apply`; then buf <- rho."""
+    for i in range(buf.size):
+        if apply:
+            support[i] = buf[i].real > thr
+        buf[i] = rho[i]
 
 
 def support_size_check(support: np.ndarray, source: str) -> None:

@@ -1,0 +1,105 @@
+"""Element-wise kernels compiled by numba, each with a plain-numpy twin used when numba is missing.
+
+`@kernel(fallback)` turns a loop over flat arrays into a numba function (serial, cached on disk) and
+pairs it with `fallback`, a vectorised numpy function of the same arguments and results. The numpy
+twins run whenever numba cannot be imported (or `CXDI_NO_NUMBA=1`) or fails to compile: cxdi still
+runs, slower, and `warning()` says so in one line for the caller's list of warnings (the library
+never prints). A test compares every kernel with its twin on random inputs (`KERNELS`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+_WARNING: str | None = None
+try:
+    if os.environ.get("CXDI_NO_NUMBA") == "1":
+        raise ImportError("CXDI_NO_NUMBA=1")
+    import numba
+    from numba.core.errors import NumbaError, TypingError
+except Exception as exc:  # noqa: BLE001 - any failure to import numba means: run the numpy twins
+    numba = None
+    NumbaError = TypingError = RuntimeError  # type: ignore[assignment,misc]
+    _WARNING = f"numba unavailable ({exc}): element-wise kernels run in plain numpy (slower)"
+
+#: compile options: fastmath and numpy's error model let the loops vectorise; cached on disk
+FAST = dict(fastmath=True, error_model="numpy", cache=True, nogil=True)
+#: for float64 sums that must not be reassociated (metrics)
+EXACT = dict(cache=True, nogil=True)
+
+#: name -> Kernel, every kernel of the library (for the fallback test)
+KERNELS: dict[str, "Kernel"] = {}
+
+
+class Kernel:
+    """A numba kernel and its numpy twin; calls go to the compiled one unless it cannot be used."""
+
+    def __init__(self, fn: Callable[..., Any], fallback: Callable[..., Any], options: dict[str, Any]) -> None:
+        self.__name__ = fn.__name__
+        self.__module__ = fn.__module__
+        self.__doc__ = fn.__doc__
+        self.fallback = fallback
+        self.compiled = numba.njit(**options)(fn) if numba is not None else None
+        self._impl = self.compiled if self.compiled is not None else fallback
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            return self._impl(*args)
+        except TypingError:  # a kernel called with the wrong types: a bug to see, not to hide
+            raise
+        except (NumbaError, OSError) as exc:  # numba could not compile: numpy from now on
+            if self._impl is self.fallback:
+                raise
+            _use_fallback(f"numba could not compile {self.__name__} ({type(exc).__name__}): "
+                          "element-wise kernels run in plain numpy (slower)")
+            return self.fallback(*args)
+
+
+def kernel(fallback: Callable[..., Any], options: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Kernel]:
+    """Decorator: compile the loop with numba (`options`, default FAST), `fallback` when that fails."""
+
+    def wrap(fn: Callable[..., Any]) -> Kernel:
+        k = Kernel(fn, fallback, FAST if options is None else options)
+        KERNELS[fn.__name__] = k
+        return k
+
+    return wrap
+
+
+def _use_fallback(message: str) -> None:
+    global _WARNING
+    if _WARNING is None:
+        _WARNING = message
+    for k in KERNELS.values():
+        k._impl = k.fallback
+
+
+def warning() -> str | None:
+    """One line when the kernels run in plain numpy (numba missing or not compiling), else None.
+
+    Runs one small kernel first, so that a numba that imports but cannot compile is found here,
+    before any run starts, rather than in the middle of one."""
+    if _WARNING is None and KERNELS:
+        probe = next(iter(KERNELS.values()))
+        if probe.compiled is not None and probe._impl is probe.compiled:
+            try:
+                _probe()
+            except (NumbaError, OSError) as exc:
+                _use_fallback(f"numba could not compile the kernels ({type(exc).__name__}): "
+                              "element-wise kernels run in plain numpy (slower)")
+    return _WARNING
+
+
+def _probe_loop(x):  # pragma: no cover - compiled
+    for i in range(x.size):
+        x[i] = x[i] + np.float32(1.0)
+
+
+_PROBE = numba.njit(cache=True)(_probe_loop) if numba is not None else None
+
+
+def _probe() -> None:
+    if _PROBE is not None:
+        _PROBE(np.zeros(4, np.float32))

@@ -1,0 +1,104 @@
+"""Every numba kernel against its plain-numpy twin (the fallback when numba cannot run), on random inputs."""
+import numpy as np
+import pytest
+
+from cxdi_cli.phasing import algorithms as alg  # noqa: F401  (registers the kernels)
+from cxdi_cli.phasing import kernels, support  # noqa: F401
+
+N = 997  # odd: no vector-width luck
+
+
+def _c(rng, n=N, scale=3.0):
+    return (rng.normal(0, scale, n) + 1j * rng.normal(0, scale, n)).astype(np.complex64)
+
+
+def _inputs(name, rng):
+    """Arguments of kernel `name`: arrays and scalars as the library passes them."""
+    amp = rng.uniform(0, 5, N).astype(np.float32)
+    kind = rng.integers(0, 3, N).astype(np.int8)
+    sup = rng.random(N) < 0.4
+    s, s2, eps = np.float32(1 / np.sqrt(N)), np.float32(1 / N), np.float32(1e-2)
+    a, b, pos = np.float32(1.0), np.float32(-0.9), np.float32(1.0)
+    return {
+        "_modulus": (_c(rng), amp, kind, s, s2),
+        "_modulus_sums": (_c(rng), amp, kind, s, s2),
+        "_fourier_sums": (_c(rng), amp, kind, 1.0 / N),
+        "_update": (_c(rng), _c(rng), sup, a, b, pos),
+        "_update_bounded": (_c(rng), _c(rng), sup, a, b, pos, np.float32(4.0)),
+        "_update_sums": (_c(rng), _c(rng), sup, a, b, pos, np.float32(4.0)),
+        "_outside_sums": (_c(rng), sup),
+        "_scaled_copy": (np.zeros(N, np.complex64), _c(rng), s),
+        "_ml_gradient": (np.zeros(N, np.complex64), _c(rng), amp, kind, s, eps),
+        "_ml_direction": (_c(rng), sup, _c(rng), _c(rng), False),
+        "_ml_line_sums": (_c(rng), _c(rng), amp, kind, 0.1, s, eps),
+        "_ml_delta": (_c(rng), _c(rng), amp, kind, 0.1, s, eps),
+        "_ml_apply": (_c(rng), _c(rng), _c(rng), _c(rng), np.float32(0.3), s),
+        "_abs_into": (np.zeros(N, np.complex64), _c(rng)),
+        "_gaussian_product": (_c(rng, 4 * 6 * 5).reshape(4, 6, 5), *(rng.uniform(0, 1, k).astype(np.float32)
+                                                                     for k in (4, 6, 5))),
+        "_max_real": (_c(rng),),
+        "_count_above": (_c(rng), np.float32(0.5)),
+        "_set_support": (_c(rng), _c(rng), np.zeros(N, bool), np.float32(0.5), True),
+    }[name]
+
+
+def _copy(args):
+    return tuple(x.copy() if isinstance(x, np.ndarray) else x for x in args)
+
+
+def _close(x, y):
+    if isinstance(x, tuple):
+        return all(_close(a, b) for a, b in zip(x, y))
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
+        return np.array_equal(x, y)
+    return np.allclose(x, y, rtol=2e-4, atol=2e-4 * max(1.0, float(np.max(np.abs(y)))))
+
+
+OURS = sorted(n for n, k in kernels.KERNELS.items()
+              if k.__module__ in ("cxdi_cli.phasing.algorithms", "cxdi_cli.phasing.support"))
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_kernel_matches_numpy_twin(name):
+    """The kernels of algorithms.py and support.py (other modules test their own)."""
+    if name not in {
+            "_modulus", "_modulus_sums", "_fourier_sums", "_update", "_update_bounded", "_update_sums",
+            "_outside_sums", "_scaled_copy", "_ml_gradient", "_ml_direction", "_ml_line_sums", "_ml_delta",
+            "_ml_apply", "_abs_into", "_gaussian_product", "_max_real", "_count_above", "_set_support"}:
+        pytest.fail(f"kernel {name} has no inputs in this test: add them to _inputs")
+    k = kernels.KERNELS[name]
+    if k.compiled is None:
+        pytest.skip("numba is not available: only the numpy twins run")
+    args = _inputs(name, np.random.default_rng(sorted(kernels.KERNELS).index(name)))
+    a, b = _copy(args), _copy(args)
+    ra, rb = k.compiled(*a), k.fallback(*b)
+    if ra is not None:
+        assert _close(ra, rb), name
+    for x, y in zip(a, b):  # the arrays each one wrote
+        if isinstance(x, np.ndarray):
+            assert _close(x, y), name
+
+
+def test_without_numba_the_twins_run_and_say_so(tmp_path):
+    """A process where numba is unavailable (CXDI_NO_NUMBA=1) phases with the numpy kernels and warns once."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from cxdi_cli.phasing import kernels, runs\n"
+            "from cxdi_cli import model\n"
+            "assert kernels.numba is None\n"
+            "rng = np.random.default_rng(0)\n"
+            "obj = np.zeros((32, 32), np.complex64); obj[12:20, 13:19] = 1\n"
+            "I = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(obj)))) ** 2 * 100\n"
+            "p = model.Pattern(intensity=rng.poisson(I).astype(np.float32), mask=np.zeros((32, 32), np.uint32))\n"
+            "opts = runs.Options(recipe='hio**20,er**10,ml**5', runs=1, seed=1, positivity=True)\n"
+            "prob = runs.prepare(p, opts)\n"
+            "print(prob.info['warnings'])\n"
+            "rec = runs.phase(p, opts, problem=prob)\n"
+            "assert np.isfinite(rec.runs[0].metrics['llk'])\n")
+    env = {**__import__("os").environ, "CXDI_NO_NUMBA": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "numba unavailable" in out.stdout and "plain numpy" in out.stdout
