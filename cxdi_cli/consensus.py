@@ -161,7 +161,8 @@ def largest_agreeing_group(distance: np.ndarray, threshold: float, order: Sequen
 
 
 def find_consensus(objs: Sequence[np.ndarray], order: Sequence[int], *, threshold: float = DEFAULT_THRESHOLD,
-                   supports: Sequence[np.ndarray] | None = None, distance: np.ndarray | None = None, twin: bool = True, ramp: bool = True, upsample: int = 8,
+                   supports: Sequence[np.ndarray] | None = None, distance: np.ndarray | None = None,
+                   candidates: Sequence[int] | None = None, twin: bool = True, ramp: bool = True, upsample: int = 8,
                    on_progress: Callable[..., None] | None = None) -> Consensus:
     """Pairwise agreement of runs and their groups.
 
@@ -169,13 +170,20 @@ def find_consensus(objs: Sequence[np.ndarray], order: Sequence[int], *, threshol
     equal size and orders each group. Group 1 (the consensus) is the largest agreeing group; the
     remaining runs are grouped the same way (2, 3, ... by decreasing size). A run agreeing with no
     other run is a group of its own; when no two runs agree, the consensus is the best run alone.
-    `distance` reuses a matrix already computed (`pairwise_distances`)."""
+    `distance` reuses a matrix already computed (`pairwise_distances`). `candidates` (default: all)
+    are the runs the consensus group may be drawn from (e.g. the runs whose likelihood is not far
+    from the best: `phase` keeps stagnated starts that happen to agree with each other from
+    outvoting a run that fits the data many times better); the other groups are made of the rest."""
     m = len(objs) if distance is None else distance.shape[0]
     if distance is None:
         distance = pairwise_distances(objs, supports=supports, twin=twin, ramp=ramp, upsample=upsample, on_progress=on_progress)
     labels = [0] * m
     left = [i for i in order] + [i for i in range(m) if i not in set(order)]
     groups: list[list[int]] = []
+    if candidates is not None:
+        groups.append(largest_agreeing_group(distance, threshold, order, among=[i for i in left if i in
+                                                                                  set(candidates)]))
+        left = [i for i in left if i not in groups[0]]
     while left:
         g = largest_agreeing_group(distance, threshold, order, among=left)
         groups.append(g)

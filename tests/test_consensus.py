@@ -80,3 +80,16 @@ def test_few_runs(n):
     _, runs = planted()
     ordered, info = phasing._consensus_order(runs[:n], phasing.Options())
     assert len(ordered) == n and info["used"] == (n >= 2)
+
+
+def test_agreeing_stalled_runs_do_not_outvote_a_run_that_fits():
+    """Two stagnated starts that agree with each other but fit the data 5x worse than a lone start:
+    the lone start stays /entry_1 (the consensus is drawn from runs within 2x of the best free LLK)."""
+    truth = blob(seed=31)
+    good = noisy_copies(truth, 1, seed=1, noise=0.15)[0]
+    stuck = noisy_copies(blob(seed=32, radius=0.18), 2, seed=2, noise=0.1)
+    runs = [Run(obj=o, support=np.abs(o) > 0.05 * np.abs(o).max(), params={"run_index": k},
+                metrics={"llk_free": f, "llk": f}) for k, (o, f) in enumerate(zip([good] + stuck, [1.0, 5.0, 5.2]))]
+    ordered, info = phasing._consensus_order(runs, phasing.Options())
+    assert ordered[0].params["run_index"] == 0 and info["size"] == 1
+    assert ordered[1].metrics["consensus_group"] == 2 and ordered[1].metrics["consensus_group_size"] == 2
