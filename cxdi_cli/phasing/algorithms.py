@@ -45,7 +45,8 @@ MASKED, MEASURED, FREE = 0, 1, 2
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _TINY = np.float32(1e-30)
-_NO_BOUND = np.float32(np.finfo(np.float32).max)  # amplitude bound^2 that clips nothing
+_NO_BOUND = np.float32(1e30)  # amplitude bound^2 that clips nothing (not float32 max: fastmath takes its
+# reciprocal, a denormal flushed to 0, and the compiled _update_sums then wrote rho = 0)
 
 
 # --------------------------------------------------------------------------- kernels (flat arrays)
@@ -123,42 +124,51 @@ def _np_modulus_sums(buf, amp, kind, s, s2):
     return sums
 
 
-@kernel(_np_modulus_sums, EXACT)
+@kernel(_np_modulus_sums)
 def _modulus_sums(buf, amp, kind, s, s2):  # pragma: no cover - compiled
-    """`_fourier_sums(buf, amp, kind, s^2)` and `_modulus` in one pass (the recording iterations):
-    the metrics cost no extra pass over the array."""
+    """`_fourier_sums(buf, amp, kind, s^2)` and `_modulus` in one branch-free pass (the recording
+    iterations): the metrics cost no extra pass over the array.
+
+    The Poisson term Ic - I - I ln(Ic/I) = I (x - ln(1 + x)), x = Ic/I - 1, is taken in float32 from
+    its series when |x| is small (no cancellation near a fit), summed in float64: the loop vectorises
+    where the float64 log of `_fourier_sums` cost as much as an FFT pair per call."""
     llk = 0.0
     llkf = 0.0
     chi2 = 0.0
-    nm = 0
-    nf = 0
+    nm = 0.0
+    nf = 0.0
     sic = 0.0
     si = 0.0
+    one = np.float32(1.0)
     for i in range(buf.size):
         k = kind[i]
         z = buf[i]
         r2 = z.real * z.real + z.imag * z.imag
-        if k == 1:
-            buf[i] = z * (amp[i] * s / np.sqrt(r2 + np.float32(1e-30)))
+        a = amp[i]
+        mm = np.float32(k == 1)
+        mf = np.float32(k == 2)
+        buf[i] = z * (mm * (a * s / np.sqrt(r2 + np.float32(1e-30))) + (one - mm) * s2)
+        ic = r2 * s2
+        obs = a * a
+        pos = obs > np.float32(0.0)
+        x = ic / max(obs, np.float32(1e-30)) - one
+        xs = max(x, np.float32(-0.999999))
+        if abs(x) < np.float32(0.03):
+            g = x * x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * (np.float32(0.25) - x * np.float32(0.2))))
         else:
-            buf[i] = z * s2
-        if k == 0:
-            continue
-        ic = (float(z.real) ** 2 + float(z.imag) ** 2) * float(s2)
-        obs = float(amp[i]) ** 2
-        term = ic - obs
-        if obs > 0.0:
-            term += obs * math.log(obs / max(ic, 1e-12))
-        if k == 1:
-            llk += term
-            nm += 1
-            chi2 += (obs - ic) ** 2 / max(ic, 1.0)
-            sic += ic
-            si += obs
-        else:
-            llkf += term
-            nf += 1
-    return llk, nm, llkf, nf, chi2, sic, si
+            g = xs - np.log(one + xs)
+        term = obs * g if pos else ic
+        if ic < np.float32(1e-12) and pos:  # the float64 kernel's floor of Ic
+            term = np.float32(1e-12) - obs - obs * np.log(np.float32(1e-12) / obs)
+        llk += mm * term
+        llkf += mf * term
+        nm += mm
+        nf += mf
+        d = obs - ic
+        chi2 += mm * (d * d / max(ic, one))
+        sic += mm * ic
+        si += mm * obs
+    return llk, int(nm), llkf, int(nf), chi2, sic, si
 
 
 def _np_update_bounded(rho, buf, support, a, b, pos, bound2):
@@ -632,6 +642,17 @@ def make_detwin(axis: float = 0, beta: float = 0.9) -> Callable[[State], None]:
     return step
 
 
+def _regularised(name: str) -> Callable[..., Callable[[State], None]]:
+    """A factory of regularise.py (GPS, TV, constrained power, OSS), imported when a recipe uses it."""
+
+    def factory(**params: Any) -> Callable[[State], None]:
+        from cxdi_cli.phasing import regularise
+        return getattr(regularise, "make_" + name)(**params)
+
+    factory.__name__ = "make_" + name
+    return factory
+
+
 #: name -> (factory, parameter names, one-line description). The only names a recipe may use.
 STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], str]] = {
     "er": (make_er, (), "error reduction, Fienup 1982"),
@@ -641,10 +662,14 @@ STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], 
     "sup": (make_support_update, ("threshold", "sigma"), "one shrink-wrap support update now"),
     "detwin": (make_detwin, ("axis", "beta"), "HIO on half of the support (twin breaking), then restored"),
     "psf": (make_psf_switch, ("fwhm", "eta", "update"), "partial-coherence PSF on now (fwhm=0: off)"),
+    "gps": (_regularised("gps"), ("t", "s", "sigma", "eps"), "generalized proximal smoothing, Pham et al. 2019"),
+    "tv": (_regularised("tv"), ("weight", "beta", "n"), "total-variation regularised projection, Chang et al. 2016"),
+    "cpower": (_regularised("cpower"), ("kappa", "beta"), "HIO with constrained power in masked pixels, Thibault et al. 2006"),
+    "oss": (_regularised("oss"), ("beta", "n"), "oversampling smoothness, Rodriguez et al. 2013"),
 }
 
 #: steps that count as iterations (run the FFT pair); `sup` does not.
-ITERATIVE = {"er", "hio", "raar", "ml", "detwin"}
+ITERATIVE = {"er", "hio", "raar", "ml", "detwin", "gps", "tv", "cpower", "oss"}
 
 
 def step_parameters() -> dict[str, tuple[str, ...]]:
