@@ -276,6 +276,23 @@ def _interrupted(name: str, signame: str, output: Any) -> None:
     print(f"cxdi {name}: interrupted by {signame}{what}{left}", file=sys.stderr, flush=True)
 
 
+def _damaged_hdf5(exc: BaseException, kwargs: dict[str, Any]) -> str | None:
+    """The input a failure inside h5py reading comes from (a damaged HDF5 file met by code that reads
+    it directly), or None when the exception did not come out of h5py."""
+    if not isinstance(exc, (OSError, RuntimeError, KeyError, ValueError)):
+        return None
+    tb = exc.__traceback__
+    inside = False
+    while tb is not None:
+        inside = inside or tb.tb_frame.f_globals.get("__name__", "").startswith("h5py")
+        tb = tb.tb_next
+    if not inside:
+        return None
+    files = [v for k, v in kwargs.items() if k != "output" for v in (v if isinstance(v, list) else [v])
+             if isinstance(v, str) and v != "-" and os.path.isfile(v.partition("::")[0])]
+    return ", ".join(files) or "input"
+
+
 def cli_command(name: str, fn: Callable) -> Callable:
     """Wrap a command: add the common options, apply --config, map errors to one line and an exit code."""
     sig = inspect.signature(fn, eval_str=True)  # resolve string annotations in fn's own module
@@ -334,6 +351,10 @@ def cli_command(name: str, fn: Callable) -> Callable:
             if isinstance(exc, typer.BadParameter) or type(exc).__name__ in ("BadParameter", "UsageError"):
                 raise
             msg = str(exc).splitlines()[0] if str(exc) else ""
+            damaged = _damaged_hdf5(exc, kwargs)
+            if damaged:
+                print(f"cxdi {name}: error: {damaged}: corrupt HDF5 file ({msg})", file=sys.stderr, flush=True)
+                raise typer.Exit(1) from None
             print(f"cxdi {name}: error: internal error: {type(exc).__name__}: {msg} "
                   "(rerun with --debug for the traceback)", file=sys.stderr, flush=True)
             raise typer.Exit(1) from None

@@ -285,7 +285,7 @@ def test_recipe_parser_fuzz():
 
     registry = {"er": (), "hio": ("beta",), "raar": ("beta",), "ml": (), "sup": ("threshold",)}
 
-    @settings(settings.get_profile(PROFILE), max_examples=examples(150))
+    @settings(settings.get_profile(PROFILE), max_examples=examples(120))
     @given(st.one_of(st.lists(st.sampled_from(RECIPE_TOKENS), max_size=25).map("".join),
                      st.text(max_size=40)))
     def prop(text):
@@ -347,3 +347,26 @@ def test_what_the_long_fuzzing_found(tmp_path):
     (tmp_path / "d.h5").write_bytes(bad)
     with pytest.raises(CxdiError, match="d.h5"):
         io.read_pattern(str(tmp_path / "d.h5"))
+
+
+def test_cli_info_and_show_on_mutated_files(cli, seeds, tmp_path):
+    """`info` and `show` read HDF5 their own way: a damaged file is still one error line naming it."""
+    _, raws, names = seeds
+
+    @settings(settings.get_profile(PROFILE), max_examples=examples(12))
+    @given(st.sampled_from(["lima", "cxi", "edf", "tif", "npy"]), st.sampled_from(["info", "show"]), st.data())
+    def prop(kind, command, data):
+        src = tmp_path / names[kind]
+        src.write_bytes(data.draw(mutated(raws[kind])))
+        out = tmp_path / "o.png"
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        with no_hang():
+            r = cli(command, src, *(["-o", out] if command == "show" else []))
+        assert r.exit_code in (0, 1, 2), (r.exit_code, r.stderr, r.exception)
+        if r.exit_code:
+            assert r.stderr.startswith(f"cxdi {command}: error: ") and r.stderr.count("\n") == 1, r.stderr
+            assert "internal error" not in r.stderr, r.stderr
+            assert not out.exists()
+
+    prop()
