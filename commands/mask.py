@@ -92,7 +92,7 @@ def mask(
     processed = ndim == 2 and (character["non_integer"] or character["centro_symmetric"])
     if not no_auto:
         m, info = masking.auto_mask(img, m, ctr, detector=detector, margin=margin,
-                                    beamstop=ndim == 2, gaps=ndim == 2, zeros=zeros, zero_singles=processed)
+                                    beamstop=ndim == 2, gaps=ndim == 2, zeros=zeros)
     else:
         if detector:
             m[masking.model_gaps(detector, img.shape)] |= np.uint32(mask_bit("gap"))
