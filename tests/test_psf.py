@@ -161,3 +161,33 @@ def test_compiled_kernels_match_their_numpy_twins():
         assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
     got, want = psfm._sums(model, amp, kind), psfm._sums.fallback(model, amp, kind)
     assert np.allclose(got, want, rtol=1e-6)
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from cxdi_cli.commands.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_phase_cli_psf_option_output_and_info(tmp_path):
+    """`--psf` reaches the runs: psf_fwhm_px is a metric of every run (shown by `info`), the fitted
+    kernel is in the run's parameters; a bad value is a usage error (exit 2)."""
+    from cxdi_cli import io
+
+    pattern, truth = synthetic(n=64, seed=1)
+    data = blurred(pattern, truth, 2.0, seed=5)
+    src = tmp_path / "blurred.cxi"
+    io.write_pattern(str(src), data, io.make_step("test"))
+    bad = _cli("phase", src, "-o", tmp_path / "x.cxi", "--psf", "gauss:2", "-q")
+    assert bad.exit_code == 2 and "--psf" in bad.stderr
+    out = tmp_path / "runs.cxi"
+    res = _cli("phase", src, "-o", out, "--runs", 1, "--seed", 2, "--psf", "gaussian:1.5", "--recipe",
+               "hio**150,psf,hio**150,er**60,ml**20", "--positivity", "--threads", 1, "-q")
+    assert res.exit_code == 0, res.stderr
+    run = io.read_reconstruction(str(out)).runs[0]
+    assert 1.0 < run.metrics["psf_fwhm_px"] < 3.0
+    assert run.params["psf_fit"]["start"] == "gaussian:1.5"
+    info = _cli("info", out)
+    assert info.exit_code == 0 and "psf_fwhm_px=" in info.stdout
