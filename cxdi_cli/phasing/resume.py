@@ -1,0 +1,135 @@
+"""Keep every finished run of `phase` in a checkpoint beside the output, and resume from it.
+
+`Checkpointing` wraps any executor (`cxdi_cli.executor`): each run that finishes (a task of the last
+stage, the one without a stop) is added to the checkpoint `OUT.partial`, a CXI file of the finished
+runs rewritten atomically; runs already in the checkpoint are not computed again. Runs are
+deterministic functions of (data, options, seed, index), and the stages before the last are
+recomputed, so a resumed `phase` writes the same runs as one that was never interrupted.
+
+The checkpoint records a fingerprint of what decides the runs (the input file, the options, the
+seed): resuming with other data or options is refused instead of mixing runs.
+
+    done = load(ckpt, fingerprint(options, input))    # {} when there is no checkpoint
+    with Checkpointing(executor.choose(jobs), ckpt, fingerprint(...), done) as ex:
+        rec = runs.phase(pattern, options, executor=ex, problem=problem)
+    discard(ckpt)
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from typing import Any, Sequence
+
+from cxdi_cli.executor import Executor, Outcome
+from cxdi_cli.model import InputError, Reconstruction, Run, UsageError
+
+#: The checkpoint's name is the output's name with this added.
+SUFFIX = ".partial"
+
+
+def checkpoint_path(output: str) -> str:
+    """The checkpoint beside `output` (`runs.cxi` -> `runs.cxi.partial`)."""
+    return f"{output}{SUFFIX}"
+
+
+def fingerprint(parameters: dict[str, Any], inputs: Sequence[str] = ()) -> str:
+    """A digest of what decides the runs: the parameters (JSON) and each input file's path, size and
+    modification time (a re-written input invalidates the checkpoint)."""
+    ident = []
+    for name in inputs:
+        path = str(name).partition("::")[0]
+        try:
+            st = os.stat(path)
+            ident.append([os.path.realpath(path), st.st_size, st.st_mtime_ns])
+        except OSError:
+            ident.append([str(name)])
+    text = json.dumps({"parameters": parameters, "inputs": ident}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def load(path: str, expected: str | None) -> tuple[dict[int, Run], dict[str, Any]]:
+    """The finished runs of a checkpoint by run index, and what it recorded ({} when there is none).
+    A checkpoint made with other data or options (`expected` fingerprint) is a UsageError."""
+    from cxdi_cli import io  # noqa: PLC0415
+
+    if not os.path.exists(path):
+        return {}, {}
+    try:
+        rec = io.read_reconstruction(path)
+    except InputError as exc:
+        raise InputError(f"{path}: unreadable checkpoint ({exc}); remove it to start afresh") from None
+    info = rec.extra.get("checkpoint", {}) if isinstance(rec.extra, dict) else {}
+    if expected is not None and info.get("fingerprint") != expected:
+        raise UsageError(f"--resume: {path} was made from other data or options; remove it, or rerun the "
+                         "command that made it")
+    return {int(r.params["run_index"]): r for r in rec.runs}, info
+
+
+def discard(path: str) -> None:
+    """Remove the checkpoint (the whole output has been written)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class Checkpointing(Executor):
+    """An executor that keeps each finished run in the checkpoint and skips runs already there.
+
+    Relies on the task layout of `phasing.runs._worker`: (options, index, start, stop), where the last
+    stage's tasks have stop None and return a `Run`."""
+
+    kind = "checkpointing"
+
+    def __init__(self, inner: Executor, path: str, fprint: str, done: dict[int, Run] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.inner, self.path, self.fprint = inner, path, fprint
+        self.done: dict[int, Run] = dict(done or {})
+        self.extra = dict(extra or {})
+        self.reused = 0
+
+    def workers(self) -> int:
+        return self.inner.workers()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _save(self) -> None:
+        from cxdi_cli import io  # noqa: PLC0415
+
+        runs = [self.done[k] for k in sorted(self.done)]
+        extra = {"checkpoint": {"fingerprint": self.fprint, "finished_runs": sorted(self.done), **self.extra}}
+        io.write_reconstruction(self.path, Reconstruction(runs=runs, extra=extra),
+                                io.make_step("cxdi phase (checkpoint)", {"finished_runs": sorted(self.done)}))
+
+    def map(self, fn: Any, shared: Any, args_list: Sequence[tuple], *, on_done: Any = None,
+            on_event: Any = None, keep: bool = True) -> Outcome:
+        """As `Executor.map`; last-stage tasks of finished runs are answered from the checkpoint."""
+        reuse = {k: self.done[a[1]] for k, a in enumerate(args_list) if a[3] is None and a[1] in self.done}
+        todo = [k for k in range(len(args_list)) if k not in reuse]
+
+        def finished(j: int, result: Any) -> None:
+            k = todo[j]
+            if args_list[k][3] is None and isinstance(result, Run):
+                self.done[int(result.params["run_index"])] = result
+                self._save()
+            if on_done is not None:
+                on_done(k, result)
+
+        out = self.inner.map(fn, shared, [args_list[k] for k in todo], on_done=finished, on_event=on_event,
+                             keep=keep) if todo else Outcome(results=[])
+        results: list[Any] = [None] * len(args_list)
+        failures = {}
+        for j, k in enumerate(todo):
+            results[k] = out.results[j]
+            if j in out.failures:
+                failures[k] = out.failures[j]
+        for k, run in reuse.items():
+            results[k] = run
+            self.reused += 1
+            if on_done is not None:
+                on_done(k, run)
+        return Outcome(results=results, failures=failures)

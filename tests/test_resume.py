@@ -1,0 +1,71 @@
+"""phase keeps every finished run in a checkpoint beside the output and resumes from it: the resumed
+result equals the uninterrupted one (same seed), and runs already finished are not computed again."""
+import numpy as np
+import pytest
+
+from cxdi_cli import io
+from cxdi_cli.executor import InProcess
+from cxdi_cli.model import Pattern, UsageError
+from cxdi_cli.phasing import resume
+from cxdi_cli.phasing import runs as phasing
+
+
+def _pattern(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    obj = np.zeros((n, n))
+    obj[n // 2 - 4:n // 2 + 4, n // 2 - 3:n // 2 + 5] = rng.random((8, 8)) + 0.5
+    inten = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(obj)))) ** 2
+    inten = rng.poisson(inten / inten.max() * 1e5).astype(np.float32)
+    return Pattern(inten, np.zeros(inten.shape, np.uint32))
+
+
+def _options(generations=1, positivity=True):
+    return phasing.Options(recipe="hio**20,er**10", runs=4, seed=7, positivity=positivity, threads=1,
+                           generations=generations, report_every=10)
+
+
+def _by_index(rec):
+    return {r.params["run_index"]: r for r in rec.runs}
+
+
+def _nrms(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("generations,positivity", [(1, True), (1, "auto")])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, generations, positivity):
+    pattern = _pattern()
+    full = phasing.phase(pattern, _options(generations, positivity), executor=InProcess())
+    ckpt = str(tmp_path / "runs.cxi.partial")
+    fp = resume.fingerprint({"recipe": "hio**20,er**10", "seed": 7})
+    finished = []
+
+    def stop_after_two(ev):
+        if ev.get("done"):
+            finished.append(ev["run"])
+            if len(finished) == 2:
+                raise Stop
+
+    with pytest.raises(Stop):
+        with resume.Checkpointing(InProcess(), ckpt, fp) as ex:
+            phasing.phase(pattern, _options(generations, positivity), executor=ex, on_progress=stop_after_two)
+    done, info = resume.load(ckpt, fp)
+    assert sorted(done) == sorted(finished[:2]) and info["finished_runs"] == sorted(done)
+    with resume.Checkpointing(InProcess(), ckpt, fp, done) as ex:
+        again = phasing.phase(pattern, _options(generations, positivity), executor=ex)
+        assert ex.reused == 2
+    a, b = _by_index(full), _by_index(again)
+    assert sorted(a) == sorted(b) == [0, 1, 2, 3]
+    for k in a:
+        assert _nrms(b[k].obj, a[k].obj) < 1e-4
+        np.testing.assert_array_equal(b[k].support, a[k].support)
+        assert b[k].metrics["llk"] == pytest.approx(a[k].metrics["llk"], rel=1e-6)
+    assert [r.params["run_index"] for r in again.runs] == [r.params["run_index"] for r in full.runs]
+    with pytest.raises(UsageError, match="other data or options"):
+        resume.load(ckpt, "another fingerprint")
+    resume.discard(ckpt)
+    assert resume.load(ckpt, fp) == ({}, {})
