@@ -295,3 +295,23 @@ def test_marker_values_are_gaps_not_saturated():
     m = masking.marker_bits(np.zeros(shape, bool), neg, np.full(shape, 10.0), None)
     assert np.all(m[:, 10:12] == MASK_BITS["gap"]) and m[33, 40] == MASK_BITS["invalid"]
     assert np.count_nonzero(m) == 2 * 40 + 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint16])
+def test_preprocess_classes_eiger_gap_markers_as_gaps(cli, tmp_path, dtype):
+    """Eiger frames whose module gap reads 2^N - 1 in every frame: preprocess flags the gap rows 'gap', never
+    'saturated'."""
+    rng = np.random.default_rng(3)
+    frames = rng.poisson(50.0, (3, 64, 64)).astype(dtype)
+    frames[:, 40:42, :] = np.iinfo(dtype).max
+    io.write_lima(str(tmp_path / "e.h5"), frames)
+    r = cli("preprocess", tmp_path / "e.h5", "-o", tmp_path / "p.cxi", *GEOM, "--centre", "31.5,31.5",
+            "--no-auto-mask", "-q")
+    assert r.exit_code == 0, r.stderr
+    p = io.read_pattern(str(tmp_path / "p.cxi"))
+    r0 = p.provenance[-1]["parameters"]["window_start_px"][0]
+    rows = np.arange(p.mask.shape[0]) + r0
+    band = (rows >= 40) & (rows < 42)
+    assert band.any()
+    assert np.all(p.mask[band] & MASK_BITS["gap"]) and not np.any(p.mask & MASK_BITS["saturated"])
+    assert not np.any(p.mask[~band])
