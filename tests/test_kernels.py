@@ -21,7 +21,8 @@ def _inputs(name, rng):
     a, b, pos = np.float32(1.0), np.float32(-0.9), np.float32(1.0)
     return {
         "_modulus": (_c(rng), amp, kind, s, s2),
-        "_modulus_sums": (_c(rng), amp, kind, s, s2),
+        "_ratio_chunk": (_c(rng), amp, s2, np.zeros(N - 7, np.float32), 7),
+        "_sums_chunk": (_c(rng), amp, kind, s2, np.log(rng.uniform(0.1, 3, N - 7)).astype(np.float32), 7),
         "_fourier_sums": (_c(rng), amp, kind, 1.0 / N),
         "_update": (_c(rng), _c(rng), sup, a, b, pos),
         "_update_bounded": (_c(rng), _c(rng), sup, a, b, pos, np.float32(4.0)),
@@ -63,7 +64,7 @@ OURS = sorted(n for n, k in kernels.KERNELS.items()
 def test_kernel_matches_numpy_twin(name):
     """The kernels of algorithms.py and support.py (other modules test their own)."""
     if name not in {
-            "_modulus", "_modulus_sums", "_fourier_sums", "_update", "_update_bounded", "_update_sums",
+            "_modulus", "_ratio_chunk", "_sums_chunk", "_fourier_sums", "_update", "_update_bounded", "_update_sums",
             "_outside_sums", "_scaled_copy", "_ml_gradient", "_ml_direction", "_ml_line_sums", "_ml_delta",
             "_ml_apply", "_abs_into", "_gaussian_product", "_max_real", "_count_above", "_set_support"}:
         pytest.fail(f"kernel {name} has no inputs in this test: add them to _inputs")
