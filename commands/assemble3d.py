@@ -54,6 +54,10 @@ def assemble3d(
                                                                                "sum of the series.")] = True,
     detector: Annotated[Optional[str], typer.Option("--detector", help="Detector model, for its known gaps "
                                                                        "(as in preprocess).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Deposit chunks of frames in this many "
+                                                                  "local processes.")] = 1,
+    scheduler: c.SchedulerOpt = None,
+    scheduler_file: c.SchedulerFileOpt = None,
     json_report: c.JsonOpt = False,
 ) -> None:
     """Assemble 2D patterns recorded at sample tilts ω into a 3D volume of |F(q)|² on a regular grid.
@@ -64,7 +68,10 @@ def assemble3d(
     q pitch p/(λD) (× --bin); a reconstruction of it has pixels 1/(N Δq). Voxels no good pixel reached
     (missing wedge, beamstop, gaps) are flagged 'unmeasured' in the mask; --friedel fills those whose
     centro-symmetric mate was measured (flagged 'friedel'). The per-voxel weight (Ewald crossings used)
-    is written to /entry_1/data_1/weight. Frames stream through one at a time.
+    is written to /entry_1/data_1/weight. Frames stream through one at a time; with --jobs or --scheduler
+    the series is cut into chunks of frames that workers read and deposit into partial sums (the
+    deposition is a sum: the merged volume equals the single-process one to rounding), so a worker holds
+    one volume and one block of frames, never the series; cluster workers need the files at the same path.
 
     Calibration and detector masking as in preprocess: the sum of the series gives the beam centre
     (--centre auto) and the gaps, beamstop and hot/dead pixels; a pixel at or above the saturation level
@@ -87,6 +94,7 @@ def assemble3d(
         io.check_memory(28.0 * size ** 3, f"a {size}^3 volume", "reduce --size or raise --bin")
 
     ctr = preprocess.parse_centre(centre)   # the options are checked by assemble_files, before any reading
+    pool = c.executor(jobs, scheduler, scheduler_file)  # a scheduler that does not answer fails here, in seconds
     params = dict(energy_kev=energy, distance_m=distance, pixel_m=pixel, angles=angles, centre=centre, size=size,
                   bin=bin, axis=axis, omega_sign=omega_sign, omega_offset_deg=omega_offset, friedel=friedel,
                   method=method, mask=mask, dark=dark, flat=flat, adu_per_photon=adu_per_photon,
@@ -96,7 +104,7 @@ def assemble3d(
             list(tilts), angles, energy_kev=energy, distance=distance, pixel=pixel, centre=ctr, size=size, bin=bin,
             axis=axis, omega_sign=float(omega_sign), omega_offset=omega_offset, friedel=friedel, method=method,
             mask=mask, dark=list(dark) if dark else None, flat_field=flat, adu_per_photon=adu_per_photon,
-            saturation=saturation, auto_mask=auto_mask, detector=detector, on_progress=tick)
+            saturation=saturation, auto_mask=auto_mask, detector=detector, on_progress=tick, executor=pool)
     s = result.stats
     params["centre_used"] = s["beam_centre"]
     params["size_used"] = s["size"]

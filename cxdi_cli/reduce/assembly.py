@@ -20,6 +20,7 @@ The frames come through an iterator, so a 141 x 512 x 512 series never sits in m
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -412,6 +413,13 @@ def assemble(frames: Iterable[tuple[np.ndarray, np.ndarray]], angles: np.ndarray
             on_progress(1)
     if k + 1 != angles.size:
         raise DataError(f"{angles.size} angles for {k + 1} frames")
+    return _result(acc, good_any, angles, geom, detector_shape, size, dq, method, friedel, flat)
+
+
+def _result(acc: VolumeAssembler, good_any: np.ndarray, angles: np.ndarray, geom: TiltGeometry,
+            detector_shape: tuple[int, int], size: int, dq: float, method: str, friedel: bool,
+            flat: bool) -> AssemblyResult:
+    """The volume of an accumulator that has seen every frame, with its figures."""
     vol, mask, weight, stats = acc.finish(friedel=friedel)
     if stats["measured_fraction"] == 0:
         raise DataError("no pixel reached the output volume; check the geometry (--centre, --distance, --pixel)")
@@ -479,7 +487,7 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
                    method: str = "interp", mask: str | None = None, dark: list[str] | None = None,
                    flat_field: str | None = None, adu_per_photon: float = 1.0,
                    saturation: float | None = None, auto_mask: bool = True, detector: str | None = None,
-                   on_progress: Callable[..., None] | None = None) -> AssemblyResult:
+                   on_progress: Callable[..., None] | None = None, executor: Any = None) -> AssemblyResult:
     """Raw tilt frames on disk -> assembled volume, with the readers, calibration, centre finding and
     detector masking of `preprocess` (`io.frames`, `preprocess`, `masking`). `bin` sums K x K detector
     pixels before the assembly (voxel pitch K p/(lambda D), photons per binned pixel).
@@ -487,11 +495,13 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
     Everything is validated (frame shapes, angle count and order, options) before the frames are read.
     Pass 1 sums the calibrated frames: automatic beam centre, and a detector mask from the sum (user mask,
     flat-field holes, negative markers, module gaps, isolated hot/dead pixels, beamstop and rod). Pass 2
-    streams the frames into the volume, dropping in each frame the pixels at or above the saturation level.
+    streams the frames into the volume, dropping in each frame the pixels at or above the saturation level;
+    with an `executor` (`cxdi_cli.executor`: local processes, Dask) pass 2 runs as chunks of frames on its
+    workers, which read the files themselves (`reduce.chunks`).
     photons = (raw - dark) / flat / adu_per_photon.
     """
     from cxdi_cli import io  # noqa: PLC0415
-    from cxdi_cli.reduce import centring, masking, pattern as preprocess  # noqa: PLC0415
+    from cxdi_cli.reduce import centring, chunks, masking, pattern as preprocess  # noqa: PLC0415
     from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
     from cxdi_cli.model import measured_from_mask, wavelength_from_kev  # noqa: PLC0415
 
@@ -547,34 +557,22 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
             from cxdi_cli.geometry import default_crop  # noqa: PLC0415
 
             size = max(4, default_crop(bshape, geom.centre))
-        saturated_frames = [0]
-
-        def binned(a: np.ndarray, how: str) -> np.ndarray:
-            if kb == 1:
-                return a
-            v = a[:bshape[0] * kb, :bshape[1] * kb].reshape(bshape[0], kb, bshape[1], kb)
-            return v.all(axis=(1, 3)) if how == "all" else v.sum(axis=(1, 3))
-
-        def calibrated() -> Iterable[tuple[np.ndarray, np.ndarray]]:
-            for _, block in stack.blocks():
-                rawf = np.asarray(block, np.float64)
-                cal = preprocess.calibrate(rawf, dark_img, flat_img, adu_per_photon)
-                for raw, ph in zip(rawf, cal):
-                    good = static_good & (raw >= 0)
-                    if level is not None:
-                        sat = raw >= level
-                        saturated_frames[0] += int(sat.any())
-                        good &= ~sat
-                    yield binned(ph, "sum"), binned(good, "all")
-
-        result = assemble(calibrated(), angles, geom, bshape, size=size, bin=1, method=method, friedel=friedel,
-                          on_progress=on_progress)
+        # pass 2: frames -> volume, streamed here or in chunks on the executor's workers (`reduce.chunks`)
+        dq = geom.q_step()
+        source = chunks.FrameSource(specs=list(specs), good=static_good, saturation=saturation, level=level,
+                                    dark=dark_img, flat=flat_img, gain=adu_per_photon, bin=kb)
+        job = chunks.ChunkJob(source, functools.partial(VolumeAssembler, geom, bshape, angles, size, q_pitch=dq,
+                                                        method=method), overlap=1 if method == "interp" else 0)
+        merge = functools.partial(VolumeAssembler, geom, bshape, angles, size, q_pitch=dq, method="splat")
+        acc, good_any, saturated_frames = chunks.accumulate(stack, job, executor=executor, merge=merge,
+                                                            on_progress=on_progress)
+        result = _result(acc, good_any, angles, geom, bshape, size, dq, method, friedel, False)
     vol = result.pattern.intensity
     np.maximum(vol, 0.0, out=vol)            # dark-subtracted noise: no negative photons
     result.stats.update({"beam_centre": [float(c[0]), float(c[1])], "centre_method": "auto" if found else "given",
                          "detector_shape": list(shape), "axis": axis, "omega_sign": omega_sign,
                          "omega_offset_deg": omega_offset, "bin": bin, "saturation_adu": level,
-                         "frames_with_saturation": saturated_frames[0],
+                         "frames_with_saturation": saturated_frames,
                          "detector_mask_counts": {k: v for k, v in mask_counts(bits).items() if v},
                          "beamstop": info.get("beamstop")})
     return result

@@ -161,7 +161,7 @@ def accumulate(stack: Any, job: ChunkJob, *, executor: Any = None, merge: Callab
 
     In-process (`executor` None or in-process) the frames stream from `stack` into ``job.make()``.
     Otherwise the series is cut into chunks (`plan_chunks`), one task each; the workers open the files
-    named in ``job.source.specs`` (absolute paths: see `worker_specs`) and their partial sums are added,
+    named in ``job.source.specs`` (made absolute: see `worker_specs`) and their partial sums are added,
     as they arrive, into ``merge()`` (an empty accumulator that need not be able to deposit frames,
     default ``job.make()``). `on_progress(advance)` counts frames as they are deposited."""
     n = stack.n_frames
@@ -171,6 +171,7 @@ def accumulate(stack: Any, job: ChunkJob, *, executor: Any = None, merge: Callab
         good_any, saturated, _ = _deposit(acc, job.source.frames(stack), 0, lambda ev: tick(1))
         return acc, good_any, saturated
     ranges = plan_chunks(n, executor.workers, chunk)
+    job = dataclasses.replace(job, source=dataclasses.replace(job.source, specs=worker_specs(job.source.specs)))
     acc = (merge or job.make)()
     state: dict[str, Any] = {"good": None, "saturated": 0, "frames": 0}
 
