@@ -370,3 +370,23 @@ def test_cli_info_and_show_on_mutated_files(cli, seeds, tmp_path):
             assert not out.exists()
 
     prop()
+
+
+def test_hdf5_string_heap_that_would_hang_hdf5(tmp_path):
+    """Found by `make fuzz`: a CXI file whose global heap has an object of size 0 followed by zeros makes
+    HDF5 1.14 loop forever reading the provenance strings (in C: no alarm can stop it). The heap is walked
+    before HDF5 reads it and the file refused."""
+    import struct
+
+    data = np.random.default_rng(0).poisson(20, (16, 16)).astype(np.float32)
+    io.write_pattern(str(tmp_path / "p.cxi"), Pattern(data, np.zeros(data.shape, np.uint32)), io.make_step("t"))
+    raw = bytearray((tmp_path / "p.cxi").read_bytes())
+    q = raw.index(b"GCOL") + 16
+    while struct.unpack_from("<H", raw, q)[0] != 2:
+        q += 16 + ((struct.unpack_from("<Q", raw, q + 8)[0] + 7) // 8) * 8
+    struct.pack_into("<Q", raw, q + 8, 0)
+    raw[q + 16:q + 32] = bytes(16)
+    (tmp_path / "h.cxi").write_bytes(bytes(raw))
+    with no_hang(30):
+        with pytest.raises(CxdiError, match="h.cxi: corrupt HDF5 file .string heap"):
+            io.read_pattern(str(tmp_path / "h.cxi"))

@@ -90,6 +90,7 @@ def check_links(f, path: str, name: str, _seen: set[str] | None = None) -> None:
     seen = _seen if _seen is not None else {os.path.realpath(path)}
     linked: list[str] = []
     refused: list[str] = []  # raising inside an h5py visit callback breaks h5py: collect, raise after
+    heap_refs: list[tuple[str, int, int]] = []  # variable-length string datasets: (path, offset, count)
 
     def target_of(fname: str, what: str, where: str, base: str = folder) -> str | None:
         if fname in (".", ""):
@@ -114,6 +115,8 @@ def check_links(f, path: str, name: str, _seen: set[str] | None = None) -> None:
             dcpl = obj.id.get_create_plist()
             externals = [dcpl.get_external(k)[0] for k in range(dcpl.get_external_count())]
             sources = [src.file_name for src in obj.virtual_sources()] if obj.is_virtual else []
+            if obj.dtype.kind == "O" and obj.id.get_offset() is not None and 0 < obj.size <= 4096:
+                heap_refs.append((obj_path, obj.id.get_offset(), int(obj.size)))
         except Exception:  # noqa: BLE001 - never raise inside h5py's visit; the readers report it
             return
         for ext in externals:
@@ -127,12 +130,13 @@ def check_links(f, path: str, name: str, _seen: set[str] | None = None) -> None:
     try:
         f.visititems_links(visit)
         f.visititems(visit_obj)
-    except (KeyError, OSError, RuntimeError):
-        pass  # unreadable parts are reported by the readers that need them
+    except (KeyError, OSError, RuntimeError) as exc:  # the object tree itself is damaged
+        raise InputError(f"{name}: corrupt HDF5 file ({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - e.g. undecodable link names: the links cannot be checked
         raise InputError(f"{name}: corrupt HDF5 file; its links cannot be checked ({type(exc).__name__})") from None
     if refused:
         raise InputError(refused[0])
+    _check_global_heaps(path, name, heap_refs)
     for t in linked:
         if t in seen or len(seen) > 10000:
             continue
@@ -202,6 +206,52 @@ def _get_dataset(f, path: str, name: str):
         holds = ", ".join(p for p in list_datasets(f, 2) if p.startswith(path))[:400] or "nothing numeric"
         raise InputError(f"{name}: {path} is a group, not a dataset (under it: {holds})")
     return obj
+
+
+def _check_global_heaps(path: str, name: str, refs: list[tuple[str, int, int]]) -> None:
+    """Walk the HDF5 global heap collections that variable-length strings (provenance, NeXus names) point
+    into, as HDF5 will, and refuse a collection whose objects do not advance or run past its end: HDF5
+    1.14 loops forever on such a heap (found by fuzzing), and a loop in C cannot be interrupted."""
+    import os  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    if not refs:
+        return
+    size = os.path.getsize(path)
+    wanted: dict[int, dict[int, int]] = {}
+    with open(path, "rb") as fh:
+        for where, offset, count in refs:
+            fh.seek(offset)
+            raw = fh.read(16 * count)
+            if len(raw) < 16 * count:
+                raise InputError(f"{name}: /{where}: data past the end of the file; truncated or corrupt")
+            for k in range(count):
+                length, addr, index = struct.unpack_from("<IQI", raw, 16 * k)
+                if length:
+                    wanted.setdefault(addr, {})[index] = max(length, wanted.get(addr, {}).get(index, 0))
+        for addr, objects in wanted.items():
+            fh.seek(addr)
+            head = fh.read(16)
+            if addr + 16 > size or head[:4] != b"GCOL":
+                raise InputError(f"{name}: corrupt HDF5 file (a string heap at byte {addr} is missing)")
+            total = struct.unpack_from("<Q", head, 8)[0]
+            if total < 16 or addr + total > size:
+                raise InputError(f"{name}: corrupt HDF5 file (the string heap at byte {addr} runs past the end)")
+            body = head + fh.read(total - 16)
+            seen: dict[int, int] = {}
+            q = 16
+            while q + 16 <= total:
+                index, _, _, length = struct.unpack_from("<HHIQ", body, q)
+                if index == 0:
+                    break
+                step = 16 + ((length + 7) // 8) * 8
+                if length == 0 or q + step > total:
+                    raise InputError(f"{name}: corrupt HDF5 file (string heap at byte {addr}, object {index})")
+                seen[index] = length
+                q += step
+            for index, length in objects.items():
+                if seen.get(index, -1) < length:
+                    raise InputError(f"{name}: corrupt HDF5 file (a string is missing from the heap at byte {addr})")
 
 
 def unwritten_frames(ds) -> list[int] | None:
