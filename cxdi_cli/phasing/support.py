@@ -39,16 +39,31 @@ def autocorrelation(intensity: np.ndarray, measured: np.ndarray, sigma: float = 
 
 
 def autocorrelation_support(intensity: np.ndarray, measured: np.ndarray, *, threshold: float = 0.1,
-                            sigma: float = 1.0) -> np.ndarray:
+                            sigma: float = 1.0, halve: bool = False) -> np.ndarray:
     """Initial support: the blurred autocorrelation above `threshold` times its maximum (bool, FFT order).
 
-    Raises DataError when nothing is measured or the support fills more than half of the array (the
-    object is then not oversampled: sigma^N = array size / object size must exceed 2)."""
+    The autocorrelation spans the object's difference set S - S, twice the object along every axis
+    (2^N times its volume: 145k voxels for a 16k-voxel 3D particle). `halve` returns (S - S)/2
+    instead (`halve_about_origin`), the object's own extent for a convex centro-symmetric object and
+    close to it for compact ones (a 15-voxel porous particle: 1.9 times its volume, 30 voxels: 1.6).
+    Raises DataError when nothing is measured."""
     if not np.any(measured & (intensity > 0)):
         raise DataError("no measured pixel holds any photon: nothing to phase")
     auto = autocorrelation(intensity, measured, sigma)
     support = auto > threshold * auto.max()
-    return support
+    return halve_about_origin(support) if halve else support
+
+
+def halve_about_origin(mask: np.ndarray) -> np.ndarray:
+    """The mask scaled by 1/2 about the origin (index 0, FFT order): out[r] = mask[2r] for |r| < n/4."""
+    out = mask
+    for ax, n in enumerate(mask.shape):
+        c = np.fft.fftfreq(n, 1.0 / n).astype(np.int64)        # signed coordinates of FFT order
+        inside = np.abs(2 * c) < n // 2 + (n % 2)
+        shape = [1] * mask.ndim
+        shape[ax] = n
+        out = np.take(out, (2 * c) % n, axis=ax) & inside.reshape(shape)
+    return out
 
 
 def shrink_wrap(state, threshold: float | None = None, sigma: float | None = None) -> None:
