@@ -77,7 +77,10 @@ def _eig(matvec, n: int, k: int, dtype=np.complex128) -> tuple[np.ndarray, np.nd
         return w[order], v[:, order]
     from scipy.sparse.linalg import LinearOperator, eigsh
     op = LinearOperator((n, n), matvec=matvec, dtype=dtype)
-    w, v = eigsh(op, k=min(k, n - 2), which="LA", tol=1e-5, v0=np.ones(n, dtype))
+    rng = np.random.default_rng(0)            # a fixed generic start: a symmetric one (all ones) keeps the
+    v0 = rng.standard_normal(n) + 1j * rng.standard_normal(n)  # Krylov space symmetric and misses degenerate modes
+    k = min(k, n - 2)
+    w, v = eigsh(op, k=k, which="LA", tol=1e-6, v0=v0.astype(dtype), ncv=min(n - 1, max(4 * k, 40)))
     order = np.argsort(w)[::-1]
     return w[order], v[:, order]
 
