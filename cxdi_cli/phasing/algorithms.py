@@ -438,10 +438,10 @@ def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
         f0 = max(p.real * p.real + p.imag * p.imag, eps)
         f1 = max(p1.real * p1.real + p1.imag * p1.imag, eps)
         x = (f1 - f0) / f0
-        if abs(x) < np.float32(0.03):
-            lg = x * (np.float32(1.0) - x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * np.float32(0.25))))
-        else:
-            lg = np.log(f1 / f0)
+        small = np.float32(abs(x) < np.float32(0.03))  # branch-free select
+        xs = min(max(x, np.float32(-0.03)), np.float32(0.03))
+        series = xs * (np.float32(1.0) - xs * (np.float32(0.5) - xs * (np.float32(1.0 / 3.0) - xs * np.float32(0.25))))
+        lg = small * series + (np.float32(1.0) - small) * np.log(f1 / f0)
         out += m * (f0 * x - amp[i] * amp[i] * lg)
     return out
 
