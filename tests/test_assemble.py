@@ -220,15 +220,15 @@ def test_cli_bad_inputs(cli, tmp_path):
     io.write_lima(str(tmp_path / "b.h5"), rng.poisson(50, (2, 30, 32)).astype(np.uint32))
     base = ["--energy", 8, "--distance", 0.1, "--pixel", 75e-6, "--centre", "16,16"]
 
-    def run(*args):
+    def run(*args, status=1):
         out = tmp_path / "out.cxi"
         r = cli("assemble3d", *args, "-o", out, *base)
-        assert r.exit_code == 1, (r.exit_code, r.stderr)
+        assert r.exit_code == status, (r.exit_code, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("cxdi assemble3d: error:")
         assert not out.exists()
         return r.stderr
 
-    assert "4 angles for 5 frames" in run(tmp_path / "a.h5", "--angles", "0:3:1")
+    assert "4 angles for 5 frames" in run(tmp_path / "a.h5", "--angles", "0:3:1", status=2)  # typed: usage
     (tmp_path / "dup.txt").write_text("0\n1\n1\n2\n3\n")
     assert "duplicated" in run(tmp_path / "a.h5", "--angles", tmp_path / "dup.txt")
     (tmp_path / "nm.txt").write_text("0\n1\n3\n2\n4\n")
