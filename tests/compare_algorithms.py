@@ -21,7 +21,7 @@ Algorithms: one recipe each with the same budget (about 900 iterations, the last
 the default recipe), so that only the search part differs.
 
 Usage: python -m tests.compare_algorithms [--cases starved3d,wedge60] [--algorithms hio,gps]
-       [--starts 3] [--size3d 48] [--size2d 128] [--workdir DIR] [--json]
+       [--starts 3] [--size3d 48] [--size2d 128] [--short] [--workdir DIR] [--json]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ ALGORITHMS: dict[str, str] = {
     "gps": "gps**600,er**200,ml**100",
     "oss": "oss(n=600)**600,er**200,ml**100",
     "cpower": "cpower**600,er**200,ml**100",
-    "tv": "hio**400,tv(weight=0.05)**200,er**200,ml**100",
+    "tv": "hio**400,tv**200,er**200,ml**100",
 }
 
 
@@ -77,17 +77,28 @@ def prepare(case: str, size: int, root: Path, threads: int) -> tuple[Path, Path]
     return d, data
 
 
-def measure(case: str, algorithm: str, d: Path, data: Path, starts: int, seed: int, threads: int) -> dict[str, Any]:
+def recipe(algorithm: str, short: bool = False) -> str:
+    """The algorithm's recipe; `short`: every block count halved (a quick table on a loaded machine)."""
+    text = ALGORITHMS[algorithm]
+    if not short:
+        return text
+    import re  # noqa: PLC0415
+    return re.sub(r"(\*\*|n=)(\d+)", lambda m: m.group(1) + str(max(1, int(m.group(2)) // 2)), text)
+
+
+def measure(case: str, algorithm: str, d: Path, data: Path, starts: int, seed: int, threads: int,
+            short: bool = False) -> dict[str, Any]:
     """Phase `data` with one algorithm's recipe; the NRMSE of every start."""
     from cxdi_cli import io  # noqa: PLC0415
 
     runs = d / f"runs_{algorithm}.cxi"
     log: list[str] = []
+    text = recipe(algorithm, short)
     wall = _run(_cxdi() + ["phase", str(data), "-o", str(runs), "--runs", str(starts), "--seed", str(seed),
-                           "--threads", str(threads), "-q", "--recipe", ALGORITHMS[algorithm]], d, log)
+                           "--threads", str(threads), "-q", "--recipe", text], d, log)
     truth = io.read_reconstruction(str(d / "sim" / "truth.cxi")).runs[0].obj
     errs = [nrmse(r.obj, truth) for r in io.read_reconstruction(str(runs)).runs]
-    return {"case": case, "algorithm": algorithm, "recipe": ALGORITHMS[algorithm], "nrmse_starts": errs,
+    return {"case": case, "algorithm": algorithm, "recipe": text, "nrmse_starts": errs,
             "nrmse_best": min(errs), "nrmse_median": float(statistics.median(errs)), "wall_s": wall}
 
 
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size2d", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--short", action="store_true", help="halve every block of the recipes")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     root = Path(a.workdir or tempfile.mkdtemp(prefix="cxdi-compare-"))
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         d, data = prepare(case, size, root, a.threads)
         for alg in a.algorithms.split(","):
             try:
-                rows.append(measure(case, alg, d, data, a.starts, a.seed, a.threads))
+                rows.append(measure(case, alg, d, data, a.starts, a.seed, a.threads, a.short))
             except Exception as exc:  # noqa: BLE001 - one failed combination is a row, not the end
                 print(f"{case} {alg}: {exc}", file=sys.stderr)
                 continue

@@ -226,7 +226,7 @@ def tv_denoise(f: np.ndarray, lam: float, n: int = 10, dual: list[np.ndarray] | 
     return f - np.float32(lam) * _div(p), p
 
 
-def make_tv(weight: float = 0.05, beta: float = 0.0, n: float = 10) -> Callable[[alg.State], None]:
+def make_tv(weight: float = 0.02, beta: float = 0.0, n: float = 10) -> Callable[[alg.State], None]:
     """A modulus projection, a TV proximal step on the support, then ER (beta = 0) or HIO off it."""
     if weight < 0 or n < 1:
         raise ValueError("tv: weight must not be negative and n at least 1")
