@@ -694,18 +694,8 @@ def make_detwin(axis: float = 0, beta: float = 0.9) -> Callable[[State], None]:
     return step
 
 
-def _regularised(name: str) -> Callable[..., Callable[[State], None]]:
-    """A factory of regularise.py (GPS, TV, constrained power, OSS), imported when a recipe uses it."""
-
-    def factory(**params: Any) -> Callable[[State], None]:
-        from cxdi_cli.phasing import regularise
-        return getattr(regularise, "make_" + name)(**params)
-
-    factory.__name__ = "make_" + name
-    return factory
-
-
-#: name -> (factory, parameter names, one-line description). The only names a recipe may use.
+#: name -> (factory, parameter names, one-line description). The only names a recipe may use; step
+#: modules that build on this one (regularise.py) add their entries when imported (runs.py imports them).
 STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], str]] = {
     "er": (make_er, (), "error reduction, Fienup 1982"),
     "hio": (make_hio, ("beta",), "hybrid input-output (beta = 0.9)"),
@@ -714,14 +704,10 @@ STEPS: dict[str, tuple[Callable[..., Callable[[State], None]], tuple[str, ...], 
     "sup": (make_support_update, ("threshold", "sigma"), "one shrink-wrap support update now"),
     "detwin": (make_detwin, ("axis", "beta"), "HIO on half of the support (twin breaking), then restored"),
     "psf": (make_psf_switch, ("fwhm", "eta", "update"), "partial-coherence PSF on now (fwhm=0: off)"),
-    "gps": (_regularised("gps"), ("t", "s", "sigma", "eps"), "generalized proximal smoothing, Pham et al. 2019"),
-    "tv": (_regularised("tv"), ("weight", "beta", "n"), "total-variation regularised projection, Chang et al. 2016"),
-    "cpower": (_regularised("cpower"), ("kappa", "beta"), "HIO with constrained power in masked pixels, Thibault et al. 2006"),
-    "oss": (_regularised("oss"), ("beta", "n"), "oversampling smoothness, Rodriguez et al. 2013"),
 }
 
 #: steps that count as iterations (run the FFT pair); `sup` does not.
-ITERATIVE = {"er", "hio", "raar", "ml", "detwin", "gps", "tv", "cpower", "oss"}
+ITERATIVE = {"er", "hio", "raar", "ml", "detwin"}
 
 
 def step_parameters() -> dict[str, tuple[str, ...]]:

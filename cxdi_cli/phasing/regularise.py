@@ -368,3 +368,15 @@ def make_oss(beta: float = 0.9, n: float = 0) -> Callable[[alg.State], None]:
         _finish(state, "oss", rec, out)
 
     return step
+
+
+# --------------------------------------------------------------------------- registration
+# algorithms.py cannot import this module (it imports algorithms): the steps register themselves;
+# runs.py imports this module, so every recipe parsed there knows them.
+alg.STEPS.update({
+    "gps": (make_gps, ("t", "s", "sigma", "eps"), "generalized proximal smoothing, Pham et al. 2019"),
+    "tv": (make_tv, ("weight", "beta", "n"), "total-variation regularised projection, Chang et al. 2016"),
+    "cpower": (make_cpower, ("kappa", "beta"), "HIO with constrained power in masked pixels, Thibault et al. 2006"),
+    "oss": (make_oss, ("beta", "n"), "oversampling smoothness, Rodriguez et al. 2013"),
+})
+alg.ITERATIVE.update({"gps", "tv", "cpower", "oss"})
