@@ -62,14 +62,11 @@ import numpy as np
 
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli import fft
-from cxdi_cli.phasing import kernels, psf as psfm, recipe as rcp, support as sup
+from cxdi_cli.phasing import recipe as rcp, support as sup
 from cxdi_cli.phasing import regularise  # noqa: F401 - registers gps, tv, cpower, oss in alg.STEPS
 from cxdi_cli.sampling import estimate_oversampling
 from cxdi_cli.model import DataError, Pattern, Reconstruction, Run, UsageError
-from cxdi_cli.phasing.defaults import DEFAULT_PSF, DEFAULT_RECIPE
-
-if TYPE_CHECKING:
-    from cxdi_cli.executor import Executor
+from cxdi_cli.phasing.defaults import DEFAULT_RECIPE
 
 
 @dataclasses.dataclass
