@@ -54,6 +54,7 @@ class _State:
     quiet = False
     command = "cxdi"
     activity = ""  # what the command is doing now (the progress label), named when it is interrupted
+    interrupt_note: Callable[[], str] | None = None  # e.g. phase: "3 finished runs kept in runs.cxi.partial"
 
 
 class Interrupted(BaseException):
@@ -273,7 +274,11 @@ def _interrupted(name: str, signame: str, output: Any) -> None:
     """The one line an interruption prints: which signal, what was running, that no output was written."""
     what = f" while {STATE.activity}" if STATE.activity else ""
     left = f"; {output} not written" if isinstance(output, str) and output not in ("", "-") else ""
-    print(f"cxdi {name}: interrupted by {signame}{what}{left}", file=sys.stderr, flush=True)
+    note = ""
+    if STATE.interrupt_note is not None:
+        with contextlib.suppress(Exception):
+            note = f"; {STATE.interrupt_note()}"
+    print(f"cxdi {name}: interrupted by {signame}{what}{left}{note}", file=sys.stderr, flush=True)
 
 
 def _damaged_hdf5(exc: BaseException, kwargs: dict[str, Any]) -> str | None:
@@ -307,6 +312,7 @@ def cli_command(name: str, fn: Callable) -> Callable:
         STATE.quiet = quiet
         STATE.command = f"cxdi {name}"
         STATE.activity = ""
+        STATE.interrupt_note = None
         if not debug:  # tifffile logs damaged-file details on stderr; the error line says what matters
             import logging  # noqa: PLC0415
 

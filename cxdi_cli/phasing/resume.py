@@ -133,3 +133,55 @@ class Checkpointing(Executor):
             if on_done is not None:
                 on_done(k, run)
         return Outcome(results=results, failures=failures)
+
+
+class Session:
+    """What `cxdi phase` does about its checkpoint, in three calls: `start` before the problem is prepared
+    (on --resume: loads the finished runs and takes the checkpoint's seed when none was given),
+    `executor` around the phasing, `finish` once the output is written (removes the checkpoint).
+
+    Without --resume an old checkpoint is replaced as runs finish. Output `-` keeps no checkpoint."""
+
+    def __init__(self, path: str | None, fprint: str, done: dict[int, Run], seed: int | None) -> None:
+        self.path, self.fprint, self.done, self.seed = path, fprint, done, seed
+        self.ex: Checkpointing | None = None
+
+    @classmethod
+    def start(cls, output: str, resume: bool, options: Any, inputs: Sequence[str | None]) -> "Session":
+        """Load the checkpoint of `output` when resuming; `options` (phasing.runs.Options) get its seed
+        when they have none. UsageError when resuming another command's checkpoint or into stdout."""
+        files = [str(x) for x in inputs if x]
+        params = {k: v for k, v in options.as_dict().items() if k not in ("seed", "threads")}
+        fprint = fingerprint(params, files)
+        if output == "-":
+            if resume:
+                raise UsageError("--resume: the checkpoint lies beside the output; give -o FILE")
+            return cls(None, fprint, {}, options.seed)
+        path = checkpoint_path(output)
+        done: dict[int, Run] = {}
+        if resume:
+            done, info = load(path, fprint)
+            saved = info.get("seed")
+            if done and options.seed is not None and saved is not None and int(saved) != int(options.seed):
+                raise UsageError(f"--resume: {path} was made with --seed {saved}, not {options.seed}")
+            if done and options.seed is None and saved is not None:
+                options.seed = int(saved)
+        return cls(path, fprint, done, options.seed)
+
+    def executor(self, inner: Executor, seed: int | None) -> Executor:
+        """`inner` wrapped to keep finished runs (the problem's `seed` is recorded), or `inner` for stdout."""
+        if self.path is None:
+            return inner
+        self.ex = Checkpointing(inner, self.path, self.fprint, self.done, {"seed": seed})
+        return self.ex
+
+    def note(self) -> str:
+        """For an interruption: where the finished runs are and how to continue."""
+        if self.ex is None or not self.ex.done:
+            return ""
+        return f"{len(self.ex.done)} finished run(s) kept in {self.path}; add --resume to continue"
+
+    def finish(self) -> None:
+        """The output is written: the checkpoint goes."""
+        if self.path is not None:
+            discard(self.path)
