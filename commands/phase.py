@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cxdi_cli.commands import _common as c
-from cxdi_cli.phasing.defaults import DEFAULT_RECIPE as _DEFAULT_RECIPE  # no imports there: --help stays light
+from cxdi_cli.phasing.defaults import DEFAULT_PSF as _DEFAULT_PSF, DEFAULT_RECIPE as _DEFAULT_RECIPE  # no imports there: --help stays light
 
 
 def phase(
@@ -18,7 +18,7 @@ def phase(
     runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Independent random starts.")] = 5,
     recipe: Annotated[str, typer.Option(
         "--recipe", "-r", help="Steps run LEFT TO RIGHT: NAME[(k=v,...)][**N], groups (..)**N. "
-                               "Names: er, hio, raar, ml, sup.")] = _DEFAULT_RECIPE,
+                               "Names: er, hio, raar, ml, sup, detwin, psf, gps, tv, cpower, oss.")] = _DEFAULT_RECIPE,
     seed: c.SeedOpt = None,
     support: Annotated[Optional[str], typer.Option(
         "--support", help="Initial support (centred, non-zero = inside): FILE or FILE::/path; "
@@ -28,9 +28,10 @@ def phase(
                                                 show_default=False)] = None,
     positivity: Annotated[Optional[bool], typer.Option(
         "--positivity/--no-positivity", help="Real part of the object non-negative on the support "
-        "(up to one global phase) [default: auto: on, and the same starts are run again without it when "
-        "even the best run cannot fit the data with it, as for specimens whose phase varies by more than "
-        "about a radian; the best runs of both sets are kept].", show_default=False)] = None,
+        "(up to one global phase) [default: auto: the first 2 starts run with and without it to the end of "
+        "the search stage; it stays on unless the best start without it fits clearly better (free LLK "
+        "below 0.3 of it), as for specimens whose phase varies by more than about a radian; the other starts "
+        "run the winner only].", show_default=False)] = None,
     amplitude_bound: Annotated[Optional[float], typer.Option(
         "--amplitude-bound", min=0.0, help="Largest |rho| allowed on the support [default: none].",
         show_default=False)] = None,
@@ -42,9 +43,23 @@ def phase(
                                  "[default: max(1, object extent/40),0.5].", show_default=False)] = None,
     support_update: Annotated[int, typer.Option(
         "--support-update", min=0, help="Shrink-wrap every K iterations (0: only at `sup` steps).")] = 20,
+    psf: Annotated[str, typer.Option(
+        "--psf", help="Partial coherence: the measured intensity as |F rho|^2 blurred by a detector-plane "
+        "PSF whose width is refined (Poisson ML) from a third of the recipe on (or from a `psf` step): "
+        "auto, off, gaussian:FWHM, lorentzian:FWHM or pseudo-voigt:FWHM,ETA (FWHM in pixels). auto: "
+        "gaussian:1, dropped for the rest of the run when the fitted FWHM falls below 0.6 px (coherent "
+        "data). The fitted FWHM is the run metric psf_fwhm_px.")] = _DEFAULT_PSF,
     free_fraction: Annotated[float, typer.Option(
         "--free-fraction", min=0.0, max=0.5, help="Measured pixels withheld for the free log-likelihood.")] = 0.05,
     history_every: Annotated[int, typer.Option("--history-every", min=1, help="Record metrics every K iterations.")] = 10,
+    generations: Annotated[int, typer.Option(
+        "--generations", min=1, help="Guided generations (Chen et al. 2007): the search steps at the head of the "
+                                     "recipe end in G generations; after each, every run is replaced by a blend "
+                                     "of itself and the best run (free LLK), aligned.")] = 1,
+    consensus: Annotated[bool, typer.Option(
+        "--consensus/--no-consensus", help="Write the runs best first within their largest agreeing group "
+                                           "(aligned distance <= 0.3): /entry_1 is the best run that others "
+                                           "agree with, not a lone outlier.")] = True,
     progress_json: Annotated[bool, typer.Option(
         "--progress-json", help="One JSON line per reporting step on stderr (for automation).")] = False,
     json_report: c.JsonOpt = False,
@@ -65,6 +80,24 @@ def phase(
     scales with the object (a fixed 1 pixel failed on large crops, 3 on small ones). At oversampling
     below 3, or for sparse objects, try --support-threshold 0.2.
 
+    Steps for noisy and missing data (formulas in cxdi_cli/phasing/regularise.py; `cxdi info
+    --missing-modes DATA` tells before phasing how many object modes the mask leaves unconstrained):
+    gps(t=1,s=0.9,sigma=1,eps=0): generalized proximal smoothing (Pham, Yin, Rana, Osher & Miao 2019,
+    Opt. Express 27, 2792), a primal-dual iteration with y the real-space dual variable:
+    rho+ = F^-1 prox(F(rho - t y)), prox the modulus projection relaxed by eps,
+    (t sqrt(I) + eps |x|)/(t + eps) x/|x|; y+ = (1 + s G)^-1 P_out(y + s (2 rho+ - rho)), G a Gaussian
+    of sigma pixels, P_out what lies off the support (s = t = 1, sigma = 0 is HIO with beta = 1).
+    tv(weight=0.02,beta=0,n=10): total-variation regularised projection for incomplete data (Chang,
+    Lou, Ng & Zeng 2016, SIAM J. Sci. Comput. 38, A3672): on the support P_M rho becomes
+    argmin_u |u - P_M rho|^2/2 + lambda TV(u), lambda = weight x rms |P_M rho| (n Chambolle
+    iterations), off it ER (beta=0) or HIO. cpower(kappa=4,beta=0.9): constrained power (after
+    Thibault, Elser, Jacobsen, Shapiro & Sayre 2006, Acta Cryst. A 62, 248): HIO whose modulus step
+    also clips |F rho|^2 <= kappa B(q) on masked pixels, B the largest measured intensity of the
+    shell |q|, behind the beamstop the Porod envelope I_edge (r_edge/r)^(d+1), flat in the central
+    speckle. oss(beta=0.9,n=0): oversampling smoothness (Rodriguez et al. 2013, J. Appl. Cryst. 46,
+    312): HIO, then rho off the support filtered by exp(-k^2/(2 alpha^2)), alpha from N down to 1/N
+    in 10 stages over n iterations (0: to the end of the recipe).
+
     Metrics (Ic = |F rho|^2 with the unitary transform, I the measured photons, per pixel):
     llk = (1/n) sum [Ic - I + I ln(I/Ic)] over the constrained measured pixels (Poisson; about 0.5 for
     a correct model); llk_free = the same over about --free-fraction of the measured pixels, withheld
@@ -75,7 +108,10 @@ def phase(
     for a run that fits the data; it drives --positivity auto). A run with
     outside_fraction > 0.1 + noise_fraction (the photon-noise share of the data, which P_M spreads
     everywhere), or with non-finite metrics, is flagged failed. Runs are written best first:
-    /entry_1 is the unflagged run with the lowest llk_free.
+    the runs are aligned to each other and the largest group that agrees (normalised distance after
+    alignment <= 0.3) comes first, by llk_free: /entry_1 is the best run that other runs agree with, so
+    a lone outlier with a slightly better llk_free never wins; each run's consensus_group (1 = the
+    consensus) and consensus_distance (median distance to the group) are in its metrics.
 
     Example: cxdi phase pattern.cxi -o runs.cxi --runs 10 --recipe "hio**600,er**200,ml**100" --seed 1
     """
@@ -87,15 +123,15 @@ def phase(
     from cxdi_cli.phasing import runs as phasing  # noqa: PLC0415
     from cxdi_cli.phasing import recipe as rcp  # noqa: PLC0415
 
-    threads = int(os.environ["CXDI_THREADS"]) if os.environ.get("CXDI_THREADS") else None
-    if threads is None and jobs > 1:
-        threads = max(1, fft.threads() // jobs)
+    threads = fft.threads_per_job(jobs, int(os.environ["CXDI_THREADS"]) if os.environ.get("CXDI_THREADS") else None)
     options = phasing.Options(
         recipe=recipe, runs=runs, seed=seed, positivity="auto" if positivity is None else positivity,
         amplitude_bound=amplitude_bound,
         support_threshold=threshold, support_smooth=smooth, support_update=support_update,
-        free_fraction=free_fraction, record_every=history_every, threads=threads)
+        free_fraction=free_fraction, record_every=history_every, threads=threads, psf=psf, generations=generations,
+        consensus=consensus)
     steps = phasing.parse_recipe(recipe)           # usage error (exit 2) before reading anything
+    phasing.psf_start(psf)
     pattern = io.read_pattern(input)
     given = None
     if support is not None:
@@ -116,10 +152,12 @@ def phase(
           f"oversampling estimate {_fmt(problem.info.get('oversampling_estimate'))}")
     with c.progress("phase", total=runs * n_it) as tick:
         seen: dict[int, int] = {}
+        probes: set[int] = set()
 
         def on_progress(ev: dict) -> None:
-            if ev["run"] >= runs and ev["run"] not in seen:  # positivity auto's second pass
-                tick(0, total=2 * runs * n_it)
+            if ev["run"] >= runs and ev["run"] not in probes:  # positivity auto's probes without it
+                probes.add(ev["run"])
+                tick(0, total=(runs + len(probes)) * n_it)
             if progress_json:
                 print(json.dumps({"schema": "cxdi.phase.progress/1", **_clean(ev)}), file=sys.stderr, flush=True)
             if ev.get("done"):

@@ -191,3 +191,21 @@ def test_phase_cli_psf_option_output_and_info(tmp_path):
     assert run.params["psf_fit"]["start"] == "gaussian:1.5"
     info = _cli("info", out)
     assert info.exit_code == 0 and "psf_fwhm_px=" in info.stdout
+
+
+def test_psf_survives_pickling_and_a_checkpoint():
+    """A run with a PSF stopped at a checkpoint and continued (in this process or, pickled, in another)
+    gives exactly the uninterrupted run."""
+    import pickle
+
+    pattern, truth = synthetic(n=64, seed=1)
+    data = blurred(pattern, truth, 2.0, seed=5)
+    opts = phasing.Options(runs=1, seed=4, recipe="hio**120,er**40", psf="gaussian:1", psf_from=0.25,
+                           autocorrelation_threshold=0.1, support_threshold=0.2, positivity=True, threads=1)
+    prob = phasing.prepare(data, opts)
+    whole = phasing.run_one(prob, opts, 0)
+    cp = phasing.run_one(prob, opts, 0, stop=100)
+    cp = pickle.loads(pickle.dumps(cp))
+    resumed = phasing.run_one(prob, opts, 0, start=cp)
+    assert np.array_equal(whole.obj, resumed.obj)
+    assert whole.metrics["psf_fwhm_px"] == resumed.metrics["psf_fwhm_px"]

@@ -236,6 +236,16 @@ class Psf:
         self.updates = 0
         self.set_kernel(make_kernel(self.shape, spec))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a checkpoint travels to other processes): everything but the FFT pair."""
+        d = self.__dict__.copy()
+        del d["pair"]
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self.pair = fft.FFTPair(self.shape)
+
     def set_kernel(self, kernel: np.ndarray) -> None:
         """Adopt a kernel (FFT order; normalised to unit sum here) and its transfer function."""
         k = np.maximum(np.asarray(kernel, np.float32), 0)
@@ -275,6 +285,15 @@ class Psf:
         buf *= np.conj(self.otf)
         self.pair.inverse(scale=False)
         return buf.real.copy()
+
+    def evaluate(self, buf: np.ndarray, amp: np.ndarray, kind: np.ndarray) -> dict[str, float]:
+        """Metrics of the blurred model of `buf` (the unscaled forward transform), leaving the buffer and
+        the refinement schedule alone (a checkpoint's metrics must not shift the next update)."""
+        np.multiply(buf.real, buf.real, out=self.ic)
+        self.ic += buf.imag * buf.imag
+        self.ic *= np.float32(1.0 / buf.size)
+        self.blur(self.ic, self.model)
+        return metrics_of(self.model, amp, kind)
 
     def project(self, buf: np.ndarray, amp: np.ndarray, kind: np.ndarray,
                 record: bool = False) -> dict[str, float] | None:

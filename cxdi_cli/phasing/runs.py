@@ -42,31 +42,63 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   discs) have far wider autocorrelations; for them 0.1 is the better cut.
 - positivity "auto" (the real part of rho non-negative on the support, up to a global phase): without
   it the tungsten error rose from 0.045 to 0.15-0.20 and starts stagnated; but a specimen whose phase
-  varies by more than about a radian cannot be fitted with it (0.73 against 0.045 without), so when
-  even the best run's amplitude misfit exceeds 0.012 the same starts run again without it and the
-  best runs of both sets are kept (real-valued specimens fit to 0.0004-0.007, stuck runs 0.016-0.2).
+  varies by more than about a radian cannot be fitted with it (0.73 against 0.045 without). The first
+  2 starts run with and without it to the end of the search (the HIO steps); positivity stays on
+  unless the best start without it reaches a free LLK below 0.3 of the best with it (a +-2.5 rad
+  specimen: 87 against 1343; nearly real ones: 0.6-0.7x when both variants converge, 60x worse
+  without when they do not). The variants are compared with each other, not with an absolute misfit, which
+  partial coherence and processed data exceed whatever the constraint; the losing probes stop there.
+- runs are written best first within their consensus group (`cxdi_cli.consensus`): the largest set
+  of runs within 2x of the best free LLK that agree pairwise after alignment (distance <= 0.3):
+  converged starts of a data set differ by 0.04-0.06 (hard tungsten), stagnated ones by 0.65-1.
+- guided generations off (`generations` 1): 3 generations lifted the processed and hard tungsten
+  cases to 8/8 converged starts but lost every start of a strong phase object (see generations.py).
+- psf "off" (partial coherence, psf.py, is an option). `--psf auto`: from a third of the recipe on,
+  the model intensity is a 1-px Gaussian PSF (*) |F rho|^2 whose width is refined every 25
+  projections by a Poisson-ML search, dropped for the rest of the run once the fitted FWHM falls
+  below 0.6 px. Coherent data: the fit falls to 0.4-0.6 px at the first update and the runs end as
+  without it (64^2 discs: 0.0013 both; hard tungsten 256, 8 starts: /entry_1 0.056 against 0.054,
+  6 against 7 converged); a 2-px-blurred 64^2 disc pattern: FWHM 1.98-2.01 px, error 0.035-0.13
+  against 0.42-0.47 without. Not the default: on the 128^2 nearly real specimen of
+  test_positivity_auto the probe with positivity reached a free LLK of 5.8e4 at iteration 600 with
+  the PSF on (740 without positivity), turning positivity off; and the family's blurred case (hard
+  tungsten 256, 2-px PSF) fails with or without it (0.91-0.98 against 0.92-0.98; with the exact PSF
+  fixed from the start 0.93): what remains there is not the intensity model. Richardson-Lucy width
+  updates stalled (0.9 px on coherent data, error 0.018 against 0.001; 1.06 px of 2 when switched
+  on at two thirds). Cost: an iteration with a PSF is 3.1 HIO iterations, an ML one 8.8 (2.6).
+- no `detwin` step in the default recipe: ``detwin**20,hio**580,er**200,ml**100`` (HIO on the
+  initial support cut at its centre of mass for 20 iterations) converged 8/8 starts on the hard,
+  gap and oversampling-3 cases (256 px, 8 starts, seed 1; 7/8, 8/8 and 6/8 without) but 3/8 on the
+  2-speckle beamstop (7/8), 4/8 on the strong phase object (5/8), 6/8 on the processed pattern
+  (7/8), 7/8 at 2e6 photons (6/8): 44 against 46 over the seven cases. Cost: one HIO iteration
+  each (it replaces HIO iterations).
+- shrink-wrap blur kept at max(1, extent/40) -> 0.5: ``--support-smooth 2,0.5`` converged 6/8
+  (hard, 7/8 without), 8/8 (gap, 8/8), 7/8 (oversampling 3, 6/8) on the same 256-px cases: no
+  consistent gain there (issue 12 measured gains at 512 px, not repeated here).
 - shrink-wrap never shrinks the support below 1/(4 * 2^N) of the initial autocorrelation support
   (a collapse onto a bright speck, seen on 256-pixel data, is refused).
 At linear oversampling below about 3, a higher threshold (``--support-threshold 0.2``) is safer.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli import fft
-from cxdi_cli.phasing import recipe as rcp, support as sup
+from cxdi_cli.phasing import kernels, psf as psfm, recipe as rcp, support as sup
 from cxdi_cli.phasing import regularise  # noqa: F401 - registers gps, tv, cpower, oss in alg.STEPS
 from cxdi_cli.sampling import estimate_oversampling
 from cxdi_cli.model import DataError, Pattern, Reconstruction, Run, UsageError
-from cxdi_cli.phasing.defaults import DEFAULT_RECIPE
+from cxdi_cli.phasing.defaults import DEFAULT_PSF, DEFAULT_RECIPE
+
+if TYPE_CHECKING:
+    from cxdi_cli.executor import Executor
 
 
 @dataclasses.dataclass
@@ -76,8 +108,7 @@ class Options:
     recipe: str = DEFAULT_RECIPE
     runs: int = 5
     seed: int | None = None
-    positivity: bool | str = "auto"       # True, False, or "auto": on, and off again if it cannot fit
-    auto_misfit: float = 0.012                # "auto": the excess amplitude misfit that turns it off
+    positivity: bool | str = "auto"       # True, False, or "auto": decided on probes (_decide_positivity)
     amplitude_bound: float | None = None
     support_threshold: tuple[float, float] = (0.12, 0.1)  # shrink-wrap threshold (of the max), start -> end
     support_smooth: tuple[float, float] | None = None  # shrink-wrap Gaussian sigma, start -> end (pixels);
@@ -95,6 +126,14 @@ class Options:
     max_outside: float = 0.1                  # failed run: more than this fraction off the support
     threads: int | None = None                # FFT threads per run
     check_oversampling: bool = True
+    psf: str = DEFAULT_PSF                    # partial coherence: auto, off, gaussian:FWHM, lorentzian:FWHM,
+    # pseudo-voigt:FWHM,ETA (psf.parse_psf); switched on at `psf_from` of the recipe unless a `psf` step does
+    psf_from: float = 1.0 / 3.0               # fraction of the recipe's iterations before the PSF is on
+    psf_update: int = 25                      # PSF width refinement every k projections (0: fixed)
+    psf_refine: str = "ml"                    # "ml": Poisson ML width; "rl": Richardson-Lucy (psf.py)
+    generations: int = 1                      # guided generations (Chen et al. 2007) over the search steps
+    consensus: bool = True                    # order the runs by their largest agreeing group first
+    agree: float = 0.3                        # two runs agree when their distance after alignment is below
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,6 +177,19 @@ def count_iterations(items: tuple[rcp.Item, ...]) -> int:
     return sum(s.count for s in rcp.flatten(items) if s.name in alg.ITERATIVE)
 
 
+#: The PSF that `--psf auto` starts from (Richardson-Lucy refines it; see the module docstring).
+AUTO_PSF = psfm.PsfSpec("gaussian", 1.0, 0.0)
+#: "auto": a fitted FWHM below this (pixels) means coherent data: the PSF is dropped for the rest of
+#: the run (a Gaussian of 0.6 px puts 5e-4 of its weight on each neighbour)
+AUTO_PSF_OFF = 0.6
+
+
+def psf_start(text: str) -> psfm.PsfSpec | None:
+    """The PSF start of a `--psf` value (None: off); UsageError on a bad value."""
+    spec = psfm.parse_psf(text)
+    return AUTO_PSF if spec == "auto" else spec  # type: ignore[return-value]
+
+
 def _free_islands(kind: np.ndarray, centre_radius: float, fraction: float, island: int,
                   rng: np.random.Generator) -> np.ndarray:
     """Mark about `fraction` of the measured pixels FREE, in cubes `island` pixels across, with their
@@ -148,7 +200,7 @@ def _free_islands(kind: np.ndarray, centre_radius: float, fraction: float, islan
     target = fraction * n_meas
     if target < 1:
         return kind
-    freqs = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij")
+    freqs = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij", sparse=True)  # broadcast: no full-size grids
     radius = np.sqrt(sum(f.astype(np.float32) ** 2 for f in freqs))
     candidates = np.flatnonzero(measured & (radius > centre_radius))
     if candidates.size == 0:
@@ -181,6 +233,7 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     below 2^(1/N)) and UsageError on a bad recipe."""
     src = pattern.source or "input"
     steps = parse_recipe(options.recipe)
+    psf_spec = psf_start(options.psf)
     data = np.asarray(pattern.intensity, np.float32)
     if data.ndim not in (2, 3):
         raise DataError(f"{src}: a {data.ndim}-D array; phase retrieval needs a 2D pattern or a 3D volume")
@@ -194,6 +247,8 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     if not np.any(data[measured] > 0):
         raise DataError(f"{src}: no measured pixel holds any photon: nothing to phase")
     info: dict[str, Any] = {"shape": list(data.shape), "warnings": []}
+    if kernels.warning():  # numba missing or not compiling: the numpy kernels run (slower)
+        info["warnings"].append(kernels.warning())
     unfriendly = [n for n in data.shape if fft.good_size(n) != n]
     if unfriendly:
         info["warnings"].append(f"array size {data.shape} is not FFT-friendly (2^a 3^b 5^c 7^d): slower FFTs")
@@ -215,16 +270,17 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
         sup.support_size_check(support_f, "the given support")
         info["support_from"] = "file"
     else:
+        halve = data.ndim == 3  # 3D: the object's extent, not 8 times its volume (support.py)
         support_f = sup.autocorrelation_support(data_f, meas_f, threshold=options.autocorrelation_threshold,
-                                                sigma=options.autocorrelation_smooth)
-        info["support_from"] = "autocorrelation"
+                                                sigma=options.autocorrelation_smooth, halve=halve)
+        info["support_from"] = "autocorrelation/2" if halve else "autocorrelation"
     info["initial_support_size"] = int(np.count_nonzero(support_f))
     # central speckle: about (array size / object extent) pixels across; object extent from the
     # support (the autocorrelation spans twice the object)
     extents = []
     for ax in range(data.ndim):
         prof = np.any(support_f, axis=tuple(a for a in range(data.ndim) if a != ax))
-        extents.append(max(1, int(np.count_nonzero(prof))) / (2.0 if support is None else 1.0))
+        extents.append(max(1, int(np.count_nonzero(prof))) / (2.0 if info["support_from"] == "autocorrelation" else 1.0))
     centre_radius = max(3.0, 1.5 * max(n / e for n, e in zip(data.shape, extents)))
     info["object_extent_px"] = max(extents)
     info["support_smooth"] = list(_pair(options.support_smooth)) if options.support_smooth is not None \
@@ -238,6 +294,9 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     amp = np.sqrt(data_f).astype(np.float32)
     amp[kind == alg.MASKED] = 0
     info["noise_fraction"] = noise_fraction(amp, kind)  # a property of the data: once, not per run
+    info["psf"] = None if psf_spec is None else str(psf_spec)
+    if psf_spec is not None and not any(s.name == "psf" for s in rcp.flatten(steps)):
+        info["psf_from_iteration"] = int(round(options.psf_from * count_iterations(steps)))
     return Problem(amp=amp, kind=kind, support=support_f, shape=tuple(data.shape), seed=seed, steps=steps,
                    n_iterations=count_iterations(steps), info=info)
 
@@ -247,31 +306,82 @@ def run_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), int(index)])
 
 
+@dataclasses.dataclass
+class Checkpoint:
+    """A run stopped between two steps of its recipe (`run_one(..., stop=K)`), to be continued by
+    `run_one(..., start=checkpoint)`: everything the run's state holds except its FFT plans.
+
+    Positivity "auto" stops runs after the first stage to compare the variants; guided generations
+    stop every run at each generation's end and continue from a blend with the best. `metrics` are
+    those of the object restricted to its support (llk, llk_free, chi2): a HIO iterate off the support
+    is not an object."""
+
+    index: int
+    iteration: int
+    position: tuple[int, int]            # (step of the flattened recipe, repetitions of it done)
+    rho: np.ndarray                      # complex64, FFT order
+    support: np.ndarray                  # bool, FFT order
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    elapsed_s: float = 0.0
+    psf: Any = None                      # the state's partial-coherence model (psf.Psf) if on
+    detwin_saved: Any = None             # the full support while a detwin block runs
+    psf_retired: Any = None              # psf "auto": the PSF dropped as coherent (its fit is reported)
+    ml: dict[str, Any] = dataclasses.field(default_factory=dict)  # conjugate-gradient state inside an ml block
+
+    def centred(self) -> tuple[np.ndarray, np.ndarray]:
+        """(object restricted to the support, support), centred as a Run's."""
+        return np.fft.fftshift(self.rho * self.support), np.fft.fftshift(self.support)
+
+
+def _checkpoint_metrics(state: alg.State) -> dict[str, float]:
+    """llk, llk_free, chi2 of rho restricted to the support (one forward FFT; the buffer holds rho again)."""
+    buf = state.pair.buffer
+    np.multiply(state.rho, state.support, out=buf)
+    state.pair.forward(scale=False)
+    if state.psf is not None:                # the blurred model, the PSF's schedule untouched
+        m = state.psf.evaluate(buf, state.amp, state.kind)
+    else:
+        m = alg.fourier_metrics(state)
+    buf[...] = state.rho
+    return {k: float(m[k]) for k in ("llk", "llk_free", "chi2") if k in m}
+
+
 def run_one(problem: Problem, options: Options, index: int,
-            report: Callable[[dict[str, Any]], None] | None = None) -> Run:
+            report: Callable[[dict[str, Any]], None] | None = None, *, start: Checkpoint | None = None,
+            stop: int | None = None) -> Run | Checkpoint:
     """One run from a random start: random phases on the measured amplitudes, the initial support.
 
     `report` receives a progress event every `options.report_every` iterations (run, iteration,
-    total, algorithm, llk, llk_free, chi2, support_size, elapsed_s, eta_s). Returns a centred Run."""
+    total, algorithm, llk, llk_free, chi2, support_size, elapsed_s, eta_s). Returns a centred Run.
+    With `stop` (iterations), the run stops at the first step boundary at or after that iteration and
+    returns a `Checkpoint`; `start` continues a checkpoint (possibly modified: guided generations) and
+    gives exactly what an uninterrupted run would (same seed, same steps)."""
     if options.threads is not None:
         fft.set_threads(options.threads)
-    rng = np.random.default_rng(run_seed(problem.seed, index))
     shape = problem.shape
     pair = fft.FFTPair(shape)
     buf = pair.buffer
-    phases = rng.random(shape, dtype=np.float32)   # random phases on the measured amplitudes,
-    phases *= np.float32(2 * np.pi)                 # built in place (no complex128 temporaries)
-    np.cos(phases, out=buf.real)
-    np.sin(phases, out=buf.imag)
-    del phases
-    buf *= problem.amp
-    pair.inverse()
-    support = problem.support.copy()
-    buf *= support
-    rho = buf.copy()
-    history: dict[str, list[float]] = {k: [] for k in ("iteration", "llk", "llk_free", "chi2", "support_size",
-                                                         "outside_fraction")}
-    t0 = time.perf_counter()
+    if start is None:
+        rng = np.random.default_rng(run_seed(problem.seed, index))
+        phases = rng.random(shape, dtype=np.float32)   # random phases on the measured amplitudes,
+        phases *= np.float32(2 * np.pi)                 # built in place (no complex128 temporaries)
+        np.cos(phases, out=buf.real)
+        np.sin(phases, out=buf.imag)
+        del phases
+        buf *= problem.amp
+        pair.inverse()
+        support = problem.support.copy()
+        buf *= support
+        rho = buf.copy()
+        history: dict[str, list[float]] = {k: [] for k in ("iteration", "llk", "llk_free", "chi2",
+                                                             "support_size", "outside_fraction")}
+    else:
+        rho = np.array(start.rho, np.complex64)
+        support = np.array(start.support, bool)
+        buf[...] = rho
+        history = {k: list(v) for k, v in start.history.items()}
+    t0 = time.perf_counter() - (start.elapsed_s if start is not None else 0.0)
     total = problem.n_iterations
 
     def on_record(state: alg.State, name: str) -> None:
@@ -289,26 +399,60 @@ def run_one(problem: Problem, options: Options, index: int,
 
     min_fraction = options.support_min_fraction
     if min_fraction is None:
-        from_file = problem.info.get("support_from") == "file"
+        from_file = problem.info.get("support_from") != "autocorrelation"  # file or object-sized
         min_fraction = 0.25 if from_file else 0.25 / 2 ** len(shape)
     state = alg.State(pair=pair, rho=rho, amp=problem.amp, kind=problem.kind, support=support,
                       positivity=options.positivity is not False, amplitude_bound=options.amplitude_bound,
                       support_update=options.support_update, support_threshold=_pair(options.support_threshold),
                       support_smooth=_pair(problem.info["support_smooth"]), support_min_fraction=min_fraction,
                       total=total, record_every=options.record_every, on_record=on_record,
-                      initial_support_size=int(np.count_nonzero(support)))
+                      initial_support_size=int(np.count_nonzero(problem.support)),
+                      psf_start=psf_start(options.psf), psf_update=options.psf_update,
+                      psf_method=options.psf_refine)
+    auto_psf = options.psf.strip().lower() == "auto"
+    retired = None                          # "auto": a PSF whose fitted width fell below AUTO_PSF_OFF
+    if start is not None:
+        state.iteration, state.psf, state.detwin_saved = start.iteration, start.psf, start.detwin_saved
+        state.ml = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in start.ml.items()}
+    psf_from = problem.info.get("psf_from_iteration")   # None: off, or a `psf` step of the recipe decides
+    if start is not None:
+        retired = start.psf_retired
+        if psf_from is not None and (start.psf is not None or retired is not None):
+            psf_from = None                 # switched on before the checkpoint (and perhaps dropped)
     state.report_every = options.report_every if report is not None else 0   # history keeps its own period
-    for step in rcp.flatten(problem.steps):
+    first, done = start.position if start is not None else (0, 0)
+    for k, step in enumerate(rcp.flatten(problem.steps)):
+        if k < first:
+            continue
         fn = alg.build(step.name, dict(step.params))
-        for _ in range(step.count):
+        for rep in range(done if k == first else 0, step.count):
+            if stop is not None and state.iteration >= stop:
+                return Checkpoint(index=index, iteration=state.iteration, position=(k, rep), rho=state.rho,
+                                  support=state.support, history=history, metrics=_checkpoint_metrics(state),
+                                  elapsed_s=time.perf_counter() - t0, psf=state.psf,
+                                  detwin_saved=state.detwin_saved, ml=dict(state.ml), psf_retired=retired)
+            if psf_from is not None and state.psf is None and state.iteration >= psf_from:
+                state.psf = psfm.Psf(shape, state.psf_start, state.psf_update, options.psf_refine,
+                                     off_below=AUTO_PSF_OFF if auto_psf else None)
+                psf_from = None
+            elif state.psf is not None and state.psf.coherent:
+                retired, state.psf = state.psf, None
             fn(state)
+        end = getattr(fn, "end", None)      # a block with a closing action (detwin restores the support)
+        if end is not None:
+            end(state)
     state.ml.clear()                          # free the ML work arrays before the output copy
     metrics = final_metrics(state, options, problem.info["noise_fraction"])
+    if retired is not None and state.psf is None:
+        metrics["psf_fwhm_px"] = retired.fwhm()
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    obj = np.fft.fftshift(state.rho).astype(np.complex64)
+    obj = np.fft.fftshift(state.rho).astype(np.complex64, copy=False)
     params = options.as_dict()
     params.update(seed=problem.seed, run_index=index, effective_recipe=rcp.format_recipe(problem.steps),
                   support_smooth=problem.info["support_smooth"])
+    used = state.psf if state.psf is not None else retired
+    if used is not None:                    # the fitted PSF: its width as a metric, the kernel (centred crop)
+        params["psf_fit"] = {**used.describe(), "kernel_centred": used.centred_crop().tolist()}
     hist = {k: np.asarray(v, np.float64) for k, v in history.items()}
     return Run(obj=obj, support=np.fft.fftshift(state.support), metrics=metrics, params=params, history=hist)
 
@@ -318,12 +462,20 @@ def final_metrics(state: alg.State, options: Options, noise: float) -> dict[str,
     buf = state.pair.buffer
     buf[...] = state.rho
     state.pair.forward(scale=False)
-    m = alg.fourier_metrics(state)
     n = buf.size
-    m["amplitude_misfit"] = amplitude_misfit(buf, state.amp, state.kind, 1.0 / math.sqrt(n))
+    if state.psf is None:
+        m = alg.fourier_metrics(state)
+        m["amplitude_misfit"] = amplitude_misfit(buf, state.amp, state.kind, 1.0 / math.sqrt(n))
+        alg._modulus(buf.reshape(-1), state.amp.reshape(-1), state.kind.reshape(-1),
+                     np.float32(1.0 / np.sqrt(n)), np.float32(1.0 / n))
+    else:                                   # partial coherence: every metric of the blurred model
+        psf = state.psf
+        psf.update_every = 0                # no refinement in the final evaluation
+        m = psf.project(buf, state.amp, state.kind, record=True) or {}
+        m["amplitude_misfit"] = amplitude_misfit(np.sqrt(np.maximum(psf.model, 0)).astype(np.complex64), state.amp,
+                                                 state.kind, 1.0)
+        m["psf_fwhm_px"] = psf.fwhm()
     m["noise_fraction"] = noise
-    alg._modulus(buf.reshape(-1), state.amp.reshape(-1), state.kind.reshape(-1),
-                 np.float32(1.0 / np.sqrt(n)), np.float32(1.0 / n))
     state.pair.inverse(scale=False)
     m["outside_fraction"] = alg.outside_fraction(state, buf)
     buf[...] = state.rho
@@ -394,59 +546,49 @@ def rank_key(run: Run) -> tuple[int, float]:
     return (1 if m.get("failed") else 0, float(score))
 
 
-def _worker(problem: Problem, options: Options, index: int, queue: Any) -> Run:
-    report = (lambda ev: queue.put(ev)) if queue is not None else None
-    return run_one(problem, options, index, report)
+def _worker(problem: Problem, options: Options, index: int, start: Checkpoint | None, stop: int | None,
+            report: Callable[[dict[str, Any]], None] | None) -> Run | Checkpoint:
+    """One task of a stage (`executor` calling convention: shared problem first, report last)."""
+    return run_one(problem, options, index, report, start=start, stop=stop)
+
+
+def _score(metrics: dict[str, Any]) -> float:
+    """Free LLK, or LLK when there are no free pixels, or inf."""
+    for key in ("llk_free", "llk"):
+        v = metrics.get(key)
+        if v is not None and math.isfinite(v):
+            return float(v)
+    return math.inf
 
 
 def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = None, jobs: int = 1,
           keep: int | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None,
-          executor: cf.Executor | None = None, problem: Problem | None = None) -> Reconstruction:
-    """Run `options.runs` independent starts and return them best first (see `rank_key`).
+          executor: Executor | None = None, problem: Problem | None = None) -> Reconstruction:
+    """Run `options.runs` starts and return them best first: the consensus group first (the largest
+    set of runs that agree with each other after alignment, `cxdi_cli.consensus`), each group by free
+    LLK (`rank_key`), failed runs last. A lone run with a slightly better likelihood never goes before
+    a group that agrees; each run records its group and agreement in its metrics.
 
-    `jobs` > 1 runs them in that many local processes (each FFT on `options.threads` threads), unless
-    an `executor` is given. `on_progress` receives the run events of `run_one` and, when a run ends,
-    {"run", "done": True, "metrics"}. `keep` keeps the best K runs."""
+    Positivity "auto" and guided generations (`options.generations`) run the starts in stages
+    (`_stages`). Tasks go to `executor` (`cxdi_cli.executor`: in-process, local processes, Dask), by
+    default `executor.choose(jobs)`. `on_progress` receives the run events of `run_one` and, when a
+    run ends, {"run", "done": True, "metrics"}. `keep` keeps the best K runs."""
+    from cxdi_cli import executor as exe  # noqa: PLC0415 - the executor module loads only when phasing
+
     if options.runs < 1:
         raise UsageError(f"--runs {options.runs}: at least one run is needed")
     problem = problem or prepare(pattern, options, support)
-    if options.positivity == "auto":
-        return _phase_auto_positivity(pattern, options, support=support, jobs=jobs, keep=keep,
-                                      on_progress=on_progress, executor=executor, problem=problem)
-    runs: list[Run] = []
-
-    def done(run: Run) -> None:
-        runs.append(run)
-        if on_progress is not None:
-            on_progress({"run": run.params["run_index"], "done": True, "metrics": run.metrics})
-
-    if executor is None and jobs <= 1:
-        for k in range(options.runs):
-            done(run_one(problem, options, k, on_progress))
-    else:
-        import multiprocessing as mp  # noqa: PLC0415
-
-        ctx = mp.get_context("spawn")  # FFTW's thread pool does not survive fork()
-        manager = ctx.Manager() if on_progress is not None else None
-        queue = manager.Queue() if manager is not None else None
-        own = executor is None
-        ex = executor or cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
-        try:
-            futures = [ex.submit(_worker, problem, options, k, queue) for k in range(options.runs)]
-            pending = set(futures)
-            while pending:
-                finished, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                _drain(queue, on_progress)
-                for fut in finished:
-                    done(fut.result())
-            _drain(queue, on_progress)
-        finally:
-            if own:
-                ex.shutdown(cancel_futures=True)
-            if manager is not None:
-                manager.shutdown()
+    own = executor is None
+    ex = executor if executor is not None else exe.choose(jobs)
+    try:
+        runs, info = _stages(problem, options, ex, on_progress)
+    finally:
+        if own:
+            ex.close()
     runs.sort(key=lambda r: r.params["run_index"])
-    ordered = sorted(runs, key=rank_key)
+    t0 = time.perf_counter()
+    ordered, cons = _consensus_order(runs, options)
+    info["consensus"] = {**cons, "elapsed_s": round(time.perf_counter() - t0, 3)}
     for rank, run in enumerate(ordered, start=1):
         run.metrics["rank"] = rank
     if keep is not None:
@@ -455,49 +597,137 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
     return Reconstruction(runs=ordered, pixel_size=geometry.real_pixel(problem.shape), geometry=geometry,
                           provenance=list(pattern.provenance),
                           extra={"phase": {"seed": problem.seed, "recipe": rcp.format_recipe(problem.steps),
-                                           **{k: v for k, v in problem.info.items() if k != "warnings"}}})
+                                           **{k: v for k, v in problem.info.items() if k != "warnings"},
+                                           **info}})
 
 
-def _phase_auto_positivity(pattern: Pattern, options: Options, **kw: Any) -> Reconstruction:
-    """Positivity "auto": run with positivity; if even the best run cannot fit the data with it (excess
-    amplitude misfit above `options.auto_misfit`, as for specimens whose phase varies by more than
-    about a radian), run the same starts without it and keep the best runs of both sets by free LLK.
-
-    Measured on simulated data: converged runs of real-valued specimens (tungsten, cells, the 3D
-    particle) have a misfit of 0.0004-0.008; positivity-constrained runs of a specimen with +-1.2 or
-    +-2.5 rad phase variations stall at 0.016-0.05, where the unconstrained runs reach 0.04 NRMS."""
-    first = phase(pattern, dataclasses.replace(options, positivity=True), **kw)
-    best = first.runs[0].metrics.get("amplitude_misfit", math.nan)
-    if not (best > options.auto_misfit):
-        first.extra["phase"]["positivity"] = f"auto: on (best amplitude misfit {best:.3g})"
-        return _mark_positivity(first, "auto: on")
-    report = kw.get("on_progress")
-    if report is not None:  # second pass: runs numbered on from the first, so progress never goes back
-        kw["on_progress"] = lambda ev: report({**ev, "run": ev["run"] + options.runs, "positivity": False})
-    second = phase(pattern, dataclasses.replace(options, positivity=False), **kw)
-    runs = sorted(first.runs + second.runs, key=rank_key)[: len(first.runs)]
-    for rank, run in enumerate(runs, start=1):
-        run.metrics["rank"] = rank
-    used = sum(1 for r in runs if r.params.get("positivity") is False)
-    first.runs = _mark_positivity(Reconstruction(runs=runs), "auto").runs
-    first.extra["phase"]["positivity"] = (f"auto: off for {used} of {len(runs)} kept runs (with positivity "
-                                          f"the best amplitude misfit was {best:.3g} > {options.auto_misfit})")
-    return first
+#: The consensus group is drawn from the runs whose free LLK is at most this many times the best one:
+#: converged starts of one data set are within 1.2x of each other (hard tungsten: 2.18-2.64), stagnated
+#: ones 50x or more above; a group of stagnated starts that agree must not outvote a run that fits.
+CONSENSUS_SCORE_FACTOR = 2.0
 
 
-def _mark_positivity(rec: Reconstruction, how: str) -> Reconstruction:
-    for run in rec.runs:
+def _consensus_order(runs: list[Run], options: Options) -> tuple[list[Run], dict[str, Any]]:
+    """Runs best first: the consensus group of the usable runs by free LLK, then the other usable runs
+    by group (largest first) and free LLK, then the failed ones. Records consensus_* in each run's metrics."""
+    from cxdi_cli import consensus as cns  # noqa: PLC0415
+
+    ranked = sorted(runs, key=rank_key)
+    usable = [r for r in ranked if not r.metrics.get("failed") and math.isfinite(_score(r.metrics))]
+    if not options.consensus or len(usable) < 2:
+        return ranked, {"used": False, "compared": len(usable)}
+    best = _score(usable[0].metrics)
+    candidates = [i for i, r in enumerate(usable) if _score(r.metrics) <= CONSENSUS_SCORE_FACTOR * best + 1e-12]
+    con = cns.find_consensus([r.obj for r in usable], list(range(len(usable))), threshold=options.agree,
+                             supports=[r.support for r in usable], candidates=candidates)
+    for i, run in enumerate(usable):
+        run.metrics.update(con.run_metrics(i))
+    grouped = sorted(range(len(usable)), key=lambda i: (con.labels[i], i))
+    ordered = [usable[i] for i in grouped] + [r for r in ranked if all(r is not u for u in usable)]
+    return ordered, {"used": True, "compared": len(usable), "size": len(con.group), "threshold": options.agree,
+                     "runs": [usable[i].params["run_index"] for i in con.group]}
+
+
+def _stages(problem: Problem, options: Options, ex: Executor,
+            on_progress: Callable[[dict[str, Any]], None] | None) -> tuple[list[Run], dict[str, Any]]:
+    """Every start to the end of the recipe, in stages separated by barriers.
+
+    - Guided generations (`options.generations` G > 1): the search iterations (`generations.SEARCH_STEPS`
+      at the head of the recipe) end in G generations; at each end every run but the best is replaced
+      by its blend with the best (`generations.guide`).
+    - Positivity "auto": `_decide_positivity` at the end of the first generation (the search when G = 1).
+    Without either, one stage: every run from its start to its end."""
+    from cxdi_cli.phasing import generations as gen  # noqa: PLC0415
+
+    total = problem.n_iterations
+    search = gen.search_iterations(rcp.flatten(problem.steps), alg.ITERATIVE)
+    stops: list[int | None] = list(gen.boundaries(search, options.generations))
+    info: dict[str, Any] = {"generations": max(1, options.generations)}
+    indices = list(range(options.runs))
+    if options.positivity == "auto":
+        decide = stops[0] if stops else (search if 0 < search < total else max(1, (2 * total) // 3))
+        opts, cps, text = _decide_positivity(problem, options, ex, decide, on_progress)
+        info["positivity"] = text
+        if not stops:
+            stops = [decide]
+    else:
+        opts = options
+        cps = []
+    stops.append(None)
+    if not cps:  # the first stage: every start
+        cps = _map(ex, problem, [(opts, i, None, stops[0]) for i in indices], on_progress)
+    best_runs = []
+    for stop in stops[1:]:
+        if options.generations > 1:
+            cps, k = gen.guide(cps)
+            best_runs.append(cps[k].index)
+        cps = _map(ex, problem, [(opts, cp.index, cp, stop) for cp in cps], on_progress)
+    if best_runs:
+        info["generation_best_runs"] = best_runs
+    how = "auto" if options.positivity == "auto" else ("on" if opts.positivity else "off")
+    for run in cps:
         run.params["positivity_mode"] = how
-    return rec
+        run.params["generations"] = max(1, options.generations)
+    return cps, info
 
 
-def _drain(queue: Any, on_progress: Callable[[dict[str, Any]], None] | None) -> None:
-    if queue is None or on_progress is None:
-        return
-    import queue as q  # noqa: PLC0415
+def _map(ex: Executor, problem: Problem, tasks: list[tuple[Any, ...]],
+         on_progress: Callable[[dict[str, Any]], None] | None, offset: int = 0) -> list[Any]:
+    """Run one stage's tasks (`_worker` arguments) on the executor; results in task order. A task that
+    failed with anything but a CxdiError becomes a ComputeError naming it."""
+    from cxdi_cli.model import ComputeError  # noqa: PLC0415
 
-    while True:
-        try:
-            on_progress(queue.get_nowait())
-        except q.Empty:
-            return
+    def done(_: int, result: Any) -> None:
+        if on_progress is not None and isinstance(result, Run):
+            on_progress({"run": result.params["run_index"] + offset, "done": True, "metrics": result.metrics})
+
+    event = None
+    if on_progress is not None:
+        event = on_progress if not offset else (lambda ev: on_progress({**ev, "run": ev["run"] + offset}))
+    out = ex.map(_worker, problem, tasks, on_done=done, on_event=event)
+    if out.failures:
+        k = min(out.failures)
+        raise ComputeError(f"run {tasks[k][1]} failed: {out.describe(k)}") from out.failures[k]
+    return out.results
+
+
+#: Starts of each variant that positivity "auto" runs to its decision point (the rest run one variant).
+AUTO_PROBES = 2
+#: Positivity goes off only when the best start without it has a free LLK below this share of the best
+#: with it. Measured at the end of the search (iteration 600, best of 2 probes each): a 128^2 specimen
+#: of +-2.5 rad phase 87 vs 1343 (0.065); nearly real ones (+-0.2 rad) 4.2 vs 6.1 (0.69) when both
+#: variants converged, 931 vs 15 when the unconstrained starts stalled; +-1.2 rad 1149 vs 5.0;
+#: tungsten with the gap cross through the beam 146 vs 231 (0.63), the hard tungsten 190 vs 17.
+#: 0.3 sits between the real (>= 0.6) and the strongly phased (< 0.1) cases on a log scale.
+AUTO_MARGIN = 0.3
+
+
+def _decide_positivity(problem: Problem, options: Options, ex: Executor, stop: int,
+                       on_progress: Callable[[dict[str, Any]], None] | None) -> tuple[Options, list[Any], str]:
+    """Positivity "auto", decided early on a few starts and never by an absolute threshold.
+
+    The first `AUTO_PROBES` starts run with and without positivity to iteration `stop` (the end of the
+    search stage); the variants are compared against each other by the free LLK of their objects
+    (restricted to the support) there. Positivity stays on unless the best start without it fits
+    clearly better (free LLK below `AUTO_MARGIN` = 0.3 of the best with it): a specimen whose phase varies by more than about
+    a radian cannot be fitted with it (free LLK several times higher), while a nearly real specimen
+    fits as well or better with it and reaches the solution from more starts. Partial coherence and
+    processed data raise both variants' misfit alike, so the comparison still holds where an absolute
+    misfit threshold would switch positivity off. The winner's probes go on; the loser's stop there;
+    the other starts run with the winner only. Returns (options of the winner, its checkpoints at
+    `stop` for every start, the decision in words)."""
+    probes = list(range(min(options.runs, AUTO_PROBES)))
+    on, off = dataclasses.replace(options, positivity=True), dataclasses.replace(options, positivity=False)
+    cps_on = _map(ex, problem, [(on, i, None, stop) for i in probes], on_progress)
+    cps_off = _map(ex, problem, [(off, i, None, stop) for i in probes], on_progress, offset=options.runs)
+    best_on = min(_score(cp.metrics) for cp in cps_on)
+    best_off = min(_score(cp.metrics) for cp in cps_off)
+    use_off = best_off < AUTO_MARGIN * best_on
+    opts, cps = (off, cps_off) if use_off else (on, cps_on)
+    rest = [i for i in range(options.runs) if i not in probes]
+    if rest:
+        cps = list(cps) + _map(ex, problem, [(opts, i, None, stop) for i in rest], on_progress)
+    what = "off" if use_off else "on"
+    text = (f"auto: {what} (free LLK at iteration {stop}, best of {len(probes)} start(s): {best_on:.4g} with "
+            f"positivity, {best_off:.4g} without)")
+    return opts, cps, text
