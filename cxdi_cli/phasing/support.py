@@ -32,10 +32,15 @@ def gaussian_transfer(shape: tuple[int, ...], sigma: float) -> np.ndarray:
 
 def autocorrelation(intensity: np.ndarray, measured: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """|inverse transform of the measured intensity|, blurred by `sigma` pixels (FFT order in and out)."""
-    spec = np.where(measured, intensity, 0).astype(np.complex64)
-    if sigma > 0:
-        spec *= gaussian_transfer(spec.shape, sigma)
-    return np.abs(fft.ifftn(spec)).astype(np.float32)
+    pair = fft.FFTPair(np.shape(intensity))   # in place: one complex array (3D memory), the runs' plans
+    buf = pair.buffer
+    buf.real[...] = intensity
+    buf.real[~np.asarray(measured, bool)] = 0
+    buf.imag[...] = 0
+    factors = _gaussian_factors(buf.shape, max(0.0, float(sigma)))  # and the 1/N of numpy's inverse transform
+    _gaussian_product(buf.reshape(_as_3d(buf.shape)), *factors)
+    pair.inverse(scale=False)
+    return np.abs(buf)
 
 
 def autocorrelation_support(intensity: np.ndarray, measured: np.ndarray, *, threshold: float = 0.1,
