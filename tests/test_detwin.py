@@ -1,12 +1,12 @@
 """Detwinning (phasing/detwin.py and the `detwin` recipe step): the half-support cut, the block that
 runs HIO on it and restores the full support, and whole runs with the step in the recipe."""
 import numpy as np
+from test_phasing import state_at_truth, synthetic
 
 from cxdi_cli.analysis import align
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli.phasing import runs as phasing
 from cxdi_cli.phasing.detwin import half_support
-from test_phasing import state_at_truth, synthetic
 
 
 def _disc(n=32, r=6.0, centre=(0.0, 0.0)):

@@ -4,6 +4,7 @@ blurred pattern (synthetic discs of test_phasing, 64^2, the exact transform blur
 """
 import numpy as np
 import pytest
+from test_phasing import state_at_truth, synthetic
 
 from cxdi_cli import fft, model
 from cxdi_cli.analysis import align
@@ -11,7 +12,6 @@ from cxdi_cli.model import UsageError
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli.phasing import psf as psfm
 from cxdi_cli.phasing import runs as phasing
-from test_phasing import state_at_truth, synthetic
 
 
 def blurred(pattern, truth, fwhm, seed=3, photons=1e8):
@@ -65,7 +65,7 @@ def test_blur_and_its_adjoint_match_a_direct_convolution():
 def test_richardson_lucy_recovers_the_width():
     """Noise-free blurred data of a known coherent intensity: from a 1-pixel Gaussian, the
     Richardson-Lucy updates reach the true 2.5-pixel PSF."""
-    pattern, truth = synthetic(noise=False)
+    _, truth = synthetic(noise=False)
     ic = np.fft.ifftshift(np.abs(fft.cfftn(truth, norm="ortho")) ** 2).astype(np.float32)
     true = psfm.Psf(ic.shape, psfm.PsfSpec("gaussian", 2.5, 0.0), update_every=0)
     amp = np.sqrt(np.maximum(true.blur(ic), 0)).astype(np.float32)
@@ -133,7 +133,7 @@ def test_psf_on_a_blurred_pattern_fits_the_width_and_lowers_the_error():
     fitted width is within 25 % of the truth and the error well below that of the coherent model."""
     pattern, truth = synthetic(n=64, seed=1)
     data = blurred(pattern, truth, 2.0, seed=5)
-    base = dict(runs=2, seed=3, autocorrelation_threshold=0.1, support_threshold=0.2, threads=1)
+    base = {"runs": 2, "seed": 3, "autocorrelation_threshold": 0.1, "support_threshold": 0.2, "threads": 1}
     off = phasing.phase(data, phasing.Options(psf="off", **base))
     on = phasing.phase(data, phasing.Options(psf="gaussian:1", **base))
     e_off = min(align.nrms_error(r.obj, truth) for r in off.runs)
@@ -164,9 +164,8 @@ def test_compiled_kernels_match_their_numpy_twins():
 
 
 def _cli(*args):
-    from typer.testing import CliRunner
-
     from cxdi_cli.commands.main import app
+    from typer.testing import CliRunner
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -23,13 +23,14 @@ Measured on 64^2 discs (3 starts, PSF on from a third of the recipe, from a 1-pi
 the current PSF: 0.9 px on coherent data (error 0.018 against 0.001 without a PSF), 1.06 px for a
 2-px blur when switched on at two thirds; the ML width reached 0.4-0.5 px (error 0.001: no harm)
 and 1.98-2.01 px (error 0.035-0.13 against 0.42-0.47 without a PSF). Widths are full widths at half
-maximum (FWHM) in detector pixels. Convolutions go through the PSF's own `fft.FFTPair` (arrays in FFT order, as
-everywhere inside a run).
+maximum (FWHM) in detector pixels. Convolutions go through the PSF's own `fft.FFTPair` (arrays in
+FFT order, as everywhere inside a run).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -125,24 +126,24 @@ def fit_fwhm(kernel: np.ndarray, radius: int = 12, eta: float | None = None) -> 
         return float(np.sum((y - a * m) ** 2))
 
     best = (math.inf, 1.0, 0.0)
-    for eta in ((0.0, 0.25, 0.5, 0.75, 1.0) if eta is None else (float(eta),)):
+    for e in ((0.0, 0.25, 0.5, 0.75, 1.0) if eta is None else (float(eta),)):
         lo, hi = math.log(0.05), math.log(4.0 * r)
         g = (math.sqrt(5) - 1) / 2
         a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        fa, fb = cost(math.exp(a), eta), cost(math.exp(b), eta)
+        fa, fb = cost(math.exp(a), e), cost(math.exp(b), e)
         for _ in range(40):             # golden-section search on log(FWHM)
             if fa < fb:
                 hi, b, fb = b, a, fa
                 a = hi - g * (hi - lo)
-                fa = cost(math.exp(a), eta)
+                fa = cost(math.exp(a), e)
             else:
                 lo, a, fa = a, b, fb
                 b = lo + g * (hi - lo)
-                fb = cost(math.exp(b), eta)
+                fb = cost(math.exp(b), e)
         w = math.exp((lo + hi) / 2)
-        c = cost(w, eta)
+        c = cost(w, e)
         if c < best[0]:
-            best = (c, w, eta)
+            best = (c, w, e)
     return best[1], best[2]
 
 
@@ -405,7 +406,8 @@ class Psf:
                 "refine": self.method, "updates": self.updates, "coherent": self.coherent}
 
 
-def make_switch(fwhm: float | None = None, eta: float | None = None, update: float | None = None):
+def make_switch(fwhm: float | None = None, eta: float | None = None,
+                update: float | None = None) -> Callable[[Any], None]:
     """Recipe step `psf`: switch the partial-coherence model on now (from the run's `psf_start`, or a
     Gaussian of 1 pixel, unless `fwhm`/`eta` are given; `update`: Richardson-Lucy period, 0 = fixed);
     `psf(fwhm=0)` switches it off."""
