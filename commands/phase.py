@@ -24,14 +24,16 @@ def phase(
         "--support", help="Initial support (centred, non-zero = inside): FILE or FILE::/path; "
                           "default: the thresholded autocorrelation.", show_default=False)] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs in parallel processes.")] = 1,
+    scheduler: c.SchedulerOpt = None,
+    scheduler_file: c.SchedulerFileOpt = None,
     keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Keep only the K best runs.",
                                                 show_default=False)] = None,
     positivity: Annotated[Optional[bool], typer.Option(
         "--positivity/--no-positivity", help="Real part of the object non-negative on the support "
-        "(up to one global phase) [default: auto: the first 2 starts run with and without it to the end of "
-        "the search stage; it stays on unless the best start without it fits clearly better (free LLK "
-        "below 0.3 of it), as for specimens whose phase varies by more than about a radian; the other starts "
-        "run the winner only].", show_default=False)] = None,
+        "(up to one global phase) [default: auto: every start runs with it to the end of the search "
+        "stage, the first 2 also without; it stays on unless the best without fits clearly better (free LLK "
+        "below 0.3 of the best with it), as for specimens whose phase varies by more than about a radian; "
+        "the losing variant's runs stop there].", show_default=False)] = None,
     amplitude_bound: Annotated[Optional[float], typer.Option(
         "--amplitude-bound", min=0.0, help="Largest |rho| allowed on the support [default: none].",
         show_default=False)] = None,
@@ -131,6 +133,9 @@ def phase(
         free_fraction=free_fraction, record_every=history_every, threads=threads, psf=psf, generations=generations,
         consensus=consensus)
     steps = phasing.parse_recipe(recipe)           # usage error (exit 2) before reading anything
+    pool = c.executor(jobs, scheduler, scheduler_file)  # a scheduler that does not answer fails here, in seconds
+    if pool.kind == "dask":  # the workers share their own cores among their tasks, unless --threads says
+        options.threads = int(os.environ["CXDI_THREADS"]) if os.environ.get("CXDI_THREADS") else None
     phasing.psf_start(psf)
     pattern = io.read_pattern(input)
     given = None
@@ -143,7 +148,7 @@ def phase(
     n_it = problem.n_iterations
     c.say(f"cxdi phase: {pattern.intensity.ndim}D {tuple(pattern.intensity.shape)}, recipe "
           f"{rcp.format_recipe(steps)} ({n_it} iterations, left to right), {runs} run(s), seed {problem.seed}, "
-          f"jobs {jobs}")
+          f"executor: {pool.describe()}")
     pos_text = "auto" if positivity is None else ("on" if positivity else "off")
     c.say(f"  positivity {pos_text}, amplitude bound {amplitude_bound or 'none'}, "
           f"support from {problem.info['support_from']} ({problem.info['initial_support_size']} px), shrink-wrap "
@@ -170,10 +175,13 @@ def phase(
                 seen[ev["run"]] = ev["iteration"]
                 tick(step, info=f"run {ev['run']} {ev['algorithm']} llk {_fmt(ev.get('llk'))}")
 
-        rec = phasing.phase(pattern, options, jobs=jobs, keep=keep, on_progress=on_progress, problem=problem)
+        rec = phasing.phase(pattern, options, jobs=jobs, keep=keep, on_progress=on_progress, problem=problem,
+                            executor=pool)
     step_info = io.make_step(c.command_line(), {**options.as_dict(), "jobs": jobs, "keep": keep,
                                                 "support_file": support}, [input])
     io.write_reconstruction(output, rec, step_info)
+    for lost in rec.extra.get("phase", {}).get("lost_runs", []):
+        c.warn(f"run {lost['run']} failed on {pool.describe()} and is not in {output}: {lost['error']}")
     auto = rec.extra.get("phase", {}).get("positivity", "")
     if auto.startswith("auto: off"):
         c.warn(f"positivity {auto}")

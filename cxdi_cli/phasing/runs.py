@@ -2,8 +2,8 @@
 
 A run is an independent task `run_one(problem, options, index, report)`: a pure function of the
 prepared problem, the options and the run index (its random numbers come from
-`SeedSequence([seed, index])`), so runs can go to any executor (local processes now, a cluster
-engine later) and the same seed gives the same runs whatever the executor.
+`SeedSequence([seed, index])`), so runs can go to any executor (`cxdi_cli.executor`: in-process, local
+processes, a Dask cluster) and the same seed gives the same runs whatever the executor.
 
 Metrics (recorded every `record_every` iterations in the run's history, and at the end; Ic = |F rho|^2
 with the unitary transform F, I the measured photons):
@@ -42,12 +42,13 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   discs) have far wider autocorrelations; for them 0.1 is the better cut.
 - positivity "auto" (the real part of rho non-negative on the support, up to a global phase): without
   it the tungsten error rose from 0.045 to 0.15-0.20 and starts stagnated; but a specimen whose phase
-  varies by more than about a radian cannot be fitted with it (0.73 against 0.045 without). The first
-  2 starts run with and without it to the end of the search (the HIO steps); positivity stays on
-  unless the best start without it reaches a free LLK below 0.3 of the best with it (a +-2.5 rad
-  specimen: 87 against 1343; nearly real ones: 0.6-0.7x when both variants converge, 60x worse
-  without when they do not). The variants are compared with each other, not with an absolute misfit, which
-  partial coherence and processed data exceed whatever the constraint; the losing probes stop there.
+  varies by more than about a radian cannot be fitted with it (0.73 against 0.045 without). Every
+  start runs with it to the end of the search (the HIO steps), the first 2 also without; positivity
+  stays on unless the best of those without reaches a free LLK below 0.3 of the best with it (a
+  +-2.5 rad specimen: 87 against 1343; nearly real ones: 0.6-0.7x when both variants converge, 60x
+  worse without when they do not). The variants are compared with each other, not with an absolute
+  misfit, which partial coherence and processed data exceed whatever the constraint; the losing
+  variant's runs stop there (never run to the end).
 - runs are written best first within their consensus group (`cxdi_cli.consensus`): the largest set
   of runs within 2x of the best free LLK that agree pairwise after alignment (distance <= 0.3):
   converged starts of a data set differ by 0.04-0.06 (hard tungsten), stagnated ones by 0.65-1.
@@ -654,16 +655,19 @@ def _stages(problem: Problem, options: Options, ex: Executor,
         opts = options
         cps = []
     stops.append(None)
+    lost: list[dict[str, Any]] = []       # runs whose task failed for good: the others go on
     if not cps:  # the first stage: every start
-        cps = _map(ex, problem, [(opts, i, None, stops[0]) for i in indices], on_progress)
+        cps = _map(ex, problem, [(opts, i, None, stops[0]) for i in indices], on_progress, lost=lost)
     best_runs = []
     for stop in stops[1:]:
         if options.generations > 1:
             cps, k = gen.guide(cps)
             best_runs.append(cps[k].index)
-        cps = _map(ex, problem, [(opts, cp.index, cp, stop) for cp in cps], on_progress)
+        cps = _map(ex, problem, [(opts, cp.index, cp, stop) for cp in cps], on_progress, lost=lost)
     if best_runs:
         info["generation_best_runs"] = best_runs
+    if lost:
+        info["lost_runs"] = lost
     how = "auto" if options.positivity == "auto" else ("on" if opts.positivity else "off")
     for run in cps:
         run.params["positivity_mode"] = how
@@ -672,9 +676,12 @@ def _stages(problem: Problem, options: Options, ex: Executor,
 
 
 def _map(ex: Executor, problem: Problem, tasks: list[tuple[Any, ...]],
-         on_progress: Callable[[dict[str, Any]], None] | None, offset: int = 0) -> list[Any]:
+         on_progress: Callable[[dict[str, Any]], None] | None, offset: int = 0,
+         lost: list[dict[str, Any]] | None = None) -> list[Any]:
     """Run one stage's tasks (`_worker` arguments) on the executor; results in task order. A task that
-    failed with anything but a CxdiError becomes a ComputeError naming it."""
+    failed with anything but a CxdiError (after the executor's retries: a lost cluster worker) becomes
+    a ComputeError naming it; with a `lost` list, failed runs are left out and named there instead,
+    unless every task failed."""
     from cxdi_cli.model import ComputeError  # noqa: PLC0415
 
     def done(_: int, result: Any) -> None:
@@ -685,10 +692,12 @@ def _map(ex: Executor, problem: Problem, tasks: list[tuple[Any, ...]],
     if on_progress is not None:
         event = on_progress if not offset else (lambda ev: on_progress({**ev, "run": ev["run"] + offset}))
     out = ex.map(_worker, problem, tasks, on_done=done, on_event=event)
-    if out.failures:
+    if out.failures and (lost is None or len(out.failures) == len(tasks)):
         k = min(out.failures)
         raise ComputeError(f"run {tasks[k][1]} failed: {out.describe(k)}") from out.failures[k]
-    return out.results
+    if lost is not None:
+        lost.extend({"run": tasks[k][1], "error": out.describe(k)} for k in sorted(out.failures))
+    return out.done()
 
 
 #: Starts of each variant that positivity "auto" runs to its decision point (the rest run one variant).
@@ -704,30 +713,33 @@ AUTO_MARGIN = 0.3
 
 def _decide_positivity(problem: Problem, options: Options, ex: Executor, stop: int,
                        on_progress: Callable[[dict[str, Any]], None] | None) -> tuple[Options, list[Any], str]:
-    """Positivity "auto", decided early on a few starts and never by an absolute threshold.
+    """Positivity "auto", decided early and never by an absolute threshold.
 
-    The first `AUTO_PROBES` starts run with and without positivity to iteration `stop` (the end of the
-    search stage); the variants are compared against each other by the free LLK of their objects
-    (restricted to the support) there. Positivity stays on unless the best start without it fits
-    clearly better (free LLK below `AUTO_MARGIN` = 0.3 of the best with it): a specimen whose phase varies by more than about
-    a radian cannot be fitted with it (free LLK several times higher), while a nearly real specimen
-    fits as well or better with it and reaches the solution from more starts. Partial coherence and
-    processed data raise both variants' misfit alike, so the comparison still holds where an absolute
-    misfit threshold would switch positivity off. The winner's probes go on; the loser's stop there;
-    the other starts run with the winner only. Returns (options of the winner, its checkpoints at
+    Every start runs with positivity to iteration `stop` (the end of the search stage), and the first
+    `AUTO_PROBES` starts also without it; the variants are compared against each other by the free LLK
+    of their objects (restricted to the support) there. Positivity stays on unless the best probe
+    without it fits clearly better than the best of all the starts with it (free LLK below
+    `AUTO_MARGIN` = 0.3 of it): a specimen whose phase varies by more than about a radian cannot be
+    fitted with positivity from any start (free LLK many times higher), while a nearly real specimen
+    fits as well or better with it from its best start; comparing with the best of every start keeps
+    two unlucky positivity starts from turning it off. Partial coherence and processed data raise
+    both variants' misfit alike, so the comparison holds where an absolute misfit threshold would
+    switch positivity off. The losing variant's runs stop at `stop` (when positivity loses, the other
+    starts run again without it up to `stop`). Returns (options of the winner, its checkpoints at
     `stop` for every start, the decision in words)."""
     probes = list(range(min(options.runs, AUTO_PROBES)))
     on, off = dataclasses.replace(options, positivity=True), dataclasses.replace(options, positivity=False)
-    cps_on = _map(ex, problem, [(on, i, None, stop) for i in probes], on_progress)
+    cps_on = _map(ex, problem, [(on, i, None, stop) for i in range(options.runs)], on_progress)
     cps_off = _map(ex, problem, [(off, i, None, stop) for i in probes], on_progress, offset=options.runs)
     best_on = min(_score(cp.metrics) for cp in cps_on)
     best_off = min(_score(cp.metrics) for cp in cps_off)
     use_off = best_off < AUTO_MARGIN * best_on
-    opts, cps = (off, cps_off) if use_off else (on, cps_on)
-    rest = [i for i in range(options.runs) if i not in probes]
-    if rest:
-        cps = list(cps) + _map(ex, problem, [(opts, i, None, stop) for i in rest], on_progress)
+    opts, cps = (on, cps_on)
+    if use_off:
+        rest = [i for i in range(options.runs) if i not in probes]
+        opts, cps = off, list(cps_off) + (_map(ex, problem, [(off, i, None, stop) for i in rest], on_progress)
+                                         if rest else [])
     what = "off" if use_off else "on"
-    text = (f"auto: {what} (free LLK at iteration {stop}, best of {len(probes)} start(s): {best_on:.4g} with "
-            f"positivity, {best_off:.4g} without)")
+    text = (f"auto: {what} (free LLK at iteration {stop}: best of {len(cps_on)} start(s) with positivity "
+            f"{best_on:.4g}, best of {len(probes)} without {best_off:.4g})")
     return opts, cps, text
