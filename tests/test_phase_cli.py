@@ -127,7 +127,7 @@ def test_quiet_keep_and_given_support(small, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (["--recipe", "hio**10,hoi"], 2, "valid steps: detwin, er, hio, ml, psf, raar, sup"),
+    (["--recipe", "hio**10,hoi"], 2, "unknown step 'hoi' at character 9"),
     (["--recipe", "(hio**10"], 2, "')' closing the group"),
     (["--support-smooth", "a,b"], 2, "--support-smooth"),
     (["-o", "-", "--json"], 2, "stdout"),
