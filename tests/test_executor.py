@@ -105,3 +105,36 @@ def test_choose_and_scheduler_files(tmp_path):
         ex.choose(scheduler_file=str(tmp_path / "missing.json"))
     with pytest.raises(InputError, match="not an address"):
         ex.scheduler_address(str(tmp_path / "missing.json"))
+
+
+
+class _Loses(ex.InProcess):
+    """In-process, except that the tasks of some runs die as tasks on a lost cluster worker do."""
+
+    def __init__(self, runs):
+        self.runs = set(runs)
+
+    def map(self, fn, shared, args_list, **kw):
+        def flaky(shared, *args):
+            if args[1] in self.runs:
+                raise OSError("worker tcp://10.0.0.9:40000 died")
+            return fn(shared, *args)
+
+        return super().map(flaky, shared, args_list, **kw)
+
+
+def test_phase_keeps_the_runs_whose_tasks_did_not_fail():
+    from cxdi_cli.phasing import runs as phasing
+    from test_phasing import synthetic
+
+    pattern, _ = synthetic(n=32, seed=2)
+    options = phasing.Options(recipe="hio**20,er**10", runs=3, seed=4, positivity=True)
+    rec = phasing.phase(pattern, options, executor=_Loses({1}))
+    assert sorted(r.params["run_index"] for r in rec.runs) == [0, 2]
+    assert rec.extra["phase"]["lost_runs"] == [{"run": 1, "error": "OSError: worker tcp://10.0.0.9:40000 died"}]
+    full = phasing.phase(pattern, options)                    # the runs kept are the undisturbed ones
+    by_index = {r.params["run_index"]: r.obj for r in full.runs}
+    for r in rec.runs:
+        assert np.array_equal(r.obj, by_index[r.params["run_index"]])
+    with pytest.raises(ComputeError, match="failed: OSError"):       # every run lost: an error, no output
+        phasing.phase(pattern, options, executor=_Loses({0, 1, 2}))
