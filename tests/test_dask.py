@@ -179,6 +179,10 @@ def test_unreachable_scheduler_one_line_exit_1_nothing_written(cli, pattern_file
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cxdi phase: error:") and address in lines[0]
     assert time.monotonic() - t0 < 30 and not out.exists()
+    config = tmp_path / "cxdi.toml"                      # the config key does what --scheduler does
+    config.write_text(f'[phase]\nscheduler = "{address}"\n')
+    r = cli("phase", pattern_file, "-o", out, *PHASE, "--config", config)
+    assert r.exit_code == 1 and address in r.stderr and not out.exists()
     with pytest.raises(InputError, match="no such scheduler file|not an address"):
         ex.connect(str(tmp_path / "nowhere"))
 

@@ -24,10 +24,11 @@ __all__ = ["DEFAULT_RECIPE", "Options", "phase"]
 
 def phase(data: Pattern, *, runs: int = 5, seed: int | None = None, support: np.ndarray | None = None,
           jobs: int = 1, keep: int | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None,
-          **options: Any) -> Reconstruction:
+          executor: Any = None, **options: Any) -> Reconstruction:
     """Phase a pattern or volume from `runs` random starts: `runs.phase(data, runs.Options(runs=,
     seed=, **options))`, so every option of `cxdi phase` is a keyword here (recipe, positivity,
-    support_threshold, ...). An unknown keyword is a UsageError naming the valid ones."""
+    support_threshold, ...). An unknown keyword is a UsageError naming the valid ones. `executor`
+    (`cxdi_cli.executor`, e.g. `executor.connect("tcp://host:8786")`) runs the starts elsewhere."""
     from cxdi_cli.model import UsageError  # noqa: PLC0415
     from cxdi_cli.phasing import runs as _runs  # noqa: PLC0415
 
@@ -39,7 +40,8 @@ def phase(data: Pattern, *, runs: int = 5, seed: int | None = None, support: np.
         known = sorted(f.name for f in dataclasses.fields(_runs.Options))
         unknown = sorted(set(options) - set(known))
         raise UsageError(f"phase: unknown option(s) {', '.join(unknown)}; valid: {', '.join(known)}") from None
-    return _runs.phase(data, opts, support=support, jobs=jobs, keep=keep, on_progress=on_progress)
+    return _runs.phase(data, opts, support=support, jobs=jobs, keep=keep, on_progress=on_progress,
+                       executor=executor)
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562
