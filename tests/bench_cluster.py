@@ -5,7 +5,8 @@ The same prepared 128^3 problem (Poisson photons of a few balls) and the same ru
 thread per task everywhere) go through each executor of `cxdi_cli.executor`; the cluster is a
 `distributed.LocalCluster` on 127.0.0.1 (one thread per worker process), started before the clock
 starts (its start-up is printed apart). The overhead per run is (wall on 1 worker - wall in-process) /
-runs: scattering the problem, shipping the task, bringing the run back. Goal (issue 14): under 5 % of a
+runs: scattering the problem, shipping the task, bringing the run back; the same round trip is also
+timed alone, with tasks that compute nothing and send back a run-sized array (not hidden by load noise). Goal (issue 14): under 5 % of a
 run for runs of more than 10 s. On a machine shared with other work, the 2-worker figures say more
 about the load than about Dask.
 
@@ -41,6 +42,13 @@ def _pattern(shape: tuple[int, ...], seed: int = 0):
     intensity *= np.float32(1e3 * intensity.size / intensity.sum())
     return model.Pattern(intensity=rng.poisson(intensity).astype(np.float32),
                          mask=np.zeros(shape, np.uint32), source="bench")
+
+
+def _echo(problem, index, report):
+    """A task that computes nothing and sends back an array the size of a run's object."""
+    import numpy as np
+
+    return np.zeros(problem.shape, np.complex64)
 
 
 def _timed(executor, problem, options, n: int) -> tuple[float, list]:
@@ -91,6 +99,10 @@ def main() -> None:
             start = time.perf_counter() - t
             dask.map(phasing.run_one, warm, [(options, 0)] * 2 * n_workers)
             wall, results = _timed(dask, problem, options, args.runs)
+            if n_workers == 1:    # the round trip alone: scatter, a task, a run-sized result back
+                t = time.perf_counter()
+                dask.map(_echo, problem, [(k,) for k in range(8)])
+                round_trip = (time.perf_counter() - t) / 8
         worst = max(np.linalg.norm(a.obj - b.obj) / np.linalg.norm(b.obj) for a, b in zip(results, reference))
         rows.append((f"Dask, {n_workers} local worker{'s' if n_workers > 1 else ''}", wall))
         print(f"  (cluster of {n_workers} started in {start:.1f} s; runs differ from in-process by {worst:.1e})")
@@ -105,6 +117,8 @@ def main() -> None:
     over = (rows[1][1] - rows[0][1]) / args.runs
     print(f"cluster overhead per run: {over:+.2f} s ({100 * over / per_run:+.1f} % of a {per_run:.1f} s run; "
           "goal < 5 % for runs over 10 s)")
+    print(f"cluster round trip per task without computation (scatter, task, {args.size}^3 complex64 back): "
+          f"{round_trip:.3f} s ({100 * round_trip / per_run:.2f} % of a run)")
 
 
 if __name__ == "__main__":
