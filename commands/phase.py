@@ -115,6 +115,11 @@ def phase(
     a lone outlier with a slightly better llk_free never wins; each run's consensus_group (1 = the
     consensus) and consensus_distance (median distance to the group) are in its metrics.
 
+    Runs are tasks: --jobs J runs them in J local processes, --scheduler (or --scheduler-file,
+    CXDI_SCHEDULER) on the workers of a Dask cluster, which get the pattern once; a worker that dies
+    loses only its runs, which are rerun elsewhere. The same --seed gives the same runs, written in the
+    same order, wherever they ran; a run that still fails is left out and named on stderr.
+
     Example: cxdi phase pattern.cxi -o runs.cxi --runs 10 --recipe "hio**600,er**200,ml**100" --seed 1
     """
     c.check_stdout(output, json_report)
