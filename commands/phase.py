@@ -62,6 +62,10 @@ def phase(
         "--consensus/--no-consensus", help="Write the runs best first within their largest agreeing group "
                                            "(aligned distance <= 0.3): /entry_1 is the best run that others "
                                            "agree with, not a lone outlier.")] = True,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run of this command from the finished runs it kept in "
+                         "OUT.partial (same data and options; its seed unless --seed is given); the result "
+                         "equals an uninterrupted run and the checkpoint is removed.")] = False,
     progress_json: Annotated[bool, typer.Option(
         "--progress-json", help="One JSON line per reporting step on stderr (for automation).")] = False,
     json_report: c.JsonOpt = False,
@@ -146,6 +150,11 @@ def phase(
     given = None
     if support is not None:
         given = io.read_array(support, "support") != 0
+    from cxdi_cli.phasing import resume as rsm  # noqa: PLC0415
+
+    session = rsm.Session.start(output, resume, options, [input, support])  # on --resume: finished runs, seed
+    if session.done:
+        c.say(f"cxdi phase: resuming from {len(session.done)} finished run(s) in {session.path}")
     problem = phasing.prepare(pattern, options, given)
     for w in problem.info["warnings"]:
         c.warn(w)
@@ -180,11 +189,13 @@ def phase(
                 seen[ev["run"]] = ev["iteration"]
                 tick(step, info=f"run {ev['run']} {ev['algorithm']} llk {_fmt(ev.get('llk'))}")
 
+        c.STATE.interrupt_note = session.note  # every finished run is kept beside the output as it ends
         rec = phasing.phase(pattern, options, jobs=jobs, keep=keep, on_progress=on_progress, problem=problem,
-                            executor=pool)
+                            executor=session.executor(pool, problem.seed))
     step_info = io.make_step(c.command_line(), {**options.as_dict(), "jobs": jobs, "keep": keep,
                                                 "support_file": support}, [input])
     io.write_reconstruction(output, rec, step_info)
+    session.finish()
     for lost in rec.extra.get("phase", {}).get("lost_runs", []):
         c.warn(f"run {lost['run']} failed on {pool.describe()} and is not in {output}: {lost['error']}")
     auto = rec.extra.get("phase", {}).get("positivity", "")
