@@ -24,7 +24,8 @@ def average(
                                   "other after alignment (--all: every selected run).")] = True,
     agree: Annotated[float, typer.Option(
         "--agree", min=0.0, max=1.0, help="Two runs agree when their normalised RMS distance after alignment "
-                                          "is at most this.")] = 0.3,
+                                          "is at most this, or up to 0.6 when photon noise spreads every run "
+                                          "(1.25 x the median distance to the nearest run).")] = 0.3,
     no_twin: Annotated[bool, typer.Option("--no-twin", help="Do not test the twin conj(rho(-r)).")] = False,
     no_ramp: Annotated[bool, typer.Option("--no-ramp", help="Do not remove linear phase ramps.")] = False,
     upsample: Annotated[int, typer.Option("--upsample", min=1,

@@ -4,11 +4,15 @@ A run is worth keeping when independent starts found the same object. Every pair
 (`registration.align_to`: translation, twin, phase ramp, global phase) and their distance is the
 normalised RMS difference after the optimal complex scale, d = ||c a - b|| / ||b|| = sqrt(1 - C^2)
 with C the normalised correlation after alignment (so d is symmetric, 0 for identical runs, 1 for
-orthogonal ones). Two runs agree when d <= `threshold`; the consensus group is the largest set of
+orthogonal ones). Two runs agree when d <= the threshold; the consensus group is the largest set of
 runs that all agree pairwise (a maximum clique of the agreement graph), ties broken by the best
 score. A lone run with a slightly better likelihood never beats a group that agrees: stagnated
 starts (twin superpositions, partial objects) differ from each other and from the solution by
-d = 0.4-1, converged starts of the same data by 0.02-0.2 (measured on `cxdi simulate` data).
+d = 0.65-1, converged starts of the same data by 0.04-0.06 (hard tungsten). Photon noise spreads
+converged runs too: on photon-limited cells (5e5 photons) every pair of converged runs is 0.37-0.42
+apart. So the threshold adapts: max(`threshold`, min(0.6, 1.25 x the median distance of a run to its
+nearest other run)): 0.3 on the tungsten runs, 0.48 on the photon-limited cells, and never past
+0.6, where stagnated starts begin.
 
 In the base because `phase` (which run is /entry_1) and `average` (which runs are averaged) both
 decide with it.
@@ -25,10 +29,25 @@ import numpy as np
 from cxdi_cli import registration
 from cxdi_cli.model import DataError
 
-__all__ = ["DEFAULT_THRESHOLD", "Consensus", "boxes", "box_index", "compact", "pairwise_distances", "largest_agreeing_group", "find_consensus"]
+__all__ = ["DEFAULT_THRESHOLD", "MAX_THRESHOLD", "effective_threshold", "Consensus", "boxes", "box_index", "compact", "pairwise_distances", "largest_agreeing_group", "find_consensus"]
 
-#: Two runs agree when their normalised distance after alignment is at most this.
+#: Two runs agree when their normalised distance after alignment is at most this (at least; see
+#: `effective_threshold`).
 DEFAULT_THRESHOLD = 0.3
+#: The threshold follows the runs' spread up to this: stagnated starts lie 0.65-1 from the solution.
+MAX_THRESHOLD = 0.6
+#: ... as this multiple of the median nearest-neighbour distance.
+SPREAD_FACTOR = 1.25
+
+
+def effective_threshold(distance: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """max(threshold, min(MAX_THRESHOLD, SPREAD_FACTOR x median over runs of the distance to the
+    nearest other run)): photon noise spreads converged runs apart, and they still agree."""
+    m = distance.shape[0]
+    if m < 2:
+        return float(threshold)
+    nearest = np.min(distance + np.diag(np.full(m, np.inf)), axis=1)
+    return float(max(threshold, min(MAX_THRESHOLD, SPREAD_FACTOR * float(np.median(nearest)))))
 
 
 @dataclasses.dataclass
@@ -161,6 +180,7 @@ def largest_agreeing_group(distance: np.ndarray, threshold: float, order: Sequen
 
 
 def find_consensus(objs: Sequence[np.ndarray], order: Sequence[int], *, threshold: float = DEFAULT_THRESHOLD,
+                   adaptive: bool = True,
                    supports: Sequence[np.ndarray] | None = None, distance: np.ndarray | None = None,
                    candidates: Sequence[int] | None = None, twin: bool = True, ramp: bool = True, upsample: int = 8,
                    on_progress: Callable[..., None] | None = None) -> Consensus:
@@ -170,13 +190,16 @@ def find_consensus(objs: Sequence[np.ndarray], order: Sequence[int], *, threshol
     equal size and orders each group. Group 1 (the consensus) is the largest agreeing group; the
     remaining runs are grouped the same way (2, 3, ... by decreasing size). A run agreeing with no
     other run is a group of its own; when no two runs agree, the consensus is the best run alone.
-    `distance` reuses a matrix already computed (`pairwise_distances`). `candidates` (default: all)
+    With `adaptive`, the threshold is `effective_threshold(distance, threshold)` (recorded in the
+    result). `distance` reuses a matrix already computed (`pairwise_distances`). `candidates` (default: all)
     are the runs the consensus group may be drawn from (e.g. the runs whose likelihood is not far
     from the best: `phase` keeps stagnated starts that happen to agree with each other from
     outvoting a run that fits the data many times better); the other groups are made of the rest."""
     m = len(objs) if distance is None else distance.shape[0]
     if distance is None:
         distance = pairwise_distances(objs, supports=supports, twin=twin, ramp=ramp, upsample=upsample, on_progress=on_progress)
+    if adaptive:
+        threshold = effective_threshold(distance, threshold)
     labels = [0] * m
     left = [i for i in order] + [i for i in range(m) if i not in set(order)]
     groups: list[list[int]] = []

@@ -93,3 +93,20 @@ def test_agreeing_stalled_runs_do_not_outvote_a_run_that_fits():
     ordered, info = phasing._consensus_order(runs, phasing.Options())
     assert ordered[0].params["run_index"] == 0 and info["size"] == 1
     assert ordered[1].metrics["consensus_group"] == 2 and ordered[1].metrics["consensus_group_size"] == 2
+
+
+def test_threshold_follows_photon_noise_but_not_stagnation():
+    """Photon-limited runs all 0.37-0.42 apart still agree (threshold 1.25 x their nearest distance);
+    a stagnated run 0.9 away stays out, and the threshold never passes 0.6."""
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0.37, 0.42, (6, 6))
+    d = np.triu(d, 1) + np.triu(d, 1).T
+    d = np.pad(d, (0, 1), constant_values=0.9)
+    d[6, 6] = 0
+    con = cns.find_consensus(None, list(range(7)), distance=d)
+    assert sorted(con.group) == [0, 1, 2, 3, 4, 5] and 0.42 < con.threshold <= 0.6
+    far = np.full((4, 4), 0.9) - 0.9 * np.eye(4)
+    assert cns.effective_threshold(far) == cns.MAX_THRESHOLD
+    assert cns.find_consensus(None, [0, 1, 2, 3], distance=far).group == [0]
+    tight = np.full((3, 3), 0.05) - 0.05 * np.eye(3)
+    assert cns.effective_threshold(tight) == cns.DEFAULT_THRESHOLD

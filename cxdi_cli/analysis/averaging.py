@@ -291,7 +291,8 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     `recs` are ``(name, Reconstruction)`` pairs (the name labels the runs: ``FILE::entry_K``) or bare
     Reconstructions. Failed runs and runs without the metric are skipped; the best `best` by `by`
     (lower is better) are kept; with `consensus`, only their largest agreeing group (pairwise
-    distance after alignment <= `agree`, `cxdi_cli.consensus`) is averaged, the reference being its
+    distance after alignment <= `agree`, or up to 0.6 when photon noise spreads the runs:
+    `consensus.effective_threshold`) is averaged, the reference being its
     best run. Then `average_objects` (two alignment passes, outlier rejection, SVD modes).
 
     Returns a one-run Reconstruction: the average and its support; metrics n_runs, n_rejected,
@@ -321,17 +322,19 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     why = f"the best {len(order)} by {key}" if key != "none" else f"the first {len(order)}"
     if n_pairs:
         con = cns.find_consensus([objs[i] for i in order], list(range(len(order))), threshold=agree,
-                                 twin=twin, ramp=ramp, on_progress=tick)
+                                 supports=[entries[i][2].support for i in order], twin=twin, ramp=ramp,
+                                 on_progress=tick)
         group = [order[k] for k in con.group]
+        thr = con.threshold
         for k, i in enumerate(order):
             if i not in group:
                 skipped.append((i, f"disagrees with the consensus group of {len(group)} run(s) (median distance "
-                                   f"{con.agreement[k]:.3f} after alignment > {agree:g})"))
-        cons_info = {"used": True, "size": len(group), "compared": len(order), "threshold": agree,
+                                   f"{con.agreement[k]:.3f} after alignment > {thr:.3g})"))
+        cons_info = {"used": True, "size": len(group), "compared": len(order), "threshold": thr,
                      "runs": [labels[i] for i in group]}
-        why = (f"the consensus group: {len(group)} of the {len(order)} best by {key} agree within {agree:g} "
+        why = (f"the consensus group: {len(group)} of the {len(order)} best by {key} agree within {thr:.3g} "
                "after alignment" if key != "none" else
-               f"the consensus group: {len(group)} of {len(order)} runs agree within {agree:g} after alignment")
+               f"the consensus group: {len(group)} of {len(order)} runs agree within {thr:.3g} after alignment")
         order = group
         tick(0, total=n_pairs + 2 * len(order))
     res = average_objects([objs[i] for i in order], [entries[i][2].support for i in order], reference=0,

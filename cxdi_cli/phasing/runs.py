@@ -50,8 +50,10 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   misfit, which partial coherence and processed data exceed whatever the constraint; the losing
   variant's runs stop there (never run to the end).
 - runs are written best first within their consensus group (`cxdi_cli.consensus`): the largest set
-  of runs within 2x of the best free LLK that agree pairwise after alignment (distance <= 0.3):
-  converged starts of a data set differ by 0.04-0.06 (hard tungsten), stagnated ones by 0.65-1.
+  of runs within 2x of the best free LLK that agree pairwise after alignment (distance <= 0.3, or
+  up to 0.6 when photon noise spreads the runs: `consensus.effective_threshold`): converged starts
+  of a data set differ by 0.04-0.06 (hard tungsten), 0.4 (photon-limited cells), stagnated ones by
+  0.65-1.
 - guided generations off (`generations` 1): 3 generations lifted the processed and hard tungsten
   cases to 8/8 converged starts but lost every start of a strong phase object (see generations.py).
 - psf "off" (partial coherence, psf.py, is an option). `--psf auto`: from a third of the recipe on,
@@ -625,7 +627,7 @@ def _consensus_order(runs: list[Run], options: Options) -> tuple[list[Run], dict
         run.metrics.update(con.run_metrics(i))
     grouped = sorted(range(len(usable)), key=lambda i: (con.labels[i], i))
     ordered = [usable[i] for i in grouped] + [r for r in ranked if all(r is not u for u in usable)]
-    return ordered, {"used": True, "compared": len(usable), "size": len(con.group), "threshold": options.agree,
+    return ordered, {"used": True, "compared": len(usable), "size": len(con.group), "threshold": con.threshold,
                      "runs": [usable[i].params["run_index"] for i in con.group]}
 
 
