@@ -60,7 +60,8 @@ def phase(
                                      "of itself and the best run (free LLK), aligned.")] = 1,
     consensus: Annotated[bool, typer.Option(
         "--consensus/--no-consensus", help="Write the runs best first within their largest agreeing group "
-                                           "(aligned distance <= 0.3): /entry_1 is the best run that others "
+                                           "(aligned distance <= 0.3, up to 0.6 when photon noise spreads "
+                                           "every run): /entry_1 is the best run that others "
                                            "agree with, not a lone outlier.")] = True,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run of this command from the finished runs it kept in "
@@ -115,7 +116,7 @@ def phase(
     outside_fraction > 0.1 + noise_fraction (the photon-noise share of the data, which P_M spreads
     everywhere), or with non-finite metrics, is flagged failed. Runs are written best first:
     the runs are aligned to each other and the largest group that agrees (normalised distance after
-    alignment <= 0.3) comes first, by llk_free: /entry_1 is the best run that other runs agree with, so
+    alignment <= 0.3, up to 0.6 when photon noise spreads every run) comes first, by llk_free: /entry_1 is the best run that other runs agree with, so
     a lone outlier with a slightly better llk_free never wins; each run's consensus_group (1 = the
     consensus) and consensus_distance (median distance to the group) are in its metrics.
 
