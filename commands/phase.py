@@ -116,9 +116,10 @@ def phase(
     outside_fraction > 0.1 + noise_fraction (the photon-noise share of the data, which P_M spreads
     everywhere), or with non-finite metrics, is flagged failed. Runs are written best first:
     the runs are aligned to each other and the largest group that agrees (normalised distance after
-    alignment <= 0.3, up to 0.6 when photon noise spreads every run) comes first, by llk_free: /entry_1 is the best run that other runs agree with, so
-    a lone outlier with a slightly better llk_free never wins; each run's consensus_group (1 = the
-    consensus) and consensus_distance (median distance to the group) are in its metrics.
+    alignment <= 0.3, up to 0.6 when photon noise spreads every run) comes first, by llk_free:
+    /entry_1 is the best run that other runs agree with, so a lone outlier with a slightly better
+    llk_free never wins; each run's consensus_group (1 = the consensus) and consensus_distance
+    (median distance to the group) are in its metrics.
 
     Runs are tasks: --jobs J runs them in J local processes, --scheduler (or --scheduler-file,
     CXDI_SCHEDULER) on the workers of a Dask cluster, which get the pattern once; a worker that dies
