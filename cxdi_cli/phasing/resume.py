@@ -88,8 +88,9 @@ class Checkpointing(Executor):
         self.extra = dict(extra or {})
         self.reused = 0
 
+    @property
     def workers(self) -> int:
-        return self.inner.workers()
+        return self.inner.workers          # a property of every executor (cxdi_cli.executor.Executor)
 
     def describe(self) -> str:
         return self.inner.describe()
