@@ -68,8 +68,9 @@ def test_separable_box_matches_kronecker(m):
     assert res.shannon == pytest.approx(s * s * m * m / n ** 2)
 
 
-def test_arpack_path_matches_kronecker_3d():
+def test_arpack_path_matches_kronecker_3d(monkeypatch):
     """3D, both sides above the dense limit (ARPACK on a LinearOperator of FFTs)."""
+    monkeypatch.setattr(mm, "_DENSE", 500)
     n, s, m = 20, 9, 9
     w = _eig_1d(n, s, m)
     expect = np.sort(np.einsum("i,j,k->ijk", w, w, w).ravel())[::-1][:6]
@@ -79,6 +80,15 @@ def test_arpack_path_matches_kronecker_3d():
     assert min(sup.sum(), mask.sum()) > mm._DENSE
     res = mm.missing_modes(sup, mask, k=6)
     assert np.allclose(res.eigenvalues, expect, atol=1e-4)
+    assert res.count == 6 and not res.complete              # all 6 above 0.9: a lower bound
+
+
+def test_dense_count_is_exact():
+    """The dense path counts every eigenvalue above the threshold, not only the k reported."""
+    n, s, m = 32, 8, 9
+    w = np.outer(_eig_1d(n, s, m), _eig_1d(n, s, m)).ravel()
+    res = mm.missing_modes(np.outer(_box(n, s), _box(n, s)), np.outer(_box(n, m), _box(n, m)), k=2)
+    assert res.complete and res.count == int(np.sum(w > 0.9)) and res.eigenvalues.size == 2
 
 
 def test_bigger_beamstop_more_modes():

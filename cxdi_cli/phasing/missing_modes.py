@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from cxdi_cli import fft
-from cxdi_cli.model import DataError
+from cxdi_cli.model import ComputeError, DataError
 
 #: modes with an eigenvalue above this are "unconstrained" (more than 90 % of their power unmeasured)
 THRESHOLD = 0.9
-_DENSE = 600  # dimension up to which the operator is built and diagonalised densely
+_DENSE = 2500  # dimension up to which the operator is built (n products) and diagonalised densely
 
 
 @dataclasses.dataclass
@@ -62,25 +62,34 @@ def hint(mm: MissingModes) -> str:
         return (f"no unconstrained mode (largest eigenvalue {top:.2f} < {mm.threshold}): the mask leaves "
                 "every object mode measured")
     return (f"{n} object mode(s) have more than {100 * mm.threshold:.0f} % of their power in unmeasured pixels: "
-            "the beamstop/gaps are too big for this support (more than about the central speckle); "
+            "the masked region (beamstop, gaps, missing wedge) is too big for this support (more than about "
+            "the central speckle); "
             "expect low-frequency errors -- shrink the beamstop, add positivity, or use cpower/tv steps")
 
 
-def _eig(matvec, n: int, k: int, dtype=np.complex128) -> tuple[np.ndarray, np.ndarray]:
-    """The k largest eigenpairs of a Hermitian positive operator of dimension n (descending)."""
+def _eig(matvec, n: int, k: int, dtype=np.complex128, max_restarts: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenpairs of a Hermitian positive operator of dimension n (descending; fewer when
+    ARPACK has not converged on all of them within `max_restarts`)."""
     if n <= _DENSE:
         eye = np.eye(n, dtype=dtype)
         mat = np.stack([matvec(eye[:, j]) for j in range(n)], axis=1)
         mat = 0.5 * (mat + mat.conj().T)
         w, v = np.linalg.eigh(mat)
-        order = np.argsort(w)[::-1][:k]
-        return w[order], v[:, order]
-    from scipy.sparse.linalg import LinearOperator, eigsh
+        order = np.argsort(w)[::-1]               # all of them: the count above the threshold is exact
+        return w[order], v[:, order[:k]]
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
     op = LinearOperator((n, n), matvec=matvec, dtype=dtype)
     rng = np.random.default_rng(0)            # a fixed generic start: a symmetric one (all ones) keeps the
     v0 = rng.standard_normal(n) + 1j * rng.standard_normal(n)  # Krylov space symmetric and misses degenerate modes
     k = min(k, n - 2)
-    w, v = eigsh(op, k=k, which="LA", tol=1e-6, v0=v0.astype(dtype), ncv=min(n - 1, max(4 * k, 40)))
+    try:  # a missing wedge puts hundreds of eigenvalues within 1e-3 of 1: bounded restarts, then what converged
+        w, v = eigsh(op, k=k, which="LA", tol=1e-6, v0=v0.astype(dtype), ncv=min(n - 1, max(4 * k, 40)),
+                     maxiter=max_restarts)
+    except ArpackNoConvergence as exc:
+        w, v = exc.eigenvalues, exc.eigenvectors
+        if w.size == 0:
+            raise ComputeError(f"the missing-mode eigenvalues did not converge in {max_restarts} restarts "
+                               f"(dimension {n}): give a tighter --support or bin the data") from None
     order = np.argsort(w)[::-1]
     return w[order], v[:, order]
 
@@ -89,8 +98,10 @@ def missing_modes(support: np.ndarray, unmeasured: np.ndarray, k: int = 12, thre
                   n_modes: int = 3) -> MissingModes:
     """Leading eigenvalues and modes of A = P_S F^-1 P_M' F P_S (support and unmeasured: centred bool).
 
-    `k` eigenvalues are computed (fewer if the operator's rank is smaller); `n_modes` modes are kept
-    as centred, unit-norm complex images of the full shape."""
+    The `k` largest eigenvalues are reported (fewer if the operator's rank is smaller); the count
+    above `threshold` is exact when the operator is small enough to diagonalise densely (dimension
+    up to _DENSE on the smaller side), else a lower bound once all k are above it. `n_modes` modes
+    are kept as centred, unit-norm complex images of the full shape."""
     support = np.asarray(support, bool)
     unmeasured = np.asarray(unmeasured, bool)
     if support.shape != unmeasured.shape:
@@ -123,6 +134,7 @@ def missing_modes(support: np.ndarray, unmeasured: np.ndarray, k: int = 12, thre
     rank = min(s_idx.size, m_idx.size)
     w, v = _eig(matvec, inner.size, min(k, rank))
     w = np.clip(w.real, 0.0, 1.0)
+    exact = w.size == inner.size                  # the dense path: every eigenvalue
     modes = []
     for j in range(min(n_modes, w.size)):
         flat[:] = 0
@@ -140,8 +152,8 @@ def missing_modes(support: np.ndarray, unmeasured: np.ndarray, k: int = 12, thre
             m *= np.conj(big) / abs(big)
         modes.append(m.astype(np.complex64))
     count = int(np.count_nonzero(w > threshold))
-    complete = count < w.size or w.size >= rank
-    return MissingModes(w, modes, count, complete, threshold, int(s_idx.size), int(m_idx.size), shannon)
+    complete = exact or ((count < w.size or w.size >= rank) and w.size == min(k, rank))
+    return MissingModes(w[:k], modes, count, complete, threshold, int(s_idx.size), int(m_idx.size), shannon)
 
 
 def object_support(intensity: np.ndarray, measured: np.ndarray, threshold: float = 0.05,
