@@ -136,7 +136,7 @@ def missing_modes(support: np.ndarray, unmeasured: np.ndarray, k: int = 12, thre
     w = np.clip(w.real, 0.0, 1.0)
     exact = w.size == inner.size                  # the dense path: every eigenvalue
     modes = []
-    for j in range(min(n_modes, w.size)):
+    for j in range(min(n_modes, v.shape[1])):
         flat[:] = 0
         flat[inner] = v[:, j]
         if not on_support:                     # the real-space mode: P_S F^-1 of the unmeasured-side vector
