@@ -2,7 +2,6 @@
 from typing import Annotated, Optional
 
 import typer
-
 from cxdi_cli.commands import _common as c
 
 

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from cxdi_cli import fft
-from cxdi_cli.phasing import algorithms as alg, missing_modes as mm, recipe as rcp, regularise as reg
+from cxdi_cli.phasing import algorithms as alg
+from cxdi_cli.phasing import missing_modes as mm
+from cxdi_cli.phasing import recipe as rcp
+from cxdi_cli.phasing import regularise as reg
 from cxdi_cli.phasing import runs as phasing
 from cxdi_cli.registration import nrms_error
 from tests.test_phasing import synthetic

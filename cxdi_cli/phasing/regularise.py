@@ -38,13 +38,12 @@ lives in `state.ml` under the step's own keys, so a checkpointed run continues e
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli.phasing.support import gaussian_transfer, shrink_wrap
-
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -164,11 +163,6 @@ def make_gps(t: float = 1.0, s: float = 0.9, sigma: float = 1.0, eps: float = 0.
         _finish(state, "gps", rec, out)
 
     return step
-
-
-def gps_object(state: alg.State) -> np.ndarray:
-    """The object of a GPS iterate: rho restricted to the support (what `er` would start from)."""
-    return state.rho * state.support
 
 
 # --------------------------------------------------------------------------- total variation
