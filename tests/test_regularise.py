@@ -106,6 +106,10 @@ def test_power_bound_above_the_truth(beamstop):
     kind.reshape(-1)[::7] = alg.MASKED                   # sparse masked pixels in measured shells: no bound
     sparse = reg.power_bound(prob.amp, kind, extent=float(sup.sum()) ** 0.5)
     assert np.all(np.isinf(sparse[(kind == alg.MASKED) & ~masked]))
+    ring = reg.power_bound(prob.amp, kind, extent=float(sup.sum()) ** 0.5, shells=True)
+    r = np.rint(reg._radius(prob.amp.shape)).astype(int)
+    shell = r == int(beamstop) + 3                       # shells=True: the shell's largest measured value
+    assert ring[shell].max() == pytest.approx(float((prob.amp[shell & (kind != alg.MASKED)] ** 2).max()), rel=1e-5)
 
 
 def test_cpower_restores_the_low_frequencies_hio_leaves_wrong():
