@@ -184,3 +184,14 @@ def test_reconstruction_arrays_round_trip(tmp_path):
     io.write_reconstruction(str(runs), Reconstruction(runs=[Run(obj=obj, support=np.abs(obj) > 0)]),
                             io.make_step("cxdi phase"))
     assert io.read_reconstruction(str(runs)).arrays == {}
+
+
+def test_complex_npy_or_tiff_is_not_a_pattern(tmp_path):
+    """Found by fuzzing: a complex .npy read as a pattern lost its imaginary part silently."""
+    import numpy as np
+
+    from cxdi_cli.model import DataError
+
+    np.save(tmp_path / "c.npy", np.ones((8, 8), np.complex64))
+    with pytest.raises(DataError, match="c.npy: holds complex values"):
+        io.read_pattern(str(tmp_path / "c.npy"))

@@ -614,7 +614,10 @@ def read_pattern(spec: str, h5file: Any = None) -> Pattern:
                 extra["weight"] = np.asarray(f[f"{entry}/data_1/weight"][()], dtype=np.float32)
             provenance = read_provenance(f)
     else:
-        data = read_array(spec, "diffraction pattern").astype(np.float32)
+        data = read_array(spec, "diffraction pattern")
+        if np.iscomplexobj(data):
+            raise DataError(f"{name}: holds complex values (a reconstruction?), not diffraction intensities")
+        data = data.astype(np.float32)
     while data.ndim > 2 and data.shape[0] == 1:
         data = data[0]
     if data.ndim not in (2, 3):
