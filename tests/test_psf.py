@@ -154,11 +154,14 @@ def test_compiled_kernels_match_their_numpy_twins():
     model[:5] = 0
     amp = np.sqrt(rng.poisson(5, n)).astype(np.float32)
     kind = rng.integers(0, 3, n).astype(np.int8)
+    ic = (np.abs(buf) ** 2).astype(np.float32)
     for k in (psfm._project,):
         a, b = buf.copy(), buf.copy()
-        k(a, model, amp, kind, np.float32(1 / n), np.float32(1e-12))
-        k.fallback(b, model, amp, kind, np.float32(1 / n), np.float32(1e-12))
+        ma, mb = model.copy(), model.copy()
+        k(a, ma, ic, amp, kind, np.float32(1 / n), np.float32(0.3), np.float32(1e-12))
+        k.fallback(b, mb, ic, amp, kind, np.float32(1 / n), np.float32(0.3), np.float32(1e-12))
         assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert np.allclose(ma, mb) and np.all(ma >= 0.3 * ic * (1 - 1e-6))   # Ic >= k0 |Psi|^2
     got, want = psfm._sums(model, amp, kind), psfm._sums.fallback(model, amp, kind)
     assert np.allclose(got, want, rtol=1e-6)
 

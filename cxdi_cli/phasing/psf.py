@@ -147,19 +147,25 @@ def fit_fwhm(kernel: np.ndarray, radius: int = 12, eta: float | None = None) -> 
     return best[1], best[2]
 
 
-def _np_project(buf, model, amp, kind, s2, floor):
+def _np_project(buf, model, ic, amp, kind, s2, k0, floor):
     m = kind == 1
+    np.maximum(model, k0 * ic, out=model)
     buf *= np.where(m, amp / np.sqrt(np.maximum(model, floor)), np.float32(1.0)).astype(np.float32) * s2
 
 
 @kernel(_np_project)
-def _project(buf, model, amp, kind, s2, floor):  # pragma: no cover - compiled
+def _project(buf, model, ic, amp, kind, s2, k0, floor):  # pragma: no cover - compiled
     """buf (unscaled transform z) <- Psi sqrt(I / Ic) on measured pixels, Psi elsewhere, prescaled
     (both transforms' 1/sqrt(N): s2 = 1/N) for the unscaled inverse; Ic = model (the blurred coherent
-    intensity), floored at `floor`."""
+    intensity), raised in place to its exact lower bound k0 |Psi|^2 (k0: the PSF's centre weight; the
+    float32 FFT blur of a pattern spanning 1e9 leaves roundoff of ~1e-7 of its peak, near-zero or
+    negative Ic under a non-zero Psi, and sqrt(I / Ic) then overflows: 512^2 HIO runs ended in NaN)
+    and floored at `floor`."""
     for i in range(buf.size):
+        mi = max(model[i], k0 * ic[i])
+        model[i] = mi
         m = np.float32(kind[i] == 1)
-        f = m * (amp[i] / np.sqrt(max(model[i], floor))) + (np.float32(1.0) - m)
+        f = m * (amp[i] / np.sqrt(max(mi, floor))) + (np.float32(1.0) - m)
         buf[i] = buf[i] * (f * s2)
 
 
@@ -278,6 +284,14 @@ class Psf:
         self.pair.inverse(scale=False)
         return buf.real.copy(), buf.imag.copy()
 
+    def blur_model(self) -> np.ndarray:
+        """self.model <- PSF (*) self.ic, raised to its exact lower bound k0 self.ic (k0: the kernel's
+        centre weight): float32 FFT roundoff (~1e-7 of a peak 1e9 times the faintest pixel) must not
+        leave a near-zero Ic under a non-zero |Psi|^2."""
+        self.blur(self.ic, self.model)
+        np.maximum(self.model, np.float32(self.kernel.flat[0]) * self.ic, out=self.model)
+        return self.model
+
     def correlate(self, x: np.ndarray) -> np.ndarray:
         """PSF correlated with a real array, sum_y PSF(y - r) x(y): the adjoint of `blur`."""
         buf = self.pair.buffer
@@ -293,7 +307,7 @@ class Psf:
         np.multiply(buf.real, buf.real, out=self.ic)
         self.ic += buf.imag * buf.imag
         self.ic *= np.float32(1.0 / buf.size)
-        self.blur(self.ic, self.model)
+        self.blur_model()
         return metrics_of(self.model, amp, kind)
 
     def project(self, buf: np.ndarray, amp: np.ndarray, kind: np.ndarray,
@@ -306,14 +320,14 @@ class Psf:
         np.multiply(buf.real, buf.real, out=self.ic)
         self.ic += buf.imag * buf.imag
         self.ic *= s2
-        self.blur(self.ic, self.model)
+        self.blur_model()
         out = metrics_of(self.model, amp, kind) if record else None
         self.projections += 1
         if self.update_every > 0 and self.projections % self.update_every == 0:
             self.refine(amp, kind)
-            self.blur(self.ic, self.model)
-        _project(buf.reshape(-1), self.model.reshape(-1), amp.reshape(-1), kind.reshape(-1), s2,
-                 np.float32(1e-12))
+            self.blur_model()
+        _project(buf.reshape(-1), self.model.reshape(-1), self.ic.reshape(-1), amp.reshape(-1),
+                 kind.reshape(-1), s2, np.float32(self.kernel.flat[0]), np.float32(1e-12))
         return out
 
     def refine(self, amp: np.ndarray, kind: np.ndarray) -> None:
@@ -332,7 +346,7 @@ class Psf:
         unmeasured and free ones the neutral 1."""
         for k in range(self.rl_steps if steps is None else steps):
             if k:
-                self.blur(self.ic, self.model)
+                self.blur_model()
             self._rl_step(amp, kind)
 
     def ml_width(self, amp: np.ndarray, kind: np.ndarray) -> None:
@@ -343,7 +357,7 @@ class Psf:
 
         def cost(logw: float) -> float:
             self.set_kernel(profile(r2, math.exp(logw), eta))
-            self.blur(self.ic, self.model)
+            self.blur_model()
             return metrics_of(self.model, amp, kind)["llk"]
 
         lo, hi = math.log(0.2), math.log(max(2.0, 3.0 * self.fwhm()))
