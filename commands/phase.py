@@ -97,30 +97,36 @@ def phase(
     tv(weight=0.02,beta=0,n=10): total-variation regularised projection for incomplete data (Chang,
     Lou, Ng & Zeng 2016, SIAM J. Sci. Comput. 38, A3672): on the support P_M rho becomes
     argmin_u |u - P_M rho|^2/2 + lambda TV(u), lambda = weight x rms |P_M rho| (n Chambolle
-    iterations), off it ER (beta=0) or HIO. cpower(kappa=4,beta=0.9): constrained power (after
+    iterations), off it ER (beta=0) or HIO. cpower(kappa=4,beta=0.9,shells=0): constrained power (after
     Thibault, Elser, Jacobsen, Shapiro & Sayre 2006, Acta Cryst. A 62, 248): HIO whose modulus step
-    also clips |F rho|^2 <= kappa B(q) on masked pixels, B the largest measured intensity of the
-    shell |q|, behind the beamstop the Porod envelope I_edge (r_edge/r)^(d+1), flat in the central
-    speckle. oss(beta=0.9,n=0): oversampling smoothness (Rodriguez et al. 2013, J. Appl. Cryst. 46,
+    also clips |F rho|^2 <= kappa B(q) behind the beamstop (shells with no measured pixel), B the
+    Porod envelope I_edge (r_edge/r)^(d+1), flat in the central speckle; shells=1 also bounds the
+    masked pixels of partly measured shells by the shell's largest measured intensity. oss(beta=0.9,n=0): oversampling smoothness (Rodriguez et al. 2013, J. Appl. Cryst. 46,
     312): HIO, then rho off the support filtered by exp(-k^2/(2 alpha^2)), alpha from N down to 1/N
     in 10 stages over n iterations (0: to the end of the recipe).
 
-    Which method when (tests/compare_algorithms.py; NRMSE best/median of 2 starts after 300 search
-    iterations + er**100,ml**50; particle3d 48^3 volumes, tungsten 128^2), for hio / gps / oss /
-    hio+tv / cpower:
+    Which method when (tests/compare_algorithms.py: simulate, assemble3d/preprocess, mask, phase;
+    600 search iterations + er**200,ml**100, 3 starts; NRMSE best/median start; particle3d 48^3
+    volumes, 2D 128^2), for hio (the default) / gps / oss / hio**400,tv**200 / cpower:
 
-    photon-starved 3D: 0.60/0.66, 0.48/0.52, 0.47/0.66, 0.56/0.75, 0.51/0.54.
+    photon-starved 3D (3e4 photons/frame): .61/.67, .61/.67, .60/.62, .59/.61, .57/.68.
 
-    wedge, tilts +-60 deg: 0.23/0.28, 0.36/0.37, 0.29/0.31, 0.23/0.24, 0.61/0.69.
+    wedge, tilts +-60 deg: .30/.30, .37/.37, .30/.35, .32/.34, .35/.37.
 
-    beamstop 2.5 speckles 3D: 0.64/0.69, 0.89/0.89, 0.48/0.61, 0.66/0.66, 0.67/0.72.
+    wedge, tilts +-75 deg: .28/.29, .32/.33, .27/.29, .23/.31, .66/.81.
 
-    tungsten 2D: 0.82/0.82, 0.81/0.88, 0.79/0.79, 0.86/0.86, 0.09/0.48.
+    beamstop 2.5 speckles 3D: .37/.39, .85/.91, .39/.53, .40/.57, .40/.40.
 
-    No method wins on most cases, so the default stays HIO. Photon-starved data: gps or oss
-    ("gps**600,er**200,ml**100"); a large beamstop: oss, never gps (its dual smoothing loses the
-    low frequencies: 0.86-0.89); a missing wedge: hio then tv ("hio**400,tv**200,er**200,ml**100");
-    cpower only when `cxdi info --missing-modes` reports unconstrained modes behind a beamstop.
+    tungsten 2D: .089/.091, .77/.82, .087/.79, .086/.53, .089/.091.
+
+    cells 2D: .078/.087, .10/.62, .073/.085, .076/.091, .078/.087.
+
+    No method wins on most cases, so the default stays HIO. oss and hio+tv are as good or a little
+    better on photon-starved and +-75 deg data but lose starts on tungsten; gps loses on every
+    missing-data case (its dual smoothing damps the low frequencies: 0.85-0.91 with a beamstop);
+    cpower equals HIO where its bound is inactive and hurts wedges in 3D (the Porod envelope from
+    the beamstop's edge lies below the true centre: try kappa=1000). Check first how many modes the
+    mask leaves free with `cxdi info --missing-modes DATA`.
 
     Metrics (Ic = |F rho|^2 with the unitary transform, I the measured photons, per pixel):
     llk = (1/n) sum [Ic - I + I ln(I/Ic)] over the constrained measured pixels (Poisson; about 0.5 for
