@@ -2,6 +2,9 @@
 
 Readers accept what cxdi writes, what PyNX writes (mask non-zero = bad, energy in J) and cxidb files;
 `FILE::/path` picks a dataset, `-` reads standard input. Writers are atomic (temporary file + rename).
+
+One module on purpose (it is long): the CXI layout — entries, NeXus default/NXdata attributes, the
+provenance chain, the mask-bit translation — is shared by every reader and writer of the format.
 """
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ part counts as outside (Fienup's HIO with positivity). The element-wise passes a
 negative Poisson log-likelihood  L = sum_measured (|Psi|^2 - I ln |Psi|^2)  with rho restricted to
 the support and an exact Newton line search along each direction (Thibault & Guizar-Sicairos 2012,
 doi:10.1088/1367-2630/14/6/063004, and PyNX's ML operator use the same principle).
+
+One module on purpose (it is long): the state every step shares, the step registry and the fused passes
+belong together; the element-wise kernels themselves live in `kernels.py`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 user masks and shapes; growing; removing bits; how much of the central speckle is missing.
 
 Every function works on arrays (2D patterns, some on 3D volumes) and returns boolean maps or CXI bit
-masks (model.MASK_BITS); nothing here reads files or prints.
+masks (model.MASK_BITS); nothing here reads files or prints. One module on purpose (it is long): the
+defect classes share the local statistics (neighbourhood medians, centro-symmetric mates, radial profiles).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Simulated CXDI experiments with known truth, written the way beamlines write them.
+"""The 2D simulated experiments with known truth, written the way beamlines write them.
 
-`simulate(kind, out_dir, **options)` runs one of `KINDS` and returns the experiment dict that it also
-writes as `experiment.json` (schema `cxdi.simulate/1`, see the simulate contract):
+`cxdi_cli.sim.simulate(kind, out_dir, **options)` (the registry, `sim/kinds.py`) runs one kind and
+returns the experiment dict that it also writes as `experiment.json` (schema `cxdi.simulate/1`). One
+module on purpose (it is long): both kinds share the experiment geometry and the exact far field.
 
 - `tungsten`: a thin tungsten test pattern (the letters C X / D I) at 8 keV on a Maxipix-like 2x2
   photon-counting detector (516 x 516, 75 um): LIMA HDF5 frame stack with Poisson noise, beamstop and
@@ -9,7 +10,7 @@ writes as `experiment.json` (schema `cxdi.simulate/1`, see the simulate contract
 - `cells`: a weak-phase biological specimen (a few cells with dense inclusions) on an integrating
   detector: uint16 TIFF frames in ADU (gain, dark offset, read noise, 16-bit saturation near the
   beamstop) and separate dark frames.
-- `particle3d`: a 3D tilt series (`cxdi_cli.simulate3d`, registered lazily).
+- `particle3d` (3D) lives in `sim/tilt3d.py`.
 
 How the pattern is computed (2D kinds). The specimen is a complex projected density rho = T - 1 (the
 exit wave minus the unscattered plane wave) sampled on a fine real-space grid of pitch
