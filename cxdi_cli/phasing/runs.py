@@ -31,11 +31,14 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
 - 2D: the default recipe's HIO block grows with the initial autocorrelation support, 600 x
   clip(pixels / 5000, 1, 4) (`default_recipe_for`; a given recipe is run as written). The 512^2
   hard tungsten case (gap cross through the beam, beamstop 1.5 speckles, oversampling 3, pixel-
-  integrated; 18157 px) with positivity, 8 starts, seed 1: 600 HIO converged 1/8 starts, 1000 2/8,
-  1500 5/8, 2400 8/8 (0.062-0.068); `--support-smooth 2,0.5` 0/8, `--psf gaussian:1` 0/8,
-  RAAR 600 + HIO 300 1/8. The same data point-sampled fail alike with 600 (1/8): the failure at
-  full size is too short a search for an object of 4x the pixels, not the pixel integration (which
-  start converges also changes with the FFT plan's roundoff: HIO is chaotic). At 256 px only the
+  integrated; 18157 px) with positivity, 8 starts, seed 1 (`phase --jobs 2`): 600 HIO converged
+  1/8 starts, 1000 2/8, 1500 5/8, 2180 5/8, 2400 8/8 (0.062-0.068); `--support-smooth 2,0.5` 0/8,
+  `--psf gaussian:1` 0/8, RAAR 600 + HIO 300 1/8. The harness (`tests.robustness --full`, one
+  process, its own FFT plans): 2180 2/8, 2400 4/8, 3600 4/8 (/entry_1 0.063-0.065, average
+  0.056-0.058, against 0/8, 0.839, 0.754 before). The same data point-sampled fail alike with 600
+  (1/8): the failure at full size is mostly too short a search for an object of 4x the pixels, not
+  the pixel integration; which starts converge changes with the FFT plan's roundoff (HIO is
+  chaotic), so compare shares over several seeds, not single starts. At 256 px only the
   oversampling-3 case grows (6831 px: 820 HIO, 8/8 from 6/8); the others are unchanged.
 - shrink-wrap threshold from 0.12 to 0.10 of the maximum (linear over the run), every 20
   iterations: 0.2 (the usual choice for compact strong objects) cut the dim parts of the cells
