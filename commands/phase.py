@@ -186,7 +186,7 @@ def phase(
     options.seed = problem.seed
     n_it = problem.n_iterations
     c.say(f"cxdi phase: {pattern.intensity.ndim}D {tuple(pattern.intensity.shape)}, recipe "
-          f"{rcp.format_recipe(steps)} ({n_it} iterations, left to right), {runs} run(s), seed {problem.seed}, "
+          f"{rcp.format_recipe(problem.steps)} ({n_it} iterations, left to right), {runs} run(s), seed {problem.seed}, "
           f"executor: {pool.describe()}")
     pos_text = "auto" if positivity is None else ("on" if positivity else "off")
     c.say(f"  positivity {pos_text}, amplitude bound {amplitude_bound or 'none'}, "
@@ -232,7 +232,7 @@ def phase(
     c.say(f"cxdi phase: best run {rec.runs[0].params['run_index']}: llk {_fmt(rec.runs[0].metrics['llk'])}, "
           f"llk_free {_fmt(rec.runs[0].metrics['llk_free'])}; {failed} of {len(rec.runs)} written run(s) flagged failed")
     c.report(json_report, "cxdi.phase/1", input=input, output=output, shape=list(pattern.intensity.shape),
-             recipe=rcp.format_recipe(steps), iterations=n_it, seed=problem.seed, runs_requested=runs,
+             recipe=rcp.format_recipe(problem.steps), iterations=n_it, seed=problem.seed, runs_requested=runs,
              pixel_size_m=list(rec.pixel_size) if rec.pixel_size else None,
              free_pixels=problem.info["free_pixels"], measured_pixels=problem.info["measured_pixels"],
              runs=[{"entry": k, "run_index": r.params["run_index"], **_clean(r.metrics)}
