@@ -1,4 +1,6 @@
-"""Phase retrieval runs: preparation of the data, random starts, the recipe loop, metrics, many runs.
+"""Phase retrieval runs: one start (the recipe loop and its metrics, `run_one`) and many starts (stages,
+positivity auto, guided generations, the consensus order: `phase`). The job itself — options, prepared
+data, default recipe — is `phasing.problem`; the defaults it holds are explained here.
 
 A run is an independent task `run_one(problem, options, index, report)`: a pure function of the
 prepared problem, the options and the run index (its random numbers come from
@@ -108,241 +110,24 @@ At linear oversampling below about 3, a higher threshold (``--support-threshold 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli import fft
-from cxdi_cli.phasing import kernels, psf as psfm, recipe as rcp, support as sup
-from cxdi_cli.phasing import regularise  # noqa: F401 - registers gps, tv, cpower, oss in alg.STEPS
-from cxdi_cli.sampling import estimate_oversampling
-from cxdi_cli.model import DataError, Pattern, Reconstruction, Run, UsageError
-from cxdi_cli.phasing.defaults import DEFAULT_PSF, DEFAULT_RECIPE
+from cxdi_cli.model import Pattern, Reconstruction, Run, UsageError
+from cxdi_cli.phasing import algorithms as alg
+from cxdi_cli.phasing import psf as psfm, recipe as rcp
+from cxdi_cli.phasing.defaults import DEFAULT_RECIPE  # noqa: F401 - re-exported
+from cxdi_cli.phasing.problem import (  # noqa: F401 - the job's pieces, re-exported for callers of runs
+    AUTO_PSF, AUTO_PSF_OFF, HIO_MAX_SCALE, HIO_REFERENCE_SUPPORT, Options, Problem, amplitude_misfit,
+    count_iterations, default_recipe_for, noise_fraction, pair_schedule, parse_recipe, prepare, psf_start,
+)
 
 if TYPE_CHECKING:
     from cxdi_cli.executor import Executor
-
-
-@dataclasses.dataclass
-class Options:
-    """Every parameter of a phasing job; `as_dict()` is what goes into each run's parameters."""
-
-    recipe: str = DEFAULT_RECIPE
-    runs: int = 5
-    seed: int | None = None
-    positivity: bool | str = "auto"       # True, False, or "auto": decided on probes (_decide_positivity)
-    amplitude_bound: float | None = None
-    support_threshold: tuple[float, float] = (0.12, 0.1)  # shrink-wrap threshold (of the max), start -> end
-    support_smooth: tuple[float, float] | None = None  # shrink-wrap Gaussian sigma, start -> end (pixels);
-    # None: (max(1, object extent / 40), 0.5), the extent (pixels) estimated from the initial support
-    support_update: int = 20                  # shrink-wrap period (iterations); 0: only `sup` steps
-    support_min_fraction: float | None = None  # shrink-wrap never goes below this fraction of the
-    # initial support (None: 1/(4 * 2^N) of an autocorrelation support, which spans 2^N times the
-    # object, or 1/4 of a given support): a collapse onto a bright speck is refused
-    autocorrelation_threshold: float = 0.05   # initial support: autocorrelation > this * max
-    autocorrelation_smooth: float = 1.0       # Gaussian sigma (pixels) on the autocorrelation
-    free_fraction: float = 0.05               # measured pixels withheld for the free log-likelihood
-    free_island: int = 3                      # free islands are cubes of this many pixels across
-    record_every: int = 10                    # history every k iterations
-    report_every: int = 50                    # progress callback every k iterations
-    max_outside: float = 0.1                  # failed run: more than this fraction off the support
-    threads: int | None = None                # FFT threads per run
-    check_oversampling: bool = True
-    psf: str = DEFAULT_PSF                    # partial coherence: auto, off, gaussian:FWHM, lorentzian:FWHM,
-    # pseudo-voigt:FWHM,ETA (psf.parse_psf); switched on at `psf_from` of the recipe unless a `psf` step does
-    psf_from: float = 1.0 / 3.0               # fraction of the recipe's iterations before the PSF is on
-    psf_update: int = 25                      # PSF width refinement every k projections (0: fixed)
-    psf_refine: str = "ml"                    # "ml": Poisson ML width; "rl": Richardson-Lucy (psf.py)
-    generations: int = 1                      # guided generations (Chen et al. 2007) over the search steps
-    consensus: bool = True                    # order the runs by their largest agreeing group first
-    agree: float = 0.3                        # two runs agree when their distance after alignment is below
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["support_smooth"] = None if self.support_smooth is None else list(_pair(self.support_smooth))
-        d["support_threshold"] = list(_pair(self.support_threshold))
-        return d
-
-
-def _pair(v: Any) -> tuple[float, float]:
-    """A (start, end) schedule from a number or a pair."""
-    if isinstance(v, (int, float)):
-        return (float(v), float(v))
-    a, b = v
-    return (float(a), float(b))
-
-
-@dataclasses.dataclass
-class Problem:
-    """The prepared data of a phasing job (FFT order), shared read-only by every run."""
-
-    amp: np.ndarray              # float32 sqrt(photons), 0 where not measured
-    kind: np.ndarray             # int8 alg.MASKED / MEASURED / FREE
-    support: np.ndarray | None   # bool initial support (None: from the autocorrelation)
-    shape: tuple[int, ...]
-    seed: int
-    steps: tuple[rcp.Item, ...]
-    n_iterations: int
-    info: dict[str, Any]
-
-
-def parse_recipe(text: str) -> tuple[rcp.Item, ...]:
-    """Parse a recipe against the registered steps (UsageError with the valid names otherwise)."""
-    items = rcp.parse(text, alg.step_parameters())
-    if not any(s.name in alg.ITERATIVE for s in rcp.flatten(items)):
-        raise UsageError(f"recipe {text!r}: no iterative step (one of {', '.join(sorted(alg.ITERATIVE))})")
-    return items
-
-
-def count_iterations(items: tuple[rcp.Item, ...]) -> int:
-    """Iterations (FFT-pair steps) of a parsed recipe."""
-    return sum(s.count for s in rcp.flatten(items) if s.name in alg.ITERATIVE)
-
-
-#: The PSF that `--psf auto` starts from (Richardson-Lucy refines it; see the module docstring).
-AUTO_PSF = psfm.PsfSpec("gaussian", 1.0, 0.0)
-#: "auto": a fitted FWHM below this (pixels) means coherent data: the PSF is dropped for the rest of
-#: the run (a Gaussian of 0.6 px puts 5e-4 of its weight on each neighbour)
-AUTO_PSF_OFF = 0.6
-
-
-#: 2D default recipe: its HIO iterations scale with the initial (autocorrelation) support, from this
-#: many pixels on (the 256^2 hard tungsten case: 5041 px, 600 HIO iterations)
-HIO_REFERENCE_SUPPORT = 5000
-#: ... up to this factor
-HIO_MAX_SCALE = 4.0
-
-
-def default_recipe_for(support_px: int) -> str:
-    """The default recipe for a 2D pattern whose autocorrelation support has `support_px` pixels: HIO
-    600 x clip(support_px / HIO_REFERENCE_SUPPORT, 1, HIO_MAX_SCALE), then ER 200 and ML 100 (a larger
-    object needs more HIO iterations; see the module docstring)."""
-    scale = min(HIO_MAX_SCALE, max(1.0, support_px / HIO_REFERENCE_SUPPORT))
-    return f"hio**{int(round(600 * scale / 10.0)) * 10},er**200,ml**100"
-
-
-def psf_start(text: str) -> psfm.PsfSpec | None:
-    """The PSF start of a `--psf` value (None: off); UsageError on a bad value."""
-    spec = psfm.parse_psf(text)
-    return AUTO_PSF if spec == "auto" else spec  # type: ignore[return-value]
-
-
-def _free_islands(kind: np.ndarray, centre_radius: float, fraction: float, island: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """Mark about `fraction` of the measured pixels FREE, in cubes `island` pixels across, with their
-    centro-symmetric mates, none within `centre_radius` pixels of q = 0 (arrays in FFT order)."""
-    shape = kind.shape
-    measured = kind == alg.MEASURED
-    n_meas = int(np.count_nonzero(measured))
-    target = fraction * n_meas
-    if target < 1:
-        return kind
-    freqs = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij", sparse=True)  # broadcast: no full-size grids
-    radius = np.sqrt(sum(f.astype(np.float32) ** 2 for f in freqs))
-    candidates = np.flatnonzero(measured & (radius > centre_radius))
-    if candidates.size == 0:
-        return kind
-    free = np.zeros(shape, bool)
-    half = island // 2
-    offsets = np.stack(np.meshgrid(*[np.arange(-half, island - half)] * len(shape), indexing="ij"), -1)
-    offsets = offsets.reshape(-1, len(shape))
-    order = rng.permutation(candidates)
-    count = 0
-    for flat in order:
-        if count >= target:
-            break
-        c = np.array(np.unravel_index(flat, shape))
-        for sign in (1, -1):
-            pts = tuple((((sign * c)[None, :] + offsets) % np.array(shape)).T)
-            ok = measured[pts] & ~free[pts] & (radius[pts] > centre_radius)
-            free[tuple(p[ok] for p in pts)] = True
-            count += int(np.count_nonzero(ok))
-    kind = kind.copy()
-    kind[free] = alg.FREE
-    return kind
-
-
-def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = None) -> Problem:
-    """Check the data, move them to FFT order (once), choose the free pixels and the initial support.
-
-    `support` (centred, bool) replaces the autocorrelation support. Raises DataError on data that
-    cannot be phased (nothing measured, NaNs, a support larger than half the array, an oversampling
-    below 2^(1/N)) and UsageError on a bad recipe."""
-    src = pattern.source or "input"
-    steps = parse_recipe(options.recipe)
-    psf_spec = psf_start(options.psf)
-    data = np.asarray(pattern.intensity, np.float32)
-    if data.ndim not in (2, 3):
-        raise DataError(f"{src}: a {data.ndim}-D array; phase retrieval needs a 2D pattern or a 3D volume")
-    measured = pattern.measured
-    if measured.shape != data.shape:
-        raise DataError(f"{src}: mask shape {measured.shape} differs from the data {data.shape}")
-    if not np.any(measured):
-        raise DataError(f"{src}: every pixel is masked: nothing to phase")
-    if not np.all(np.isfinite(data[measured])):
-        raise DataError(f"{src}: measured pixels hold NaN or infinite values")
-    if not np.any(data[measured] > 0):
-        raise DataError(f"{src}: no measured pixel holds any photon: nothing to phase")
-    info: dict[str, Any] = {"shape": list(data.shape), "warnings": []}
-    if kernels.warning():  # numba missing or not compiling: the numpy kernels run (slower)
-        info["warnings"].append(kernels.warning())
-    unfriendly = [n for n in data.shape if fft.good_size(n) != n]
-    if unfriendly:
-        info["warnings"].append(f"array size {data.shape} is not FFT-friendly (2^a 3^b 5^c 7^d): slower FFTs")
-    if options.check_oversampling:
-        sigma = estimate_oversampling(data, measured)
-        info["oversampling_estimate"] = sigma
-        if sigma is not None and sigma < 2 ** (1.0 / data.ndim):
-            raise DataError(f"{src}: linear oversampling about {sigma:.2f} (from the speckle correlation), below "
-                            f"2^(1/{data.ndim}) = {2 ** (1.0 / data.ndim):.2f}: this pattern cannot be phased")
-    seed = options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % (2 ** 63))
-    meas_f = np.fft.ifftshift(measured)
-    data_f = np.fft.ifftshift(np.where(measured, np.maximum(data, 0), 0)).astype(np.float32)
-    kind = np.where(meas_f, alg.MEASURED, alg.MASKED).astype(np.int8)
-    if support is not None:
-        support = np.asarray(support).astype(bool)
-        if support.shape != data.shape:
-            raise DataError(f"support shape {support.shape} differs from the data {data.shape}")
-        support_f = np.fft.ifftshift(support)
-        sup.support_size_check(support_f, "the given support")
-        info["support_from"] = "file"
-    else:
-        halve = data.ndim == 3  # 3D: the object's extent, not 8 times its volume (support.py)
-        support_f = sup.autocorrelation_support(data_f, meas_f, threshold=options.autocorrelation_threshold,
-                                                sigma=options.autocorrelation_smooth, halve=halve)
-        info["support_from"] = "autocorrelation/2" if halve else "autocorrelation"
-    info["initial_support_size"] = int(np.count_nonzero(support_f))
-    # central speckle: about (array size / object extent) pixels across; object extent from the
-    # support (the autocorrelation spans twice the object)
-    extents = []
-    for ax in range(data.ndim):
-        prof = np.any(support_f, axis=tuple(a for a in range(data.ndim) if a != ax))
-        extents.append(max(1, int(np.count_nonzero(prof))) / (2.0 if info["support_from"] == "autocorrelation" else 1.0))
-    centre_radius = max(3.0, 1.5 * max(n / e for n, e in zip(data.shape, extents)))
-    info["object_extent_px"] = max(extents)
-    info["support_smooth"] = list(_pair(options.support_smooth)) if options.support_smooth is not None \
-        else [round(max(1.0, max(extents) / 40.0), 2), 0.5]
-    info["free_exclusion_radius_px"] = centre_radius
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2 ** 31 - 1]))
-    if options.free_fraction > 0:
-        kind = _free_islands(kind, centre_radius, options.free_fraction, options.free_island, rng)
-    info["measured_pixels"] = int(np.count_nonzero(kind != alg.MASKED))
-    info["free_pixels"] = int(np.count_nonzero(kind == alg.FREE))
-    amp = np.sqrt(data_f).astype(np.float32)
-    amp[kind == alg.MASKED] = 0
-    info["noise_fraction"] = noise_fraction(amp, kind)  # a property of the data: once, not per run
-    if options.recipe == DEFAULT_RECIPE and support is None and data.ndim == 2:
-        steps = parse_recipe(default_recipe_for(info["initial_support_size"]))
-        info["recipe_scaled"] = rcp.format_recipe(steps)
-    info["psf"] = None if psf_spec is None else str(psf_spec)
-    if psf_spec is not None and not any(s.name == "psf" for s in rcp.flatten(steps)):
-        info["psf_from_iteration"] = int(round(options.psf_from * count_iterations(steps)))
-    return Problem(amp=amp, kind=kind, support=support_f, shape=tuple(data.shape), seed=seed, steps=steps,
-                   n_iterations=count_iterations(steps), info=info)
 
 
 def run_seed(seed: int, index: int) -> np.random.SeedSequence:
@@ -447,8 +232,8 @@ def run_one(problem: Problem, options: Options, index: int,
         min_fraction = 0.25 if from_file else 0.25 / 2 ** len(shape)
     state = alg.State(pair=pair, rho=rho, amp=problem.amp, kind=problem.kind, support=support,
                       positivity=options.positivity is not False, amplitude_bound=options.amplitude_bound,
-                      support_update=options.support_update, support_threshold=_pair(options.support_threshold),
-                      support_smooth=_pair(problem.info["support_smooth"]), support_min_fraction=min_fraction,
+                      support_update=options.support_update, support_threshold=pair_schedule(options.support_threshold),
+                      support_smooth=pair_schedule(problem.info["support_smooth"]), support_min_fraction=min_fraction,
                       total=total, record_every=options.record_every, on_record=on_record,
                       initial_support_size=int(np.count_nonzero(problem.support)),
                       psf_start=psf_start(options.psf), psf_update=options.psf_update,
@@ -530,53 +315,6 @@ def final_metrics(state: alg.State, options: Options, noise: float) -> dict[str,
     limit = options.max_outside + m["noise_fraction"]
     m["failed"] = bool((not finite) or m["outside_fraction"] > limit or m["support_size"] == 0)
     return m
-
-
-@functools.lru_cache(maxsize=1)
-def _sqrt_poisson_table() -> tuple[np.ndarray, np.ndarray]:
-    """d(lam) = sqrt(lam) - E[sqrt(k)] for k ~ Poisson(lam), on a log grid of lam (1e-4 .. 1e6).
-
-    The difference is tabulated (not E[sqrt(k)] itself) because it is small and smooth, so linear
-    interpolation keeps its relative accuracy where sqrt(lam) is large."""
-    lam = np.logspace(-4, 6, 401)
-    mean = np.empty_like(lam)
-    for j, m in enumerate(lam):
-        if m > 400:  # large-mean expansion, exact to < 1e-9 there
-            mean[j] = math.sqrt(m) * (1 - 1 / (8 * m) - 7 / (128 * m * m))
-            continue
-        k = np.arange(0, int(m + 12 * math.sqrt(m) + 30))
-        logp = k * math.log(m) - m - np.array([math.lgamma(x + 1) for x in k])
-        mean[j] = float(np.sum(np.sqrt(k) * np.exp(logp)))
-    return lam, np.sqrt(lam) - mean
-
-
-def amplitude_misfit(transform: np.ndarray, amp: np.ndarray, kind: np.ndarray, scale: float) -> float:
-    """Amplitude misfit over the constrained measured pixels beyond what photon noise explains.
-
-    (sum (|F rho| - sqrt(k))^2 - sum E[(|F rho| - sqrt(k))^2]) / sum k, the expectation taken for
-    k ~ Poisson(|F rho|^2): 2 lam - 2 sqrt(lam) E[sqrt(k)] = 2 sqrt(lam) d(lam). About 0 for a model that fits the data
-    to the noise, at any dose; a few percent for a run stuck away from any solution. `transform` is
-    the unscaled forward transform (times `scale` gives F rho)."""
-    measured = kind == alg.MEASURED
-    f = np.abs(transform[measured]).astype(np.float64) * scale
-    a = amp[measured].astype(np.float64)
-    total = float(np.sum(a * a))
-    if total <= 0:
-        return math.nan
-    lam = f * f
-    grid, diff = _sqrt_poisson_table()
-    d = np.interp(np.log(np.maximum(lam, grid[0])), np.log(grid), diff)
-    d = np.where(lam < grid[0], f - lam, d)  # E[sqrt k] ~ lam for a vanishing mean
-    expected = 2 * f * d
-    return float((np.sum((f - a) ** 2) - np.sum(expected)) / total)
-
-
-def noise_fraction(amp: np.ndarray, kind: np.ndarray) -> float:
-    """Share of the measured amplitudes' power that is photon noise: sum v(I) / sum I, v(I) = I/(1+4I)."""
-    a = amp[kind == alg.MEASURED].astype(np.float64)
-    i = a * a
-    total = float(i.sum())
-    return float(np.sum(i / (1 + 4 * i)) / total) if total > 0 else 0.0
 
 
 def rank_key(run: Run) -> tuple[int, float]:
