@@ -444,6 +444,13 @@ def _processed(d: Path, rng: np.random.Generator, exp: "_Experiment", mode: str,
             "symmetrised": mode == "symmetrised"}
 
 
+def _experiment(out_dir: str | os.PathLike, *, beamstop: float, rod_angle: float,
+                **geometry: Any) -> tuple["_Experiment", tuple, Path]:
+    """What both 2D kinds set up first: the experiment's geometry, its beamstop and the output folder."""
+    exp = _Experiment(**geometry)
+    return exp, exp.beamstop(beamstop, rod_angle), make_out_dir(out_dir)
+
+
 def _hard_info(info: dict[str, Any], d: Path, exp: "_Experiment", psf: float, proc: dict[str, Any] | None,
                gap_through_beam: bool) -> None:
     """The hard-case entries of experiment.json; a processed pattern is what `preprocess` reads next."""
@@ -476,11 +483,10 @@ def simulate_tungsten(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 
     _check(np.isfinite(thickness) and 1e-9 <= thickness <= 5e-6, f"--thickness {thickness}: must be 1e-9 to 5e-6 m")
     seed = seed_value(seed)
     psf, processed, fraction = _hard_options(psf, processed, beam_fraction)
-    exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
-                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=fraction,
-                      through_beam=gap_through_beam, pixel_samples=pixel_samples)
-    bs = exp.beamstop(beamstop, rod_angle)
-    d = make_out_dir(out_dir)
+    exp, bs, d = _experiment(out_dir, size=size, photons=photons, distance=distance, energy_kev=energy_kev,
+                             pixel=pixel, oversampling=oversampling, near_cross=gap_cross_near_beam,
+                             fraction=fraction, through_beam=gap_through_beam, pixel_samples=pixel_samples,
+                             beamstop=beamstop, rod_angle=rod_angle)
     from cxdi_cli import io  # noqa: PLC0415
 
     rho = tungsten_object(exp.specimen_size, exp.fine_pitch, thickness, energy_kev)
@@ -557,11 +563,10 @@ def simulate_cells(out_dir: str | os.PathLike, *, seed: int = 0, size: int = 512
            f"--phase-max {phase_max}: must be 0.01 to 10 rad")
     seed = seed_value(seed)
     psf, processed, fraction = _hard_options(psf, processed, beam_fraction)
-    exp = _Experiment(size=size, photons=photons, distance=distance, energy_kev=energy_kev, pixel=pixel,
-                      oversampling=oversampling, near_cross=gap_cross_near_beam, fraction=fraction,
-                      through_beam=gap_through_beam, pixel_samples=pixel_samples)
-    bs = exp.beamstop(beamstop, rod_angle)
-    d = make_out_dir(out_dir)
+    exp, bs, d = _experiment(out_dir, size=size, photons=photons, distance=distance, energy_kev=energy_kev,
+                             pixel=pixel, oversampling=oversampling, near_cross=gap_cross_near_beam,
+                             fraction=fraction, through_beam=gap_through_beam, pixel_samples=pixel_samples,
+                             beamstop=beamstop, rod_angle=rod_angle)
     from cxdi_cli import io  # noqa: PLC0415
 
     rho = cells_object(exp.specimen_size, exp.fine_pitch, phase_max=phase_max)
