@@ -365,9 +365,6 @@ def cli_command(name: str, fn: Callable) -> Callable:
                   "(rerun with --debug for the traceback)", file=sys.stderr, flush=True)
             raise typer.Exit(1) from None
         finally:
-            if "cxdi_cli.fft" in sys.modules:
-                with contextlib.suppress(OSError):  # a full disk must not turn the error line into a traceback
-                    sys.modules["cxdi_cli.fft"].flush_wisdom()
             if "cxdi_cli.io.paths" in sys.modules:
                 sys.modules["cxdi_cli.io.paths"].release_stdin()
 

@@ -253,10 +253,6 @@ class FFTPair:
         return self.dtype.type(1.0 / np.sqrt(self.buffer.size))
 
 
-def flush_wisdom() -> None:
-    """Kept for callers: wisdom is now saved when a new transform is planned (see `_fftw`)."""
-
-
 def good_size(n: int, *, smaller: bool = True) -> int:
     """The nearest FFT-friendly size 2^a 3^b 5^c 7^d not above (or, smaller=False, not below) n."""
     def friendly(m: int) -> bool:

@@ -39,9 +39,10 @@ def test_steps_in_the_recipe_language():
     assert phasing.count_iterations(items) == 10
     pattern, truth = synthetic(n=32, seed=3)
     state = _state(pattern, truth)
-    _run(state, rcp.format_recipe(items))
+    obj = _run(state, rcp.format_recipe(items))
     assert state.iteration == 10
     assert np.array_equal(state.buf, state.rho)          # the invariant every step keeps
+    assert nrms_error(obj, truth) < 0.05                 # started at the solution: every step keeps it
     with pytest.raises(ValueError):
         alg.build("gps", {"t": -1.0})
 

@@ -473,7 +473,7 @@ def ml_psf_iteration(state: Any) -> None:
     pair.inverse(scale=False)
     g = buf * sup
     den = float(np.vdot(gprev, gprev).real)
-    gamma = 0.0 if (first or den <= 0) else max(0.0, float(np.vdot(gprev, g - gprev).real) / den)
+    gamma = 0.0 if (first or den <= 0) else max(0.0, float(np.vdot(g, g - gprev).real) / den)
     d *= np.float32(gamma)
     d -= g
     gprev[...] = g

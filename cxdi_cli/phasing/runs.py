@@ -319,13 +319,7 @@ def final_metrics(state: alg.State, options: Options, noise: float) -> dict[str,
 
 def rank_key(run: Run) -> tuple[int, float]:
     """Sort key of runs, best first: not failed before failed, then free LLK (LLK if no free pixels)."""
-    m = run.metrics
-    score = m.get("llk_free")
-    if score is None or not math.isfinite(score):
-        score = m.get("llk", math.inf)
-    if score is None or not math.isfinite(score):
-        score = math.inf
-    return (1 if m.get("failed") else 0, float(score))
+    return (1 if run.metrics.get("failed") else 0, _score(run.metrics))
 
 
 def _worker(problem: Problem, options: Options, index: int, start: Checkpoint | None, stop: int | None,

@@ -227,7 +227,7 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
         weights = list(rec.extra.get("mode_weights", [])) if isinstance(rec.extra, dict) else []
         spec = slice_spec
         if spec is None and len(shape) == 3:  # modes: the z slice of the main picture
-            spec = f"z={object_centre(align.remove_global_phase(r.obj, r.support), r.support)[0]}"
+            spec = f"z={object_centre(r.obj, r.support)[0]}"  # |obj|: the global phase does not move it
         for k, (mname, mode) in enumerate(modes):
             mp = run_panels(Run(obj=mode, support=r.support), pixel, slice_spec=spec, crop_support=crop_support,
                             projections=False, box=box)[0]
