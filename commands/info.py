@@ -35,9 +35,10 @@ def info(file: c.InputArg, json_report: c.JsonOpt = False,
     """
     from cxdi_cli.inspect_file import describe  # noqa: PLC0415
 
-    d = describe(file)
+    data = []
+    d = describe(file, on_pattern=data.append)
     if missing_modes or support or modes:
-        d["missing_modes"] = _missing_modes(file, d, support, modes)
+        d["missing_modes"] = _missing_modes(file, d, data[0] if data else None, support, modes)
     if json_report:
         c.report(True, "cxdi.info/1", **d)
         return
@@ -74,7 +75,7 @@ def info(file: c.InputArg, json_report: c.JsonOpt = False,
         print(f"  step {k}: {step.get('date', '')} {step.get('command', '')}")
 
 
-def _missing_modes(file: str, d: dict, support: str | None, modes: str | None) -> dict:
+def _missing_modes(file: str, d: dict, pattern, support: str | None, modes: str | None) -> dict:
     """The missing-mode report of a pattern or volume (and the modes' TIFF when asked)."""
     import numpy as np  # noqa: PLC0415
 
@@ -82,9 +83,8 @@ def _missing_modes(file: str, d: dict, support: str | None, modes: str | None) -
     from cxdi_cli.model import UsageError  # noqa: PLC0415
     from cxdi_cli.phasing import missing_modes as mmod  # noqa: PLC0415
 
-    if d.get("kind") not in ("pattern", "volume"):
+    if pattern is None or d.get("kind") not in ("pattern", "volume"):
         raise UsageError(f"--missing-modes needs diffraction data; {file} holds a {d.get('kind')}")
-    pattern = io.read_pattern(file)
     sup = None
     if support:
         sup = np.asarray(io.read_array(support)) != 0

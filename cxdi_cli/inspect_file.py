@@ -4,12 +4,12 @@ Used by `cxdi info`; pure description, no printing.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from cxdi_cli import io
-from cxdi_cli.model import Geometry, InputError, mask_counts
+from cxdi_cli.model import Geometry, InputError, Pattern, mask_counts
 from cxdi_cli.sampling import estimate_oversampling
 
 
@@ -27,8 +27,9 @@ def _geometry_dict(geometry: Geometry, shape: tuple[int, ...]) -> dict[str, Any]
     return out
 
 
-def describe(spec: str) -> dict[str, Any]:
-    """Describe a cxdi/CXI/TIFF file: diffraction data, reconstructions or results."""
+def describe(spec: str, on_pattern: Callable[[Pattern], None] | None = None) -> dict[str, Any]:
+    """Describe a cxdi/CXI/TIFF file: diffraction data, reconstructions or results. `on_pattern` receives
+    the diffraction data when the file holds some (read once, for a caller that computes more on it)."""
     name, _ = io.split_url(spec)
     path = io.local_input(name)
     kind = io.sniff(path)
@@ -64,6 +65,8 @@ def describe(spec: str) -> dict[str, Any]:
         return info
     if not plain:
         pattern = io.read_pattern(spec)
+        if on_pattern is not None:
+            on_pattern(pattern)
         info["provenance"] = pattern.provenance
         shape = pattern.intensity.shape
         meas = pattern.measured

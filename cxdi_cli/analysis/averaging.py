@@ -269,15 +269,16 @@ def _threshold(dist: np.ndarray, outlier: float) -> float:
     return med + max(outlier * sigma, 0.05)
 
 
-def _labelled_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction]) -> list[tuple[str, str, Run]]:
-    """(file name, label, run) for every run: label ``FILE::entry_K`` (the entry given, or the run's place)."""
+def _labelled_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction]
+                   ) -> list[tuple[str, str, Run, Reconstruction]]:
+    """(file name, label, run, its reconstruction) for every run: label ``FILE::entry_K`` (the entry given, or the run's place)."""
     out = []
     for n, item in enumerate(recs):
         name, rec = item if isinstance(item, tuple) else (item.source or f"input_{n + 1}", item)
         base, dset = io.split_url(name)
         entry = dset.strip("/").split("/")[0] if dset else None
         for k, run in enumerate(rec.runs, start=1):
-            out.append((name, f"{base}::{entry or f'entry_{k}'}", run))
+            out.append((name, f"{base}::{entry or f'entry_{k}'}", run, rec))
     return out
 
 
@@ -304,17 +305,16 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     """
     entries = _labelled_runs(recs)
     by_key = by.replace("-", "_")
-    items = [(label, run.obj.shape, _rec_of(recs, name).pixel_size, _rec_of(recs, name).geometry)
-             for name, label, run in entries]
-    metrics = [run.metrics for _, _, run in entries]
-    labels = [label for _, label, _ in entries]
+    items = [(label, run.obj.shape, rec.pixel_size, rec.geometry) for _, label, run, rec in entries]
+    metrics = [run.metrics for _, _, run, _ in entries]
+    labels = [label for _, label, _, _ in entries]
     order, skipped, key = select_runs(items, metrics, by_key, best=best)
     notes = []
     if key == "none":
         notes.append(f"no run carries a metric ({', '.join(METRICS)}); averaging the runs in the order given")
     elif key != by_key:
         notes.append(f"no run has a finite {by_key.replace('_', '-')}; selecting by {key.replace('_', '-')}")
-    objs = [run.obj for _, _, run in entries]
+    objs = [run.obj for _, _, run, _ in entries]
     tick = on_progress or (lambda *a, **k: None)
     n_pairs = len(order) * (len(order) - 1) // 2 if consensus and len(order) > 1 else 0
     tick(0, total=n_pairs + 2 * len(order))
@@ -350,11 +350,9 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
         if not row["used"]:
             notes.append(f"{row['run']} rejected: {row['reason']}")
     skipped_rows = [{"run": labels[i], "reason": r} for i, r in skipped]
-    ref_name = entries[order[0]][0]
-    ref_rec = _rec_of(recs, ref_name)
+    ref_name, _, _, ref_rec = entries[order[0]]
     others: dict[str, Any] = {}
-    for name, _, _ in entries:
-        rec = _rec_of(recs, name)
+    for name, _, _, rec in entries:
         if name != ref_name and name not in others and rec.provenance != ref_rec.provenance:
             others[name] = rec.provenance
     params = {"best": best, "by": key, "twin": twin, "ramp": ramp, "upsample": upsample, "outlier": outlier,
@@ -373,12 +371,3 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     return Reconstruction(runs=[Run(obj=res.average, support=res.support, metrics=run_metrics, params=params)],
                           pixel_size=ref_rec.pixel_size, geometry=ref_rec.geometry,
                           provenance=list(ref_rec.provenance), extra=extra, arrays=arrays)
-
-
-def _rec_of(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], name: str) -> Reconstruction:
-    """The reconstruction that `_labelled_runs` named `name`."""
-    for n, item in enumerate(recs):
-        rname, rec = item if isinstance(item, tuple) else (item.source or f"input_{n + 1}", item)
-        if rname == name:
-            return rec
-    raise KeyError(name)
