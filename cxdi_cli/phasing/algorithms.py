@@ -614,7 +614,7 @@ def make_ml() -> Callable[[State], None]:
 
     def step(state: State) -> None:
         if state.psf is not None:            # partial coherence: the blurred model's likelihood
-            ml_psf_iteration(state)
+            ml_psf_iteration(state, _recording(state))
             return
         buf = state.buf.reshape(-1)
         rho = state.rho.reshape(-1)

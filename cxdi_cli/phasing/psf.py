@@ -440,11 +440,12 @@ def make_switch(fwhm: float | None = None, eta: float | None = None,
     return step
 
 
-def ml_psf_iteration(state: Any) -> None:
+def ml_psf_iteration(state: Any, rec: bool) -> None:
     """One conjugate-gradient iteration on the Poisson likelihood of the blurred model (the `ml` step
     when a PSF is on): L = sum_measured (Ic - I ln Ic), Ic = PSF (*) |Psi|^2, dL/dPsi* = Psi [PSF (x)
     (1 - I/Ic)], an exact Newton line search on Ic(t) = A + 2tB + t^2 C (A, B, C: the blurs of |Psi|^2,
-    Re(Psi* D), |D|^2). Six FFTs per iteration (the coherent `ml` needs two)."""
+    Re(Psi* D), |D|^2). Six FFTs per iteration (the coherent `ml` needs two). `rec`: the metrics of this
+    iteration are wanted (`algorithms._recording`)."""
     psf: Psf = state.psf
     pair = state.pair
     buf = pair.buffer
@@ -465,7 +466,6 @@ def ml_psf_iteration(state: Any) -> None:
         ml["pd"] = np.zeros(buf.shape, np.complex64)
         ml["pg"] = np.zeros(buf.shape, np.complex64)
     psi, a_ic, d, gprev = ml["ppsi"], ml["pA"], ml["pd"], ml["pg"]
-    rec = state.on_record is not None and state.record_every > 0 and (state.iteration + 1) % state.record_every == 0
     if rec:
         state.last.update(metrics_of(a_ic, state.amp, state.kind))
     w = np.where(measured, 1 - obs / np.maximum(a_ic, eps), np.float32(0)).astype(np.float32)
