@@ -59,7 +59,7 @@ def mask(
     import numpy as np  # noqa: PLC0415
 
     from cxdi_cli import io  # noqa: PLC0415
-    from cxdi_cli.reduce import masking  # noqa: PLC0415
+    from cxdi_cli.reduce import centring, masking  # noqa: PLC0415
     from cxdi_cli.sampling import estimate_oversampling  # noqa: PLC0415
     from cxdi_cli.model import DataError, UsageError, mask_counts, mask_bit, measured_from_mask  # noqa: PLC0415
 
@@ -71,12 +71,7 @@ def mask(
     ndim = img.ndim
     unmeasured = np.uint32(mask_bit("unmeasured"))
     before_unmeasured = m & unmeasured
-    if centre is not None:
-        ctr = tuple(masking.parse_numbers(centre, ndim, "--centre"))
-    elif pattern.geometry.centre is not None and len(pattern.geometry.centre) == ndim:
-        ctr = tuple(float(v) for v in pattern.geometry.centre)
-    else:
-        ctr = tuple(float(n // 2) for n in img.shape)
+    ctr = centring.pattern_centre(pattern, masking.parse_numbers(centre, ndim, "--centre") if centre is not None else None)
     if ndim == 3 and (circle or rect or polygon):
         raise UsageError("--circle, --rect and --polygon draw on 2D patterns; give a 3D mask with --add")
     if remove:

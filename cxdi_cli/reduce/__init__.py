@@ -5,7 +5,7 @@ May import the base only (model, fft, geometry, planning, sampling, io).
 
 Scripting (each is what the command of the same job does, names imported on first use):
 `preprocess(raw, energy_kev=, distance=, pixel=, ...)` -> result with `.pattern` (`cxdi preprocess`);
-`mask(pattern)` -> the pattern with the automatic mask bits added (`cxdi mask`);
+`mask(pattern, zeros=)` -> the pattern with the automatic mask bits added (`cxdi mask`);
 `assemble(tilts, angles, energy_kev=, distance=, pixel=, ...)` -> result with `.pattern`, the volume
 (`cxdi assemble3d`); `find_centre(image, mask)`.
 """

@@ -218,17 +218,26 @@ def centre_and_mask(total: np.ndarray, mask: np.ndarray, *, empty: np.ndarray,
     return Centred(mask=bits, centre=(float(c[0]), float(c[1])), found=found, info=info)
 
 
+def pattern_centre(pattern: Pattern, centre: Sequence[float] | None = None) -> tuple[float, ...]:
+    """The centre to mask around: `centre` when given, else the pattern's own, else n // 2 on each axis."""
+    shape = pattern.intensity.shape
+    if centre is not None:
+        return tuple(float(v) for v in centre)
+    own = pattern.geometry.centre
+    if own is not None and len(own) == len(shape):
+        return tuple(float(v) for v in own)
+    return tuple(float(n // 2) for n in shape)
+
+
 def mask_pattern(pattern: Pattern, *, centre: Sequence[float] | None = None, detector: str | None = None,
-                 margin: int = 1) -> Pattern:
+                 margin: int = 1, zeros: str = "auto") -> Pattern:
     """A copy of a reduced pattern (2D or 3D) with the automatic bits of `masking.auto_mask` added around
-    `centre` (default: the pattern's own, else n // 2): gaps, beamstop and rod (2D), hot and dead pixels
-    (hot voxels only in 3D, where a zero is a true zero of |F|^2)."""
+    `pattern_centre(pattern, centre)`: gaps, beamstop and rod (2D), hot and dead pixels (hot voxels only
+    in 3D, where a zero is a true zero of |F|^2), and, as `cxdi mask --zeros` does, the zeros photon
+    noise cannot make (`zeros`: auto, masked or measured)."""
     img = np.asarray(pattern.intensity, np.float64)
-    if centre is None:
-        own = pattern.geometry.centre
-        centre = own if own is not None and len(own) == img.ndim else tuple(float(n // 2) for n in img.shape)
-    m, _ = masking.auto_mask(img, pattern.mask, centre, detector=detector, margin=margin,
-                                beamstop=img.ndim == 2, gaps=img.ndim == 2)
+    m, _ = masking.auto_mask(img, pattern.mask, pattern_centre(pattern, centre), detector=detector,
+                             margin=margin, beamstop=img.ndim == 2, gaps=img.ndim == 2, zeros=zeros)
     if not measured_from_mask(m).any():
         raise DataError(f"{pattern.source or 'pattern'}: every pixel would be masked")
     return dataclasses.replace(pattern, mask=m)
