@@ -110,17 +110,20 @@ def plant_zero_blocks(rng: np.random.Generator, bright: np.ndarray, fraction: fl
         return zeros
     rng.shuffle(cand)
     sizes = rng.choice([1, 1, 2, 2, 3], size=cand.size)
+    covered = 0                              # bright pixels zeroed so far: count_nonzero(zeros & bright)
     for idx, s in zip(cand, sizes):
-        if np.count_nonzero(zeros & bright) >= target:
+        if covered >= target:
             break
         r, c = divmod(int(idx), shape[1])
-        zeros[r:r + s, c:c + s] = True
+        flat = (np.arange(r, min(r + s, shape[0]))[:, None] * shape[1]
+                + np.arange(c, min(c + s, shape[1]))[None, :]).ravel()
         if mirror is not None:
             mi, mj, inside = mirror
-            blk = np.zeros(shape, bool)
-            blk[r:r + s, c:c + s] = True
-            sel = blk & inside
-            zeros[mi[sel], mj[sel]] = True
+            blk = (slice(r, r + s), slice(c, c + s))
+            sel = inside[blk]
+            flat = np.unique(np.concatenate([flat, mi[blk][sel] * shape[1] + mj[blk][sel]]))
+        covered += int(np.count_nonzero(~zeros.flat[flat] & bright.flat[flat]))
+        zeros.flat[flat] = True
     return zeros & bright
 
 
