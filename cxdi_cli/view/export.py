@@ -15,7 +15,7 @@ from cxdi_cli import io
 from cxdi_cli.analysis import align
 from cxdi_cli.model import InputError, Reconstruction, Run
 from cxdi_cli.view import vtk
-from cxdi_cli.view.reconstructions import crop_box
+from cxdi_cli.view.reconstructions import crop_box, pixel_size
 
 
 @dataclasses.dataclass
@@ -75,8 +75,7 @@ def _object_export(rec: Reconstruction, name: str, run: int, crop: bool) -> Expo
     arrays = {"amplitude": amp.astype(np.float32),
               "phase": np.where(amp > 0, np.angle(obj), 0).astype(np.float32),
               "support": support.astype(np.uint8)}
-    pixel = rec.pixel_size if rec.pixel_size and len(rec.pixel_size) == obj.ndim \
-        else rec.geometry.real_pixel(r.obj.shape)
+    pixel = pixel_size(rec, r.obj.shape)
     return Export(kind="reconstruction", arrays=arrays, step=tuple(float(p) for p in pixel) if pixel else None,
                   first=tuple(b.start for b in box), full_shape=tuple(r.obj.shape))
 

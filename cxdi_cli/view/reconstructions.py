@@ -115,7 +115,8 @@ def _scalebar(pixel_x: float | None, width_px: int) -> tuple[float, str] | None:
     return length / pixel_x, length_label(length)
 
 
-def _pixel_size(rec: Reconstruction, shape: tuple[int, ...]) -> tuple[float, ...] | None:
+def pixel_size(rec: Reconstruction, shape: tuple[int, ...]) -> tuple[float, ...] | None:
+    """The real-space pixel of a reconstruction of `shape`: the file's, else from its geometry."""
     if rec.pixel_size is not None and len(rec.pixel_size) == len(shape):
         return tuple(float(p) for p in rec.pixel_size)
     return rec.geometry.real_pixel(shape)
@@ -205,7 +206,7 @@ def reconstruction_picture(rec: Reconstruction, *, slice_spec: str | None = None
         raise DataError(f"{rec.source}: no runs to show")
     shape = rec.runs[0].obj.shape
     parse_slice(slice_spec, len(shape))  # a usage error before any work
-    pixel = _pixel_size(rec, shape)
+    pixel = pixel_size(rec, shape)
     notes = []
     if pixel:
         notes.append("pixel " + " × ".join(f"{p * 1e9:.3g}" for p in pixel) + " nm; hue = phase, brightness = amplitude")
