@@ -55,6 +55,13 @@ class Outcome:
         """The results of the tasks that succeeded, in submission order."""
         return [r for k, r in enumerate(self.results) if k not in self.failures]
 
+    def finish(self, k: int, result: Any, keep: bool, on_done: OnDone | None) -> None:
+        """Task k succeeded: keep its result (unless `keep` is False) and hand it to `on_done`."""
+        if keep:
+            self.results[k] = result
+        if on_done is not None:
+            on_done(k, result)
+
     def describe(self, k: int) -> str:
         """One line saying why task k failed."""
         exc = self.failures[k]
@@ -114,10 +121,7 @@ class InProcess(Executor):
             except Exception as exc:  # noqa: BLE001 - a failed task is reported, the others go on
                 _collect(k, exc, out)
                 continue
-            if keep:
-                out.results[k] = result
-            if on_done is not None:
-                on_done(k, result)
+            out.finish(k, result, keep, on_done)
         return out
 
 
@@ -199,10 +203,7 @@ class LocalProcesses(Executor):
                         _collect(k, exc, out)
                         continue
                     result = fut.result()
-                    if keep:
-                        out.results[k] = result
-                    if on_done is not None:
-                        on_done(k, result)
+                    out.finish(k, result, keep, on_done)
             self._drain(on_event)
         except BaseException:
             for fut in pending:
@@ -366,10 +367,7 @@ class Dask(Executor):
                             _collect(k, exc, out)
                             continue
                         fut.release()
-                        if keep:
-                            out.results[k] = result
-                        if on_done is not None:
-                            on_done(k, result)
+                        out.finish(k, result, keep, on_done)
                     else:
                         try:
                             exc = fut.exception()

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cxdi_cli import fft
-from cxdi_cli.phasing.kernels import EXACT, kernel
+from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums
 from cxdi_cli.phasing.detwin import half_support
 from cxdi_cli.phasing.psf import make_switch as make_psf_switch, ml_psf_iteration
 from cxdi_cli.phasing.support import shrink_wrap
@@ -519,19 +519,7 @@ def fourier_metrics(state: State, psi: np.ndarray | None = None) -> dict[str, fl
     """
     buf = state.buf.reshape(-1) if psi is None else psi.reshape(-1)
     s2 = 1.0 / buf.size if psi is None else 1.0
-    return _metrics_from_sums(_fourier_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s2))
-
-
-def _metrics_from_sums(sums: tuple) -> dict[str, float]:
-    """The metrics of `fourier_metrics` from the sums of `_fourier_sums` (or `_modulus_sums`)."""
-    llk, nm, llkf, nf, chi2, sic, si = sums
-    nan = float("nan")
-    return {
-        "llk": llk / nm if nm else nan,
-        "llk_free": llkf / nf if nf else nan,
-        "chi2": chi2 / nm if nm else nan,
-        "scale": sic / si if si > 0 else nan,
-    }
+    return metrics_from_sums(_fourier_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s2))
 
 
 def outside_fraction(state: State, array: np.ndarray) -> float:
@@ -565,7 +553,7 @@ def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
             if rec:
                 state.last.update(m)
         elif rec:  # the metric sums come from the modulus pass itself
-            state.last.update(_metrics_from_sums(
+            state.last.update(metrics_from_sums(
                 _modulus_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))))
         else:
             _modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))

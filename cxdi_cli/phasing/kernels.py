@@ -103,3 +103,16 @@ _PROBE = numba.njit(cache=True)(_probe_loop) if numba is not None else None
 def _probe() -> None:
     if _PROBE is not None:
         _PROBE(np.zeros(4, np.float32))
+
+
+def metrics_from_sums(sums: tuple) -> dict[str, float]:
+    """llk, llk_free, chi2 (per pixel) and scale from the sums (llk_measured, n_measured, llk_free, n_free,
+    chi2, sum Ic, sum I) that the metric kernels of `algorithms` (coherent) and `psf` (blurred) return."""
+    llk, nm, llkf, nf, chi2, sic, si = sums
+    nan = float("nan")
+    return {
+        "llk": llk / nm if nm else nan,
+        "llk_free": llkf / nf if nf else nan,
+        "chi2": chi2 / nm if nm else nan,
+        "scale": sic / si if si > 0 else nan,
+    }

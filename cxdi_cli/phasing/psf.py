@@ -37,7 +37,7 @@ import numpy as np
 
 from cxdi_cli import fft
 from cxdi_cli.model import UsageError
-from cxdi_cli.phasing.kernels import EXACT, kernel
+from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums
 
 MODELS = ("gaussian", "lorentzian", "pseudo-voigt")
 #: PSF refinement methods: the Poisson maximum-likelihood width, or Richardson-Lucy steps
@@ -212,10 +212,7 @@ def _sums(model, amp, kind):  # pragma: no cover - compiled
 
 def metrics_of(model: np.ndarray, amp: np.ndarray, kind: np.ndarray) -> dict[str, float]:
     """llk, llk_free, chi2 and scale of a blurred model intensity (the formulas of `fourier_metrics`)."""
-    llk, nm, llkf, nf, chi2, sic, si = _sums(model.reshape(-1), amp.reshape(-1), kind.reshape(-1))
-    nan = float("nan")
-    return {"llk": llk / nm if nm else nan, "llk_free": llkf / nf if nf else nan,
-            "chi2": chi2 / nm if nm else nan, "scale": sic / si if si > 0 else nan}
+    return metrics_from_sums(_sums(model.reshape(-1), amp.reshape(-1), kind.reshape(-1)))
 
 
 class Psf:

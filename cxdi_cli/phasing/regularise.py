@@ -43,6 +43,7 @@ import numpy as np
 
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli.phasing.support import gaussian_transfer, shrink_wrap
+from cxdi_cli.phasing.kernels import metrics_from_sums
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -68,7 +69,7 @@ def _project(state: alg.State, rec: bool, clip: Callable[[np.ndarray], None] | N
         if rec:
             state.last.update(m)
     elif rec:
-        state.last.update(alg._metrics_from_sums(
+        state.last.update(metrics_from_sums(
             alg._modulus_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))))
     else:
         alg._modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
