@@ -282,6 +282,17 @@ def _labelled_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction]
     return out
 
 
+def select_labelled(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], by: str = "llk_free", *,
+                    best: int | None = None) -> tuple[list[tuple[str, str, Run, Reconstruction]], list[int],
+                                                      list[tuple[int, str]], str]:
+    """Every run of `recs` labelled (`_labelled_runs`), and `select_runs` over them: (entries, order of
+    the usable runs best first, skipped runs with why, the metric used)."""
+    entries = _labelled_runs(recs)
+    items = [(label, run.obj.shape, rec.pixel_size, rec.geometry) for _, label, run, rec in entries]
+    order, skipped, key = select_runs(items, [run.metrics for _, _, run, _ in entries], by, best=best)
+    return entries, order, skipped, key
+
+
 def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *, best: int | None = 10,
                  by: str = "llk_free", twin: bool = True, ramp: bool = True, upsample: int = 20,
                  outlier: float = 5.0, modes: int = 3, consensus: bool = True,
@@ -303,12 +314,10 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     inputs_provenance (of the inputs whose provenance differs from the reference's); arrays: mode_K
     and run_intensity. DataError when the runs are not of one data set or none is usable.
     """
-    entries = _labelled_runs(recs)
     by_key = by.replace("-", "_")
-    items = [(label, run.obj.shape, rec.pixel_size, rec.geometry) for _, label, run, rec in entries]
+    entries, order, skipped, key = select_labelled(recs, by_key, best=best)
     metrics = [run.metrics for _, _, run, _ in entries]
     labels = [label for _, label, _, _ in entries]
-    order, skipped, key = select_runs(items, metrics, by_key, best=best)
     notes = []
     if key == "none":
         notes.append(f"no run carries a metric ({', '.join(METRICS)}); averaging the runs in the order given")

@@ -370,16 +370,8 @@ def _one_object(rec: Reconstruction, out: Resolution) -> tuple[np.ndarray, np.nd
 def _select(recs: Sequence[Reconstruction]) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Objects and supports of every run of `recs`, and the usable ones ranked (same data set checked;
     failed runs and runs without a metric never used)."""
-    objs, sups, metrics, items = [], [], [], []
-    for rec in recs:
-        for k, r in enumerate(rec.runs, start=1):
-            items.append((_name(rec) if len(rec.runs) == 1 else f"{_name(rec)}::entry_{k}", r.obj.shape,
-                          rec.pixel_size, rec.geometry))
-            objs.append(r.obj)
-            sups.append(r.support)
-            metrics.append(r.metrics)
-    order, _, _ = averaging.select_runs(items, metrics)
-    return objs, sups, order
+    entries, order, _, _ = averaging.select_labelled(list(recs))
+    return [run.obj for _, _, run, _ in entries], [run.support for _, _, run, _ in entries], order
 
 
 def _split(recs: Sequence[Reconstruction]) -> tuple[Reconstruction, np.ndarray, np.ndarray]:
