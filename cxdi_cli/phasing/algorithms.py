@@ -537,6 +537,38 @@ def _recording(state: State) -> bool:
     return any(k > 0 and it % k == 0 for k in (state.record_every, state.report_every))
 
 
+def fourier_projection(state: State, rec: bool, clip: Callable[[np.ndarray], None] | None = None) -> None:
+    """buf (rho) <- P_M rho: forward transform, modulus projection (the PSF-blurred model when one is on;
+    on recording iterations the metric sums come from the modulus pass itself), unitary inverse.
+    `clip` acts on the unscaled transform before the projection (masked pixels only, by its contract)."""
+    buf = state.buf.reshape(-1)
+    n = buf.size
+    s = np.float32(1.0 / np.sqrt(n))
+    state.pair.forward(scale=False)
+    if clip is not None:
+        clip(buf)
+    if state.psf is not None:  # partial coherence: the blurred model (psf.py)
+        m = state.psf.project(state.buf, state.amp, state.kind, record=rec)
+        if rec:
+            state.last.update(m)
+    elif rec:
+        state.last.update(metrics_from_sums(
+            _modulus_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))))
+    else:
+        _modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
+    state.pair.inverse(scale=False)
+
+
+def end_iteration(state: State, name: str, rec: bool) -> None:
+    """Count the iteration, shrink-wrap on the state's period, and record (support size, `on_record`)."""
+    state.iteration += 1
+    if state.support_update and state.iteration % state.support_update == 0:
+        shrink_wrap(state)
+    if rec:
+        state.last["support_size"] = int(np.count_nonzero(state.support))
+        state.on_record(state, name)  # type: ignore[misc]
+
+
 def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
     """One iteration of an algorithm whose off-support rule is a rho + b P_M rho."""
     fa, fb = np.float32(a), np.float32(b)
@@ -544,20 +576,8 @@ def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
     def step(state: State) -> None:
         buf = state.buf.reshape(-1)
         rho = state.rho.reshape(-1)
-        n = buf.size
-        s = np.float32(1.0 / np.sqrt(n))
         rec = _recording(state)
-        state.pair.forward(scale=False)
-        if state.psf is not None:  # partial coherence: the blurred model (psf.py)
-            m = state.psf.project(state.buf, state.amp, state.kind, record=rec)
-            if rec:
-                state.last.update(m)
-        elif rec:  # the metric sums come from the modulus pass itself
-            state.last.update(metrics_from_sums(
-                _modulus_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))))
-        else:
-            _modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
-        state.pair.inverse(scale=False)
+        fourier_projection(state, rec)
         pos = np.float32(1.0 if state.positivity else 0.0)
         sup = state.support.reshape(-1)
         if rec:  # the outside fraction of P_M rho from the update pass itself
@@ -568,12 +588,7 @@ def _projection_step(a: float, b: float, name: str) -> Callable[[State], None]:
             _update_bounded(rho, buf, sup, fa, fb, pos, np.float32(state.amplitude_bound ** 2))
         else:
             _update(rho, buf, sup, fa, fb, pos)
-        state.iteration += 1
-        if state.support_update and state.iteration % state.support_update == 0:
-            shrink_wrap(state)
-        if rec:
-            state.last["support_size"] = int(np.count_nonzero(state.support))
-            state.on_record(state, name)  # type: ignore[misc]
+        end_iteration(state, name, rec)
 
     return step
 

@@ -36,14 +36,12 @@ lives in `state.ml` under the step's own keys, so a checkpointed run continues e
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 
 from cxdi_cli.phasing import algorithms as alg
-from cxdi_cli.phasing.support import gaussian_transfer, shrink_wrap
-from cxdi_cli.phasing.kernels import metrics_from_sums
+from cxdi_cli.phasing.support import gaussian_transfer
 
 # --------------------------------------------------------------------------- shared pieces
 
@@ -52,28 +50,6 @@ def _first(state: alg.State, key: str) -> bool:
     """True at the first iteration of a block of steps `key` (the ML step's convention: a block
     continues while the previous iteration of this kind was the one just before)."""
     return state.ml.get(key + "_next") != state.iteration
-
-
-def _project(state: alg.State, rec: bool, clip: Callable[[np.ndarray], None] | None = None) -> None:
-    """buf (rho) <- P_M rho: forward transform, modulus projection (metrics on recording
-    iterations; the PSF model when one is on), unitary inverse. `clip` acts on the unscaled
-    transform before the projection (masked pixels only, by its contract)."""
-    buf = state.buf.reshape(-1)
-    n = buf.size
-    s = np.float32(1.0 / math.sqrt(n))
-    state.pair.forward(scale=False)
-    if clip is not None:
-        clip(buf)
-    if state.psf is not None:
-        m = state.psf.project(state.buf, state.amp, state.kind, record=rec)
-        if rec:
-            state.last.update(m)
-    elif rec:
-        state.last.update(metrics_from_sums(
-            alg._modulus_sums(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))))
-    else:
-        alg._modulus(buf, state.amp.reshape(-1), state.kind.reshape(-1), s, np.float32(1.0 / n))
-    state.pair.inverse(scale=False)
 
 
 def _inside(state: alg.State, p: np.ndarray) -> np.ndarray:
@@ -86,15 +62,10 @@ def _inside(state: alg.State, p: np.ndarray) -> np.ndarray:
 def _finish(state: alg.State, name: str, rec: bool, p_outside: tuple[float, float] | None = None) -> None:
     """End of an iteration: count it, shrink-wrap on the state's period, record."""
     state.ml[name + "_next"] = state.iteration + 1
-    state.iteration += 1
-    if state.support_update and state.iteration % state.support_update == 0:
-        shrink_wrap(state)
-    if rec:
-        if p_outside is not None:
-            out, tot = p_outside
-            state.last["outside_fraction"] = out / tot if tot > 0 else float("nan")
-        state.last["support_size"] = int(np.count_nonzero(state.support))
-        state.on_record(state, name)  # type: ignore[misc]
+    if rec and p_outside is not None:
+        out, tot = p_outside
+        state.last["outside_fraction"] = out / tot if tot > 0 else float("nan")
+    alg.end_iteration(state, name, rec)
 
 
 def _outside(state: alg.State) -> tuple[float, float]:
@@ -146,10 +117,10 @@ def make_gps(t: float = 1.0, s: float = 0.9, sigma: float = 1.0, eps: float = 0.
             state.ml["gps_sigma"] = (sigma, buf.shape)
         np.subtract(rho, ft * y, out=buf)              # x = F(rho - t y) after the forward FFT
         if w == 1:
-            _project(state, rec)                       # buf = rho+ = F^-1 P_M x
+            alg.fourier_projection(state, rec)                       # buf = rho+ = F^-1 P_M x
         else:
             x0 = buf.copy()                            # (t b + eps |x|)/(t + eps) x/|x| = x + w (P_M x - x)
-            _project(state, rec)
+            alg.fourier_projection(state, rec)
             buf *= w
             buf += (np.float32(1) - w) * x0
         out = _outside(state) if rec else None
@@ -227,7 +198,7 @@ def make_tv(weight: float = 0.02, beta: float = 0.0, n: float = 10) -> Callable[
 
     def step(state: alg.State) -> None:
         rec = alg._recording(state)
-        _project(state, rec)
+        alg.fourier_projection(state, rec)
         buf = state.buf
         out = _outside(state) if rec else None
         sup = state.support
@@ -319,7 +290,7 @@ def make_cpower(kappa: float = 4.0, beta: float = 0.9, shells: float = 0) -> Cal
             r2 = z.real * z.real + z.imag * z.imag
             flat[idx] = z * np.sqrt(b2 / np.maximum(r2, b2))
 
-        _project(state, rec, clip if idx.size else None)
+        alg.fourier_projection(state, rec, clip if idx.size else None)
         out = _outside(state) if rec else None
         _hio_update(state, beta)
         _finish(state, "cpower", rec, out)
@@ -353,7 +324,7 @@ def make_oss(beta: float = 0.9, n: float = 0) -> Callable[[alg.State], None]:
         if state.ml.get("oss_alpha") != (alpha, state.buf.shape):
             state.ml["oss_transfer"] = oss_transfer(state.buf.shape, alpha)
             state.ml["oss_alpha"] = (alpha, state.buf.shape)
-        _project(state, rec)
+        alg.fourier_projection(state, rec)
         out = _outside(state) if rec else None
         inside = _inside(state, state.buf)
         _hio_update(state, beta)
