@@ -172,7 +172,8 @@ def _np_sums_chunk(buf, amp, kind, s2, logy, start):
     ic = r2 * s2
     obs = a * a
     x = np.maximum(ic, np.float32(1e-12)) / np.maximum(obs, np.float32(1e-30)) - np.float32(1.0)
-    series = x * x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * (np.float32(0.25) - x * np.float32(0.2))))
+    with np.errstate(over="ignore", invalid="ignore"):  # the series is evaluated everywhere, used for |x| < 0.03
+        series = x * x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * (np.float32(0.25) - x * np.float32(0.2))))
     g = np.where(np.abs(x) < np.float32(0.03), obs * series, np.maximum(ic, np.float32(1e-12)) - obs - obs * logy)
     term = np.where(obs > 0, g, ic).astype(np.float64)
     mm = k == MEASURED
