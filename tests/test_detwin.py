@@ -73,3 +73,35 @@ def test_recipe_with_detwin_counts_its_iterations_and_runs():
     errors = [align.nrms_error(r.obj, truth) for r in rec.runs]
     assert min(errors) < 0.1, errors
     assert rec.runs[0].metrics["iterations"] == 700
+
+
+def test_detwin_breaks_a_twin_mixed_start_that_hio_cannot():
+    """Start from the object and its twin superposed (support and iterate centro-symmetric): HIO and ER
+    keep the symmetry (equal overlap with object and twin, stuck), a detwin block first ends on one of
+    the two exactly (noise-free data)."""
+    pattern, truth = synthetic(noise=False)
+
+    def overlaps(use_detwin):
+        state, _ = state_at_truth(pattern, truth, positivity=True)
+        t = state.rho.copy()
+        twin = np.conj(_mirror(t))
+        state.rho[...] = 0.5 * (t + twin)
+        state.support[...] = state.support | _mirror(state.support)
+        state.buf[...] = state.rho
+        state.total = 300
+        for name, n in ([("detwin", 30)] if use_detwin else []) + [("hio", 200), ("er", 50)]:
+            step = alg.build(name, {})
+            for _ in range(n):
+                step(state)
+            if hasattr(step, "end"):
+                step.end(state)
+        rho = state.rho
+
+        def c(a):
+            return abs(np.vdot(a, rho)) / (np.linalg.norm(a) * np.linalg.norm(rho))
+        return c(t), c(twin)
+
+    same, same_twin = overlaps(False)
+    assert abs(same - same_twin) < 1e-4 and same < 0.97          # stuck between object and twin
+    got, got_twin = overlaps(True)
+    assert max(got, got_twin) > 0.999 and min(got, got_twin) < 0.9  # one of them, exactly
