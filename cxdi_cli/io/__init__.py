@@ -27,3 +27,6 @@ __all__ = [
 from cxdi_cli.io.frames import FrameStack, iter_frames, logbook, open_frames, parse_frames  # noqa: E402
 
 __all__ += ["FrameStack", "iter_frames", "logbook", "open_frames", "parse_frames"]
+from cxdi_cli.io.series import Series, read_series, write_series  # noqa: E402
+
+__all__ += ["Series", "read_series", "write_series"]

@@ -601,6 +601,8 @@ def read_pattern(spec: str, h5file: Any = None) -> Pattern:
                 raise DataError(f"{name}: {dpath} is a stack of {ds.shape[0]} raw frames, not a pattern: "
                                 "run cxdi preprocess (2D) or cxdi assemble3d (tilt series) first, or name "
                                 f"the dataset as {name}::{dpath} if it really is a 3D volume")
+            if dset is None and ds.ndim == 3 and as_text(ds.attrs.get("interpretation", "")) == "image":
+                raise DataError(f"{name}: a time series of {ds.shape[0]} 2D frames: phase it with --series")
             check_dataset(ds, name, dpath)
             try:
                 data = np.asarray(ds[()], dtype=np.float32)

@@ -20,10 +20,19 @@ def _particle3d(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     return simulate_particle3d(out_dir, **options)
 
 
+def _series(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """The time-resolved 2D series (cxdi_cli.sim.series, imported only when asked for)."""
+    from cxdi_cli.sim.series import simulate_series  # noqa: PLC0415
+
+    _check_options("series", simulate_series, options)
+    return simulate_series(out_dir, **options)
+
+
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "tungsten": simulate_tungsten,
     "cells": simulate_cells,
     "particle3d": _particle3d,
+    "series": _series,
 }
 
 
