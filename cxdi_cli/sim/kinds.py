@@ -28,11 +28,20 @@ def _series(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     return simulate_series(out_dir, **options)
 
 
+def _tumbling(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """Random orientations of the 3D particle (cxdi_cli.sim.tumbling, imported only when asked for)."""
+    from cxdi_cli.sim.tumbling import simulate_tumbling  # noqa: PLC0415
+
+    _check_options("tumbling", simulate_tumbling, options)
+    return simulate_tumbling(out_dir, **options)
+
+
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "tungsten": simulate_tungsten,
     "cells": simulate_cells,
     "particle3d": _particle3d,
     "series": _series,
+    "tumbling": _tumbling,
 }
 
 

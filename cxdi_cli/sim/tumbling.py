@@ -1,0 +1,155 @@
+"""`cxdi simulate tumbling`: photon-sparse frames of the 3D particle of `particle3d` at random orientations.
+
+A levitated or injected specimen tumbles: each frame catches it at an unknown, uniformly random rotation R
+and with a fluence that varies from shot to shot. The frame's pixel j sees the exact continuous transform
+of the particle (`tilt3d.Particle.transform`) at R^T q_j, q_j the pixel's exact Ewald-sphere q
+(`geometry.pixel_q`), times the pixel's solid angle (D/r)^3; the counts are Poisson with a chosen mean
+number of photons per frame. This is what `cxdi orient` (EMC) turns back into an intensity volume.
+
+Files written: `frames.h5` (LIMA layout, uint32, with the true rotations as quaternions (w, x, y, z) in
+`/entry_0000/measurement/quaternion` and the relative fluences in `/entry_0000/measurement/fluence`),
+`intensity.cxi` (the true |F(q)|^2 on the volume grid `orient` builds, in the photons of a central pixel
+at mean fluence), `truth.cxi` (the object), `experiment.json` (with the commands a user types next).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxdi_cli import fft, geometry
+from cxdi_cli.model import DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev
+from cxdi_cli.reduce.orientation import quaternion_matrix, random_quaternions
+from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
+from cxdi_cli.sim.tilt3d import edge_curvature_voxels, make_particle
+
+SCHEMA = "cxdi.simulate/1"
+#: frames whose transform is evaluated in one go (bounds the temporary q arrays)
+BLOCK = 64
+
+
+def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: int = 3000, photons: float = 2000.0,
+                      distance: float = 0.05, energy_kev: float = 8.0, pixel: float = 75e-6,
+                      oversampling: float = 3.0, fluence_spread: float = 0.2, beamstop: float = 0.0,
+                      noise: bool = True, centre: tuple[float, float] | None = None,
+                      command: str = "cxdi simulate tumbling") -> dict[str, Any]:
+    """Simulate `frames` photon-sparse frames of the porous chiral particle at random orientations.
+
+    size: detector pixels across (square); photons: mean photons per frame on the detector; fluence_spread:
+    relative rms of the shot-to-shot fluence (gamma distributed, mean 1; 0: constant); oversampling:
+    lambda D / (p S) of the particle's largest extent S; beamstop: radius of a zero-count shadow in
+    speckles (0: none); noise: Poisson counts (False: expected counts, rounded); centre: beam centre
+    (row, col) (default just off the middle). Returns the experiment dict (also experiment.json)."""
+    if size < 16:
+        raise UsageError(f"size {size}: need at least 16 detector pixels")
+    if frames < 1:
+        raise UsageError(f"frames {frames}: need at least one")
+    if photons <= 0 or distance <= 0 or energy_kev <= 0 or pixel <= 0:
+        raise UsageError("photons, distance, energy and pixel must be positive")
+    if oversampling < 2.0:
+        raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
+    if not 0 <= fluence_spread < 1:
+        raise UsageError(f"fluence spread {fluence_spread}: expected 0 <= spread < 1")
+    if beamstop < 0:
+        raise UsageError(f"beamstop {beamstop}: must be >= 0 (radius in speckles)")
+    seed = seed_value(seed)
+    out = make_out_dir(out_dir)
+    rng = np.random.default_rng(seed)
+    lam = wavelength_from_kev(energy_kev)
+    shape = (int(size), int(size))
+    if centre is None:
+        centre = (size / 2 - 0.3, size / 2 + 0.2)
+    centre = (float(centre[0]), float(centre[1]))
+    n = geometry.default_crop(shape, centre)
+    dq = pixel / (lam * distance)
+    particle = make_particle(lam * distance / (pixel * oversampling), seed=seed)
+    quats = random_quaternions(frames, rng)
+    fluence = rng.gamma(1.0 / fluence_spread ** 2, fluence_spread ** 2, frames) if fluence_spread > 0 \
+        else np.ones(frames)
+    q = geometry.pixel_q(shape, centre, distance, pixel, lam).reshape(3, -1)
+    solid = geometry.solid_angle(shape, centre, distance, pixel).reshape(-1)
+    ref = float(np.abs(particle.transform(np.zeros((3, 1))))[0] ** 2)   # |F(0)|^2: keeps float32 in range
+    expected = np.empty((frames, q.shape[1]), np.float32)
+    for f0 in range(0, frames, BLOCK):
+        rots = quaternion_matrix(quats[f0:f0 + BLOCK])
+        qs = np.einsum("fji,jp->ifp", rots, q)           # R^T q for every frame of the block
+        expected[f0:f0 + BLOCK] = np.abs(particle.transform(qs)) ** 2 / ref * solid
+    scale = photons / float(expected.sum(axis=1, dtype=np.float64).mean())   # photons per unit |F|^2 / ref
+    expected *= (scale * fluence)[:, None].astype(np.float32)
+    counts = rng.poisson(expected) if noise else np.rint(expected)
+    if np.max(counts) >= 2 ** 32:
+        raise DataError("simulated counts overflow uint32; lower --photons")
+    counts = counts.astype(np.uint32)
+    bs_px = float(beamstop) * oversampling
+    bs = None
+    if beamstop > 0:
+        ii, jj = np.indices(shape)
+        bs = (ii - centre[0]) ** 2 + (jj - centre[1]) ** 2 <= bs_px ** 2
+        counts[:, bs.reshape(-1)] = 0
+    counts = counts.reshape((frames,) + shape)
+
+    # truth: the transform on the volume grid (q = 0 at n // 2, pitch p/(lambda D)), its intensity and object
+    k1 = (np.arange(n) - n // 2) * dq
+    qz, qy, qx = np.meshgrid(k1, k1, k1, indexing="ij")
+    amp = np.sqrt(scale / ref) * particle.transform(np.stack([qx, qy, qz]))
+    del qx, qy, qz
+    intensity = (np.abs(amp) ** 2).astype(np.float32)
+    truth = fft.icfftn(amp.astype(np.complex128), norm="ortho").astype(np.complex64)
+    a = 1.0 / (n * dq)
+    r1 = (np.arange(n) - n // 2) * a
+    rz, ry, rx = np.meshgrid(r1, r1, r1, indexing="ij")
+    support = particle.density(np.stack([rx, ry, rz])) != 0
+    del rx, ry, rz
+
+    from cxdi_cli import io  # noqa: PLC0415
+
+    geom = Geometry(wavelength=lam, distance=distance, pixel=(pixel, pixel), centre=centre, q_pitch=(dq, dq, dq))
+    params = dict(seed=seed, size=size, frames=frames, photons=photons, distance=distance, energy_kev=energy_kev,
+                  pixel=pixel, oversampling=oversampling, fluence_spread=fluence_spread, beamstop=beamstop,
+                  noise=noise)
+    step = io.make_step(command, params, [])
+    io.write_lima(str(out / "frames.h5"), counts,
+                  extra={"/entry_0000/measurement/quaternion": quats, "/entry_0000/measurement/fluence": fluence})
+    vgeom = Geometry(wavelength=lam, distance=distance, pixel=(pixel, pixel), centre=None, q_pitch=(dq, dq, dq))
+    io.write_pattern(str(out / "intensity.cxi"), Pattern(intensity=intensity, mask=np.zeros(intensity.shape, np.uint32),
+                                                         geometry=vgeom), step)
+    run = Run(obj=truth, support=support, metrics={}, params={"kind": "truth"})
+    io.write_reconstruction(str(out / "truth.cxi"), Reconstruction(runs=[run], pixel_size=(a, a, a), geometry=geom),
+                            step)
+    files: dict[str, Any] = {"frames": "frames.h5", "orientations": "frames.h5::/entry_0000/measurement/quaternion",
+                             "fluence": "frames.h5::/entry_0000/measurement/fluence", "intensity": "intensity.cxi",
+                             "truth": "truth.cxi", "darks": None, "expected": None}
+    mask_opt = ""
+    if bs is not None:
+        io.write_tiff(str(out / "beamstop.tif"), bs.astype(np.float32))
+        files["mask"] = "beamstop.tif"
+        mask_opt = " --mask beamstop.tif"
+    orient_cmd = (f"cxdi orient frames.h5 -o volume.cxi --energy {energy_kev:g} --distance {distance:g} "
+                  f"--pixel {pixel:g} --centre {centre[0]:g},{centre[1]:g}{mask_opt}")
+    exp = {
+        "schema": SCHEMA, "kind": "tumbling", "energy_kev": energy_kev, "distance_m": distance, "pixel_m": pixel,
+        "detector_shape": list(shape), "beam_centre": list(centre), "crop": n, "n_frames": int(frames),
+        "photons_per_frame": float(counts.sum(dtype=np.float64) / frames), "photons_expected_per_frame": photons,
+        "fluence_spread": fluence_spread,
+        "oversampling": float(lam * distance / (pixel * particle.extent)), "specimen_size_m": particle.extent,
+        "real_pixel_m": a, "q_pitch_m": dq, "edge_curvature_voxels": edge_curvature_voxels(size, pixel, distance),
+        "saturation_adu": None, "adu_per_photon": None, "dark_adu": None,
+        "broken_pixels": {"hot": [], "dead": [], "saturated": []},
+        "beamstop": {"radius_px": bs_px, "rod_width_px": 0, "rod_direction": None},
+        "gaps": {"rows": [], "cols": []}, "files": files,
+        "preprocess": orient_cmd,
+        "commands": [orient_cmd, "cxdi phase volume.cxi -o runs.cxi", "cxdi average runs.cxi -o average.cxi"],
+        "seed": seed,
+        "particle": {"shapes": len(particle.kinds), "pores": particle.kinds.count("pore"),
+                     "helix_spheres": particle.kinds.count("helix"), "helix_handedness": "right",
+                     "body_axes": _unit_axes(particle.axes[particle.kinds.index("body")])},
+    }
+    write_json(out / "experiment.json", exp)
+    return exp
+
+
+def _unit_axes(a: np.ndarray) -> list[list[float]]:
+    """The body's principal directions (x, y, z) as unit vectors: its intensity is nearly unchanged by a
+    half turn about any of them (an ellipsoid's transform has that symmetry; pores and helix break it)."""
+    return [[float(v) for v in col / np.linalg.norm(col)] for col in a.T]
