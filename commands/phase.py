@@ -67,6 +67,20 @@ def phase(
         "--resume", help="Continue an interrupted run of this command from the finished runs it kept in "
                          "OUT.partial (same data and options; its seed unless --seed is given); the result "
                          "equals an uninterrupted run and the checkpoint is removed.")] = False,
+    series: Annotated[bool, typer.Option(
+        "--series", help="INPUT is a time series of 2D frames (cxdi simulate series; io.series layout): the "
+                         "summed frames are phased first with every option above (the reference), then each "
+                         "frame in time order, warm-started from the previous frame's object and support; "
+                         "OUT holds one entry per frame in time order.")] = False,
+    frame_recipe: Annotated[Optional[str], typer.Option(
+        "--frame-recipe", help="--series: the recipe of each warm-started frame [default: "
+                               "raar**50,er**100,ml**50].", show_default=False)] = None,
+    cold_frames: Annotated[bool, typer.Option(
+        "--cold-frames", help="--series: phase every frame from a random start with --recipe instead "
+                              "(the baseline warm starts are measured against).")] = False,
+    reference_out: Annotated[Optional[str], typer.Option(
+        "--reference", help="--series: also write the reference (every run on the summed frames) to this "
+                            "file.", show_default=False)] = None,
     progress_json: Annotated[bool, typer.Option(
         "--progress-json", help="One JSON line per reporting step on stderr (for automation).")] = False,
     json_report: c.JsonOpt = False,
@@ -149,7 +163,20 @@ def phase(
     loses only its runs, which are rerun elsewhere. The same --seed gives the same runs, written in the
     same order, wherever they ran; a run that still fails is left out and named on stderr.
 
+    Time series (--series): a stack of 2D frames of a changing specimen. The frames summed are phased
+    as one pattern (the options above; /entry_1/reference in OUT is its best run); frame 0 then starts
+    from that object, frame k from frame k-1's, its support grown by 2 pixels, with --frame-recipe (one
+    run per frame, the positivity the reference chose). On 20 simulated 128^2 frames of a growing
+    disc (tests/bench_series.py) the warm frames reached the llk of a cold start 5x sooner (155
+    against 805 iterations) and stayed within NRMSE 0.10-0.13 of each frame's truth, where cold
+    starts lost a frame (0.85). A short RAAR block first: ER alone stalled on some frames (0.16-0.27).
+    Entry K is frame K-1 (its frame_index, time_s, start, llk_free and iterations_to_converge in its
+    process group). `cxdi resolve-prt OUT --data SERIES` gives one PRTF per frame; `cxdi show OUT`
+    draws the frames as a strip (.png) or an animation (.gif).
+
     Example: cxdi phase pattern.cxi -o runs.cxi --runs 10 --recipe "hio**600,er**200,ml**100" --seed 1
+
+    Example: cxdi phase --series series.cxi -o frames.cxi --seed 1
     """
     c.check_stdout(output, json_report)
     smooth = None if support_smooth is None else \
@@ -171,6 +198,12 @@ def phase(
     if pool.kind == "dask":  # the workers share their own cores among their tasks, unless --threads says
         options.threads = int(os.environ["CXDI_THREADS"]) if os.environ.get("CXDI_THREADS") else None
     phasing.psf_start(psf)
+    if series:
+        _phase_series(input, output, options, pool, jobs, support, frame_recipe, cold_frames, reference_out,
+                      resume, json_report)
+        return
+    if frame_recipe is not None or cold_frames or reference_out is not None:
+        raise c.usage_error("--frame-recipe, --cold-frames and --reference go with --series")
     pattern = io.read_pattern(input)
     given = None
     if support is not None:
@@ -237,6 +270,59 @@ def phase(
              free_pixels=problem.info["free_pixels"], measured_pixels=problem.info["measured_pixels"],
              runs=[{"entry": k, "run_index": r.params["run_index"], **_clean(r.metrics)}
                    for k, r in enumerate(rec.runs, start=1)])
+
+
+def _phase_series(input: str, output: str, options, pool, jobs: int, support: Optional[str],  # noqa: ANN001
+                  frame_recipe: Optional[str], cold: bool, reference_out: Optional[str], resume: bool,
+                  json_report: bool) -> None:
+    """--series: the reference, then every frame in time order (phasing.series.phase_series)."""
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.phasing import series as ps  # noqa: PLC0415
+
+    if resume:
+        raise c.usage_error("--resume does not go with --series (a series is rerun whole)")
+    if reference_out is not None and reference_out == output:
+        raise c.usage_error("--reference: give another file than -o")
+    recipe = frame_recipe if frame_recipe is not None else ps.WARM_RECIPE
+    ps.rn.parse_recipe(recipe)                      # usage error (exit 2) before reading anything
+    data = io.read_series(input)
+    given = None if support is None else io.read_array(support, "support") != 0
+    c.say(f"cxdi phase --series: {len(data)} frames of {tuple(data.intensity.shape[1:])}, "
+          f"{'per-frame masks' if data.mask.ndim == 3 else 'one mask'}; reference: {options.runs} run(s) on "
+          f"the summed frames; frames: {'cold, ' + options.recipe if cold else 'warm, ' + recipe}, "
+          f"executor: {pool.describe()}")
+    with c.progress("phase --series", total=options.runs + len(data)) as tick:
+        def on_progress(ev: dict) -> None:
+            if not ev.get("done"):
+                return
+            if ev["stage"] == "reference":
+                tick(1, info=f"reference run {ev['run']}: llk_free {_fmt(ev['metrics'].get('llk_free'))}")
+            else:
+                tick(1, info=f"frame {ev['frame']}: llk_free {_fmt(ev['metrics'].get('llk_free'))}")
+
+        result = ps.phase_series(data, options, warm=not cold, warm_recipe=recipe, support=given, jobs=jobs,
+                                 executor=pool, on_progress=on_progress)
+    rec = result.frames
+    params = {**options.as_dict(), "series": True, "frame_recipe": rec.extra["series"]["frame_recipe"],
+              "cold_frames": cold, "jobs": jobs, "support_file": support}
+    if reference_out is not None:
+        io.write_reconstruction(reference_out, result.reference,
+                                io.make_step(c.command_line(), {**params, "what": "series reference"}, [input]))
+    io.write_reconstruction(output, rec, io.make_step(c.command_line(), params, [input]), arrays=rec.arrays)
+    summary = rec.extra["series"]
+    for k in summary["failed_frames"]:
+        c.warn(f"frame {k} was flagged as failed (more of |P_M rho|^2 off the support than photon noise explains)")
+    its = summary["iterations_to_converge"]
+    c.say(f"cxdi phase --series: reference llk_free {_fmt(summary['reference_llk_free'])}; {len(rec.runs)} frames "
+          f"written in time order, llk_free {_fmt(min(summary['llk_free']))} to {_fmt(max(summary['llk_free']))}, "
+          f"converged after {min(its)} to {max(its)} iterations; {len(summary['failed_frames'])} flagged failed")
+    c.report(json_report, "cxdi.phase-series/1", input=input, output=output, reference=reference_out,
+             frames=len(rec.runs), shape=list(data.intensity.shape), frame_recipe=summary["frame_recipe"],
+             warm=not cold, seed=result.reference.extra.get("phase", {}).get("seed"),
+             reference_llk_free=summary["reference_llk_free"],
+             pixel_size_m=list(rec.pixel_size) if rec.pixel_size else None,
+             entries=[{"entry": k + 1, "frame_index": r.params["frame_index"], "time_s": r.params["time_s"],
+                       **_clean(r.metrics)} for k, r in enumerate(rec.runs)])
 
 
 def _schedule(text: str, option: str, expected: str, lo: float, hi: float) -> tuple[float, float]:

@@ -8,12 +8,12 @@ import typer
 from cxdi_cli.commands import _common as c
 
 def simulate(
-    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells or particle3d.",
+    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells, particle3d or series.",
                                         show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder (created if missing).",
                                         show_default=False)],
     size: Annotated[Optional[int], typer.Option("--size", help="Detector pixels across "
-                                                "[default: 516 tungsten, 512 cells, 128 particle3d].")] = None,
+                                                "[default: 516 tungsten, 512 cells, 128 particle3d, 160 series].")] = None,
     photons: Annotated[Optional[float], typer.Option("--photons", help="Expected scattered photons on the "
                                                      "detector, all frames together [default: 1e9 tungsten, "
                                                      "1e8 cells]; particle3d: per frame.")] = None,
@@ -22,7 +22,7 @@ def simulate(
     energy: Annotated[Optional[float], typer.Option("--energy", help="Photon energy (keV) [default: 8].")] = None,
     pixel: Annotated[Optional[float], typer.Option("--pixel", help="Detector pixel size (m) "
                                                    "[default: 75e-6].")] = None,
-    frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames [default: 10].")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Number of frames [default: 10; series 20].")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the noise and the broken pixels; "
                                                 "the same seed gives identical files [default: 0].")] = None,
     oversampling: Annotated[Optional[float], typer.Option("--oversampling", help="Linear oversampling "
@@ -67,6 +67,11 @@ def simulate(
     angles: Annotated[Optional[str], typer.Option("--angles", help="particle3d: tilt angles in degrees, "
                                                   "START:STOP:STEP or a comma list [default: -70:70:1].",
                                                   show_default=False)] = None,
+    growth: Annotated[Optional[float], typer.Option("--growth", help="series: radius the disc reaches in the "
+                                                    "last frame, as a fraction of the specimen size "
+                                                    "[default: 0.2].")] = None,
+    frame_time: Annotated[Optional[float], typer.Option("--frame-time", help="series: seconds between frames "
+                                                        "[default: 1e-3].")] = None,
     json_report: c.JsonOpt = False,
 ) -> None:
     """Write a simulated CXDI experiment with known truth into a folder.
@@ -77,6 +82,10 @@ def simulate(
     cells: a few weak-phase cells with dense inclusions on an integrating 16-bit detector:
     frames/frame_NNNN.tif and darks/dark_NNNN.tif in ADU (gain, dark offset, read noise), some pixels
     near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt).
+    series: a time-resolved 2D series (default 20 frames, --size 160 gives 128^2 frames, --photons per
+    frame, default 1e8): the tungsten letters with a tungsten disc at their centre growing to --growth;
+    series.cxi (the centred, cropped, masked frames, ready for `cxdi phase --series`), expected.cxi and
+    truth.cxi (one entry per frame).
 
     Hard cases (2D kinds): --gap-through-beam, --beamstop 2, --oversampling 3, --psf 2 (partial
     coherence), --processed symmetrised, cells --phase-max 1.8, few --photons; they combine.
@@ -93,7 +102,8 @@ def simulate(
                     ("--oversampling", oversampling, "> 0"), ("--thickness", thickness, "> 0"),
                     ("--beamstop", beamstop, ">= 0"), ("--psf", psf, ">= 0"), ("--phase-max", phase_max, ">= 0"),
                     ("--darks", darks, ">= 0"), ("--adu-per-photon", adu_per_photon, "> 0"),
-                    ("--dark-adu", dark_adu, ">= 0"), ("--read-noise", read_noise, ">= 0"))
+                    ("--dark-adu", dark_adu, ">= 0"), ("--read-noise", read_noise, ">= 0"),
+                    ("--growth", growth, "> 0"), ("--frame-time", frame_time, "> 0"))
     from cxdi_cli.sim import simulate as run  # noqa: PLC0415
 
     options = dict(size=size, photons=photons, distance=distance, energy_kev=energy, pixel=pixel,
@@ -102,7 +112,7 @@ def simulate(
                    gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max,
                    pixel_samples=pixel_samples,
                    darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise,
-                   angles=angles)
+                   angles=angles, growth=growth, frame_time=frame_time)
     info = run(kind, output, command=c.command_line(), **options)
     if json_report:
         c.report(True, "cxdi.simulate/1", **{k: v for k, v in info.items() if k != "schema"})
@@ -110,6 +120,6 @@ def simulate(
     shape = "x".join(str(n) for n in info.get("detector_shape", []))
     c.say(f"{kind}: {info.get('n_frames')} frames of {shape} pixels in {output}/; "
           f"beam centre {info.get('beam_centre')}, crop {info.get('crop')}, seed {info.get('seed')}")
-    if info.get("preprocess"):
-        c.say(f"next: {info['preprocess']}")
+    if info.get("preprocess") or info.get("next"):
+        c.say(f"next: {info.get('preprocess') or info['next']}")
 

@@ -118,10 +118,10 @@ def cold_frame(pattern: Any, options: rn.Options, index: int,
 
 
 def phase_series(series: Series, options: rn.Options, *, warm: bool = True, warm_recipe: str = WARM_RECIPE,
-                 dilate: int = WARM_DILATE, jobs: int = 1, executor: Executor | None = None,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> SeriesResult:
+                 dilate: int = WARM_DILATE, support: np.ndarray | None = None, jobs: int = 1,
+                 executor: Executor | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None) -> SeriesResult:
     """Phase every frame of `series` in time order (module docstring). `options` are those of the
-    reference (`options.runs` starts on the summed frames); the frames run one start each, with the
+    reference (`options.runs` starts on the summed frames, from `support` when given, centred); the frames run one start each, with the
     positivity the reference decided, `warm_recipe` when warm (else `options.recipe`). `on_progress`
     receives the reference's events as `runs.phase` sends them with "stage": "reference", then each
     frame's events with "stage": "frame" and "frame": k (and a "done" event per frame)."""
@@ -132,7 +132,7 @@ def phase_series(series: Series, options: rn.Options, *, warm: bool = True, warm
         raise UsageError(f"--warm-dilate {dilate}: must be 0 or more pixels")
     rn.parse_recipe(warm_recipe)
     tag = (lambda extra: (lambda ev: on_progress({**ev, **extra}))) if on_progress is not None else (lambda extra: None)
-    reference = rn.phase(series.summed(), options, jobs=jobs, executor=executor,
+    reference = rn.phase(series.summed(), options, support=support, jobs=jobs, executor=executor,
                          on_progress=tag({"stage": "reference"}))
     best = reference.runs[0]
     positivity = best.params.get("positivity", options.positivity)
