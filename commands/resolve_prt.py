@@ -54,8 +54,14 @@ def resolve_prt(
     from cxdi_cli.analysis import resolution  # noqa: PLC0415
 
     inputs = [n for n in (average, data) if n is not None] + list(half_sets or []) + list(split_runs or [])
+    rec = io.read_reconstruction(average) if average is not None else None
+    if rec is not None and isinstance(rec.extra, dict) and rec.extra.get("series") is not None:
+        if half_sets or split_runs:
+            raise c.usage_error(f"{average}: a series (phase --series) takes --data only: one PRTF per frame")
+        _series(rec, data, output, plot, json_report, inputs)  # type: ignore[arg-type]
+        return
     result = resolution.resolve(
-        io.read_reconstruction(average) if average is not None else None,
+        rec,
         io.read_pattern(data) if data is not None else None,
         half_sets=tuple(io.read_reconstruction(n) for n in half_sets) if half_sets else None,  # type: ignore[arg-type]
         split_runs=[io.read_reconstruction(n) for n in split_runs] if split_runs else None)
@@ -85,6 +91,47 @@ def resolve_prt(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _series(rec: Any, data: str, output: Optional[str], plot: Optional[str], json_report: bool,
+            inputs: list[str]) -> None:
+    """A series reconstruction against its series data: one PRTF per frame (resolution.resolve_series);
+    -o holds every frame's curve (prtf_K/...) and series/{time_s, resolution}; --plot the resolution
+    against time."""
+    import numpy as np  # noqa: PLC0415
+
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.analysis import resolution  # noqa: PLC0415
+
+    frames = io.read_series(data)
+    result = resolution.resolve_series(rec, [frames.frame(k) for k in range(len(frames))], frames.time)
+    for level, text in result.messages:
+        (c.warn if level == "warning" else c.say)(text)
+    rows = result.report["prtf_series"]["frames"]
+    unit = "nm" if "resolution_nm" in rows[0] else "px"
+    res = np.array([r[f"resolution_{unit}"] for r in rows], float)
+    times = np.array([r["time_s"] for r in rows], float)
+    if output is not None:
+        datasets, attrs, signal = result.datasets()
+        datasets["series/time_s"], datasets[f"series/resolution_{unit}"] = times, res
+        datasets["series/frame_index"] = np.array([r["frame_index"] for r in rows])
+        attrs["series/time_s"], attrs[f"series/resolution_{unit}"] = {"units": "s"}, {"units": unit}
+        io.write_results(output, datasets, io.make_step(c.command_line(), {"data": data, "series": True}, inputs),
+                         attrs=attrs, signal=f"series/resolution_{unit}", provenance=result.provenance)
+        if output != "-":
+            _write_text(io, _text_path(output), *result.table())
+    if plot is not None:
+        from cxdi_cli.view import render  # noqa: PLC0415
+
+        cs = render.CurveSet(title="PRTF (1/e) resolution per frame", x=times, xlabel="time (s)",
+                             curves=[(f"half-period ({unit})", res)], thresholds=[], ylabel=f"resolution ({unit})")
+        render.save_png(render.render_figure(render.Picture(kind="curves", title="", curves=[cs], ncols=1),
+                                             width=640), plot)
+    if json_report:
+        c.report(True, "cxdi.resolve-prt/1", output=output, plot=plot, **result.report)
+        return
+    for r in rows:
+        c.say(f"frame {r['frame_index']} (t = {r['time_s']:.4g} s): PRTF (1/e): {_fmt(r)}")
 
 
 def _fmt(r: dict[str, Any]) -> str:

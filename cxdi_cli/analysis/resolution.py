@@ -26,7 +26,7 @@ from cxdi_cli.analysis import averaging
 from cxdi_cli.model import DataError, Pattern, Reconstruction, UsageError
 
 __all__ = ["Curve", "radial_index", "ring_sum", "prtf", "frc", "half_bit", "crossing", "resolution",
-           "THRESHOLDS", "PRTF_THRESHOLD", "Resolution", "resolve", "q_from_pixel"]
+           "THRESHOLDS", "PRTF_THRESHOLD", "Resolution", "resolve", "resolve_series", "q_from_pixel"]
 
 #: The PRTF resolution: where the ring-averaged PRTF first drops below 1/e.
 PRTF_THRESHOLD = 1.0 / math.e
@@ -344,6 +344,36 @@ def _prtf_of(rec: Reconstruction, data: Pattern, out: Resolution) -> None:
     if info["scale_from"] == "fit":
         out.messages.append(("warning", f"{_name(rec)}: no run_intensity (not written by cxdi average); the "
                                         "PRTF scale is fitted to the data, which flatters the curve"))
+
+
+def resolve_series(rec: Reconstruction, frames: Sequence[Pattern], times: Sequence[float] | None = None) -> Resolution:
+    """One PRTF per frame of a time series (`cxdi phase --series`): the runs grouped by their
+    `frame_index` (each group reduced to one object as `resolve` reduces a run file) against that frame's
+    data. Curves "prtf_K" per frame K; report["prtf_series"]["frames"] the resolutions in time order."""
+    groups: dict[int, list[Any]] = {}
+    for run in rec.runs:
+        k = run.params.get("frame_index")
+        if k is None or isinstance(k, bool):
+            raise DataError(f"{_name(rec)}: not a series (a run without frame_index); phase with --series")
+        groups.setdefault(int(k), []).append(run)
+    if sorted(groups) != list(range(len(frames))):
+        raise DataError(f"{_name(rec)}: frames {sorted(groups)[:3]}...{sorted(groups)[-1]} do not match the "
+                        f"{len(frames)} frames of the data; phased from another series?")
+    out = Resolution(curves={}, report={}, messages=[], provenance=rec.provenance)
+    rows, fitted = [], 0
+    for k in sorted(groups):
+        one = Resolution(curves={}, report={}, messages=[], provenance=[])
+        _prtf_of(dataclasses.replace(rec, runs=groups[k], arrays={}, source=f"{_name(rec)}[frame {k}]"),
+                 frames[k], one)
+        out.curves[f"prtf_{k}"] = one.curves["prtf"]
+        fitted += one.report["prtf"]["scale_from"] == "fit"
+        rows.append({"frame_index": k, "time_s": float(times[k]) if times is not None else float(k),
+                     "runs": len(groups[k]), **one.report["prtf"]})
+    if fitted:
+        out.messages.append(("warning", f"{_name(rec)}: {fitted} frame(s) of one run each: the PRTF scale is "
+                                        "fitted to the frame's data, which flatters the curves"))
+    out.report["prtf_series"] = {"threshold": PRTF_THRESHOLD, "frames": rows}
+    return out
 
 
 def _name(rec: Reconstruction) -> str:
