@@ -12,7 +12,8 @@ def show(
     input: c.InputArg,
     output: Annotated[Optional[str], typer.Option(
         "-o", "--output", help="File to write: NAME.png (a picture; - for stdout), NAME.tif (float32 ImageJ "
-                               "TIFF) or NAME.vti (VTK image for ParaView).", show_default=False)] = None,
+                               "TIFF), NAME.vti (VTK image for ParaView) or NAME.gif (a time series, "
+                               "animated).", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option(
         "--terminal", help="Draw the picture as text on stdout (for an SSH session without X).")] = False,
     ascii_only: Annotated[bool, typer.Option(
@@ -64,6 +65,12 @@ def show(
 
     Example: cxdi show prtf.h5 -o - | display
 
+    Time series (phase --series output, or the series data): the frames in time order as a strip
+    (at most 24, evenly spaced; reconstructions on one amplitude scale, the summed-frames reference
+    first), or every frame as an animated GIF with -o NAME.gif. --run K shows frame K-1 alone.
+
+    Example: cxdi show frames.cxi -o frames.png && cxdi show frames.cxi -o frames.gif
+
     -o NAME.tif and -o NAME.vti write the numbers instead of a picture, for programs without cxdi.
     TIFF (ImageJ/Fiji, napari): float32 intensity (masked pixels NaN), or the object's amplitude and
     phase as two channels (3D: a ZCYX hyperstack) with the pixel size per axis in the ImageJ metadata.
@@ -107,7 +114,15 @@ def show(
         if not terminal:
             return
     crop = crop_support is not False  # pictures: framed on the support unless --full
-    pic = render.load_picture(input, log=log, slice_spec=slice_spec, crop_support=crop, run=run)
+    from cxdi_cli.view import series as vs  # noqa: PLC0415
+
+    if ext == ".gif":  # a time series, animated
+        gif = vs.write_gif(input, output, crop_support=crop, width=width)  # type: ignore[arg-type]
+        c.say(f"wrote {output}: animated GIF, {gif['frames']} frames of {'x'.join(map(str, gif['shape']))}")
+        return
+    kind = vs.what_series(input) if run is None and slice_spec is None else None
+    pic = vs.series_picture(input, kind, crop_support=crop, title=input) if kind else \
+        render.load_picture(input, log=log, slice_spec=slice_spec, crop_support=crop, run=run)
     if output is not None and ext not in (".tif", ".tiff", ".vti"):
         fig = render.render_figure(pic, width=width, dpi=dpi)
         render.save_png(fig, output, dpi=dpi)
