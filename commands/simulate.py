@@ -8,17 +8,17 @@ import typer
 from cxdi_cli.commands import _common as c
 
 def simulate(
-    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells, particle3d or series.",
+    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells, particle3d, series or thick.",
                                         show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder (created if missing).",
                                         show_default=False)],
     size: Annotated[Optional[int], typer.Option("--size", help="Detector pixels across "
-                                                "[default: 516 tungsten, 512 cells, 128 particle3d, 160 series].")] = None,
+                                                "[default: 516 tungsten, 512 cells, 128 particle3d and thick, 160 series].")] = None,
     photons: Annotated[Optional[float], typer.Option("--photons", help="Expected scattered photons on the "
                                                      "detector, all frames together [default: 1e9 tungsten, "
-                                                     "1e8 cells]; particle3d: per frame.")] = None,
+                                                     "1e8 cells]; particle3d, thick: per frame.")] = None,
     distance: Annotated[Optional[float], typer.Option("--distance", help="Sample-detector distance (m) "
-                                                      "[default: 5; particle3d 0.08].")] = None,
+                                                      "[default: 5; particle3d 0.08; thick 0.03].")] = None,
     energy: Annotated[Optional[float], typer.Option("--energy", help="Photon energy (keV) [default: 8].")] = None,
     pixel: Annotated[Optional[float], typer.Option("--pixel", help="Detector pixel size (m) "
                                                    "[default: 75e-6].")] = None,
@@ -29,7 +29,8 @@ def simulate(
                                                           "sigma = lambda D / (p S); sets the specimen size "
                                                           "S [default: 4].")] = None,
     thickness: Annotated[Optional[float], typer.Option("--thickness", help="tungsten: pattern thickness (m) "
-                                                       "[default: 150e-9].")] = None,
+                                                       "[default: 150e-9]; thick: the specimen's depth along "
+                                                       "the beam (m) [default: 0.45 lambda D / p].")] = None,
     gap_cross_near_beam: Annotated[Optional[bool], typer.Option(
         "--gap-cross-near-beam/--gap-cross-away", help="Put the module-gap cross a few pixels from the beam "
         "centre, as happens on 2x2-module detectors [default: away].", show_default=False)] = None,
@@ -64,8 +65,9 @@ def simulate(
                                                       "[default: 1000].")] = None,
     read_noise: Annotated[Optional[float], typer.Option("--read-noise", help="cells: read noise (ADU rms) "
                                                         "[default: 1].")] = None,
-    angles: Annotated[Optional[str], typer.Option("--angles", help="particle3d: tilt angles in degrees, "
-                                                  "START:STOP:STEP or a comma list [default: -70:70:1].",
+    angles: Annotated[Optional[str], typer.Option("--angles", help="particle3d, thick: tilt angles in degrees, "
+                                                  "START:STOP:STEP or a comma list [default: -70:70:1; "
+                                                  "thick -60:60:1].",
                                                   show_default=False)] = None,
     growth: Annotated[Optional[float], typer.Option("--growth", help="series: radius the disc reaches in the "
                                                     "last frame, as a fraction of the specimen size "
@@ -86,6 +88,10 @@ def simulate(
     frame, default 1e8): the tungsten letters with a tungsten disc at their centre growing to --growth;
     series.cxi (the centred, cropped, masked frames, ready for `cxdi phase --series`), expected.cxi and
     truth.cxi (one entry per frame).
+    thick: a tilt series (tilts.h5, angles.txt) of a specimen deeper than the depth of field (--thickness,
+    default 0.45 lambda D/p: about 9 depths of field at the default 128 pixels, 0.03 m), with dense granules
+    at all depths; truth.cxi is its 2D projection along the beam. experiment.json gives both routes to it:
+    the curvature-aware slice (`assemble3d --slice`) and the zero-tilt frame as a flat pattern.
 
     Hard cases (2D kinds): --gap-through-beam, --beamstop 2, --oversampling 3, --psf 2 (partial
     coherence), --processed symmetrised, cells --phase-max 1.8, few --photons; they combine.

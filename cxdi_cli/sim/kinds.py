@@ -36,12 +36,21 @@ def _tumbling(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     return simulate_tumbling(out_dir, **options)
 
 
+def _thick(out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """A tilt series of a specimen deeper than the depth of field (cxdi_cli.sim.thick, imported when asked for)."""
+    from cxdi_cli.sim.thick import simulate_thick  # noqa: PLC0415
+
+    _check_options("thick", simulate_thick, options)
+    return simulate_thick(out_dir, **options)
+
+
 KINDS: dict[str, Callable[..., dict[str, Any]]] = {
     "tungsten": simulate_tungsten,
     "cells": simulate_cells,
     "particle3d": _particle3d,
     "series": _series,
     "tumbling": _tumbling,
+    "thick": _thick,
 }
 
 

@@ -105,8 +105,8 @@ def tilt_frames(particle: Particle, omegas: np.ndarray, shape: tuple[int, int], 
     return out.reshape(omegas.size, *shape)
 
 
-def simulate_thick(out_dir: str | Path, *, seed: int = 0, size: int = 64, photons: float = 1e8,
-                   distance: float = 0.015, energy_kev: float = 8.0, pixel: float = 75e-6,
+def simulate_thick(out_dir: str | Path, *, seed: int = 0, size: int = 128, photons: float = 1e8,
+                   distance: float = 0.03, energy_kev: float = 8.0, pixel: float = 75e-6,
                    angles: Any = (-60.0, 60.0, 1.0), frames: int | None = None, oversampling: float = 4.0,
                    thickness: float | None = None, noise: bool = True, centre: tuple[float, float] | None = None,
                    command: str = "cxdi simulate thick") -> dict[str, Any]:
