@@ -44,6 +44,9 @@ def describe(spec: str, on_pattern: Callable[[Pattern], None] | None = None) -> 
         is_recon = "/entry_1/image_1" in f
         is_pattern = "/entry_1/instrument_1/detector_1/data" in f or "/entry_1/data_1/data" in f
         plain = not is_recon and not is_pattern and spec == name
+        det = f.get("/entry_1/instrument_1/detector_1/data")
+        is_series = (not is_recon and spec == name and det is not None and getattr(det, "ndim", 0) == 3
+                     and io.cxi.as_text(det.attrs.get("interpretation", "")) == "image")
         if plain:  # neither a pattern nor a reconstruction: list what the file holds
             provenance = io.read_provenance(f)
             datasets = {p: {"shape": list(f[p].shape), "dtype": str(f[p].dtype)}
@@ -62,6 +65,20 @@ def describe(spec: str, on_pattern: Callable[[Pattern], None] | None = None) -> 
         info["runs"] = runs
         if rec.extra:
             info["extra"] = rec.extra
+        return info
+    if is_series:  # a time series of 2D frames (io.series): the frames summed, and per frame
+        series = io.read_series(spec)
+        total = series.summed()
+        meas = total.measured
+        info.update(kind="series", shape=list(series.intensity.shape), provenance=series.provenance,
+                    frames=len(series), time_s=[float(series.time[0]), float(series.time[-1])],
+                    photons_per_frame=[float(series.intensity[k][series.frame(k).measured].sum())
+                                       for k in range(len(series))],
+                    photons_total=float(total.intensity[meas].sum()),
+                    max_photons=float(series.intensity.max(axis=0)[meas].max()) if meas.any() else 0.0,
+                    geometry=_geometry_dict(series.geometry, total.intensity.shape),
+                    mask={"masked_fraction": float(1 - meas.mean()), "bits": mask_counts(total.mask),
+                          "per_frame": series.mask.ndim == 3})
         return info
     if not plain:
         pattern = io.read_pattern(spec)
