@@ -520,6 +520,9 @@ def assemble_files(specs: list[str], angles_spec: str, *, energy_kev: float, dis
     progress = on_progress or (lambda *a, **k: None)
     with open_frames(list(specs), saturation) as stack:
         shape = stack.shape
+        if stack.n_frames < 2:
+            raise DataError(f"{stack.name}: {stack.n_frames} frame, not a tilt series: assembly needs frames "
+                            "at two or more tilts (one 2D pattern goes to preprocess)")
         angles = read_angles(angles_spec, stack.n_frames)
         progress(advance=0, total=2 * stack.n_frames)
         bits = np.zeros(shape, np.uint32)
