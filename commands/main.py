@@ -14,6 +14,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("preprocess", "preprocess", "preprocess"),
     ("mask", "mask", "mask"),
     ("assemble3d", "assemble3d", "assemble3d"),
+    ("orient", "orient", "orient"),
     ("phase", "phase", "phase"),
     ("average", "average", "average"),
     ("resolve-prt", "resolve_prt", "resolve_prt"),

@@ -8,7 +8,8 @@ import typer
 from cxdi_cli.commands import _common as c
 
 def simulate(
-    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells, particle3d, series or thick.",
+    kind: Annotated[str, typer.Argument(help="What to simulate: tungsten, cells, particle3d, series, thick "
+                                                     "or tumbling.",
                                         show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="Output folder (created if missing).",
                                         show_default=False)],
@@ -74,6 +75,8 @@ def simulate(
                                                     "[default: 0.2].")] = None,
     frame_time: Annotated[Optional[float], typer.Option("--frame-time", help="series: seconds between frames "
                                                         "[default: 1e-3].")] = None,
+    fluence_spread: Annotated[Optional[float], typer.Option("--fluence-spread", help="tumbling: relative rms of "
+                                                            "the shot-to-shot fluence [default: 0.2].")] = None,
     json_report: c.JsonOpt = False,
 ) -> None:
     """Write a simulated CXDI experiment with known truth into a folder.
@@ -83,7 +86,10 @@ def simulate(
     module gaps, hot and dead pixels, beam centre off the pixel centres.
     cells: a few weak-phase cells with dense inclusions on an integrating 16-bit detector:
     frames/frame_NNNN.tif and darks/dark_NNNN.tif in ADU (gain, dark offset, read noise), some pixels
-    near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt).
+    near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt). tumbling: the same
+    particle at random orientations, photon-sparse frames (frames.h5 with the true quaternions and
+    fluences, intensity.cxi: the true volume) for `cxdi orient` [defaults: --size 64, --frames 3000,
+    --photons 2000 per frame, --distance 0.05, --oversampling 3].
     series: a time-resolved 2D series (default 20 frames, --size 160 gives 128^2 frames, --photons per
     frame, default 1e8): the tungsten letters with a tungsten disc at their centre growing to --growth;
     series.cxi (the centred, cropped, masked frames, ready for `cxdi phase --series`), expected.cxi and
@@ -118,7 +124,7 @@ def simulate(
                    gap_through_beam=gap_through_beam, psf=psf, processed=processed, phase_max=phase_max,
                    pixel_samples=pixel_samples,
                    darks=darks, adu_per_photon=adu_per_photon, dark_adu=dark_adu, read_noise=read_noise,
-                   angles=angles, growth=growth, frame_time=frame_time)
+                   angles=angles, growth=growth, frame_time=frame_time, fluence_spread=fluence_spread)
     info = run(kind, output, command=c.command_line(), **options)
     if json_report:
         c.report(True, "cxdi.simulate/1", **{k: v for k, v in info.items() if k != "schema"})

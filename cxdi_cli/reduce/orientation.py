@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from cxdi_cli import geometry as geo
-from cxdi_cli.model import MASK_BITS, ComputeError, DataError, Geometry, Pattern, UsageError
+from cxdi_cli.model import MASK_BITS, ComputeError, DataError, Geometry, Pattern, UsageError, mask_counts
 
 # --------------------------------------------------------------------------- numba, with numpy twins
 
@@ -237,6 +237,15 @@ def _slice_numpy(vol: np.ndarray, n: int, rots: np.ndarray, q: np.ndarray, solid
     out[:] = acc * solid
 
 
+def _slice_log_numpy(vol: np.ndarray, n: int, rots: np.ndarray, q: np.ndarray, solid: np.ndarray,
+                     floor: float, logout: np.ndarray, sums: np.ndarray) -> None:
+    w = np.empty(logout.shape)
+    _slice_numpy(vol, n, rots, q, solid, w)
+    np.maximum(w, floor, out=w)
+    sums[:] = w.sum(axis=1)
+    logout[:] = np.log(w)
+
+
 def _merge_numpy(num: np.ndarray, den: np.ndarray, wt: np.ndarray, n: int, rots: np.ndarray, q: np.ndarray,
                  solid: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     c = n // 2
@@ -282,6 +291,32 @@ if numba is not None:
                 v11 = vol[k2 + n] * (1 - fx) + vol[k2 + n + 1] * fx
                 out[r, p] = solid[p] * ((v00 * (1 - fy) + v01 * fy) * (1 - fz) + (v10 * (1 - fy) + v11 * fy) * fz)
 
+    @numba.njit(cache=True, nogil=True, fastmath=True)
+    def _slice_log_numba(vol, n, rots, q, solid, floor, logout, sums):  # pragma: no cover - compiled
+        c = n // 2
+        for r in range(rots.shape[0]):
+            R = rots[r]
+            acc = 0.0
+            for p in range(q.shape[1]):
+                qx, qy, qz = q[0, p], q[1, p], q[2, p]
+                ux = R[0, 0] * qx + R[1, 0] * qy + R[2, 0] * qz + c
+                uy = R[0, 1] * qx + R[1, 1] * qy + R[2, 1] * qz + c
+                uz = R[0, 2] * qx + R[1, 2] * qy + R[2, 2] * qz + c
+                ix, iy, iz = min(int(math.floor(ux)), n - 2), min(int(math.floor(uy)), n - 2), \
+                    min(int(math.floor(uz)), n - 2)
+                fx, fy, fz = ux - ix, uy - iy, uz - iz
+                k = (iz * n + iy) * n + ix
+                v00 = vol[k] * (1 - fx) + vol[k + 1] * fx
+                v01 = vol[k + n] * (1 - fx) + vol[k + n + 1] * fx
+                k2 = k + n * n
+                v10 = vol[k2] * (1 - fx) + vol[k2 + 1] * fx
+                v11 = vol[k2 + n] * (1 - fx) + vol[k2 + n + 1] * fx
+                w = solid[p] * ((v00 * (1 - fy) + v01 * fy) * (1 - fz) + (v10 * (1 - fy) + v11 * fy) * fz)
+                w = max(w, floor)
+                acc += w
+                logout[r, p] = math.log(w)
+            sums[r] = acc
+
     @numba.njit(cache=True, nogil=True)
     def _merge_numba(num, den, wt, n, rots, q, solid, values, a, b):  # pragma: no cover - compiled
         c = n // 2
@@ -319,6 +354,18 @@ def slice_model(volume: np.ndarray, rots: np.ndarray, det: Detector) -> np.ndarr
     else:
         _slice_numpy(vol, n, rots, det.q, det.solid, out)
     return out
+
+
+def log_slices(volume: np.ndarray, rots: np.ndarray, det: Detector, floor: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Expand for the likelihood: log max(W, floor) as float32 (R, P) and sum_j W_rj (R,), in one pass."""
+    vol = np.ascontiguousarray(volume, np.float64).reshape(-1)
+    rots = np.ascontiguousarray(rots, np.float64)
+    logout = np.empty((rots.shape[0], det.q.shape[1]), np.float32)
+    sums = np.empty(rots.shape[0])
+    fn = _slice_log_numba if numba is not None else _slice_log_numpy
+    fn(vol, det.size, rots, det.q, det.solid, float(floor), logout, sums)
+    return logout, sums
 
 
 def merge_slices(num: np.ndarray, den: np.ndarray, wt: np.ndarray, rots: np.ndarray, det: Detector,
@@ -372,50 +419,53 @@ def frame_chunk(shared: EMCShared, start: int, stop: int,
                 report: Callable[[dict[str, Any]], None] | None = None) -> ChunkResult:
     """Expand, maximize and compress for frames start..stop-1: the task `orient` maps over frame chunks.
 
-    Memory: the (M, stop - start) log-likelihood matrix and one rotation chunk's slices."""
+    Memory: two float32 (M, stop - start) matrices (log-likelihoods, responsibilities) and one rotation
+    chunk's slices."""
     K = np.ascontiguousarray(shared.counts[start:stop], np.float32)
     phi = np.asarray(shared.scale[start:stop], np.float64)
     m = shared.quaternions.shape[0]
     nf = K.shape[0]
     rc = max(1, int(shared.rotation_chunk))
     floor = max(float(np.mean(shared.model)) * 1e-6, 1e-30)
-    L = np.empty((m, nf))
+    T = np.empty((m, nf), np.float32)            # beta L + log w, in place (L: the log-likelihood)
     sumw = np.empty(m)
     KT = np.ascontiguousarray(K.T)
     for r0 in range(0, m, rc):
-        rots = quaternion_matrix(shared.quaternions[r0:r0 + rc])
-        W = slice_model(shared.model, rots, shared.det)
-        np.maximum(W, floor, out=W)
-        sumw[r0:r0 + rc] = W.sum(axis=1)
-        L[r0:r0 + rc] = np.log(W).astype(np.float32) @ KT
-    L -= sumw[:, None] * phi[None, :]
-    # responsibilities, tempered by beta, with the grid's weights as the prior
-    logw = np.log(shared.weights)
-    T = shared.beta * L + logw[:, None]
-    T -= T.max(axis=0, keepdims=True)
+        logw_, sums = log_slices(shared.model, quaternion_matrix(shared.quaternions[r0:r0 + rc]), shared.det, floor)
+        sumw[r0:r0 + rc] = sums
+        np.matmul(logw_, KT, out=T[r0:r0 + rc])
+    beta = float(shared.beta)
+    logw = np.log(shared.weights).astype(np.float32)
+    T -= (sumw[:, None] * phi[None, :]).astype(np.float32)
+    T *= np.float32(beta)
+    T += logw[:, None]
+    mx = T.max(axis=0)
+    T -= mx[None, :]
+    # responsibilities P = exp(T) / Z, tempered by beta, with the grid's weights as the prior
     P = np.exp(T)
-    P /= P.sum(axis=0, keepdims=True)
-    del T
+    lz = np.log(P.sum(axis=0, dtype=np.float64))
+    P *= np.exp(-lz).astype(np.float32)[None, :]
     photons = K.sum(axis=1, dtype=np.float64)
-    loglik = np.einsum("rf,rf->f", P, L) + photons * np.log(np.maximum(phi, 1e-300))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        info = np.einsum("rf,rf->f", P, np.where(P > 0, np.log(P) - logw[:, None], 0.0))
+    # sum_r P L with L = (T + max - log w) / beta, and sum_r P log(P / w) with log P = T - log Z
+    plogw = logw.astype(np.float64) @ P
+    pt = np.einsum("rf,rf->f", P, T, dtype=np.float64)
+    loglik = (pt + mx - plogw) / beta + photons * np.log(np.maximum(phi, 1e-300))
+    info = pt - lz - plogw
+    del T
     best = np.argmax(P, axis=0)
-    best_p = P[best, np.arange(nf)]
-    del L
+    best_p = P[best, np.arange(nf)].astype(np.float64)
     if shared.update_scale:
-        expect = sumw @ P
+        expect = sumw @ P.astype(np.float64)
         phi = np.where(expect > 0, photons / np.maximum(expect, 1e-300), phi)
     # compress: rotations that no frame of the chunk needs are skipped
     n3 = shared.det.size ** 3
     num, den, wt = np.zeros(n3), np.zeros(n3), np.zeros(n3)
     used = np.flatnonzero(P.max(axis=1) > 1e-8)
-    Pf = P.astype(np.float32)
     for r0 in range(0, used.size, rc):
         rs = used[r0:r0 + rc]
-        vals = Pf[rs] @ K
-        merge_slices(num, den, wt, quaternion_matrix(shared.quaternions[rs]), shared.det, vals,
-                     P[rs] @ phi, P[rs].sum(axis=1))
+        Pr = P[rs]
+        merge_slices(num, den, wt, quaternion_matrix(shared.quaternions[rs]), shared.det, Pr @ K,
+                     Pr.astype(np.float64) @ phi, Pr.sum(axis=1, dtype=np.float64))
     if report is not None:
         report({"frames": nf})
     return ChunkResult(num=num, den=den, wt=wt, scale=phi, best=best, best_p=best_p, loglik=loglik, info=info)
@@ -517,7 +567,7 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
     if beta is None:
         beta = auto_beta(float(photons.mean()))
     if frame_chunk_size is None:
-        frame_chunk_size = max(1, min(nf, (256 << 20) // (8 * 2 * m)))
+        frame_chunk_size = max(1, min(nf, (256 << 20) // (4 * 2 * m)))
     workers = getattr(executor, "workers", 1) if executor is not None else 1
     if workers > 1:
         frame_chunk_size = min(frame_chunk_size, max(1, math.ceil(nf / (2 * workers))))
@@ -657,22 +707,46 @@ def shell_correlation(a: np.ndarray, b: np.ndarray, fraction: float = 0.9,
     return float(np.corrcoef(a[sel], b[sel])[0, 1]), radius
 
 
-def orientation_agreement(recovered: np.ndarray, truth: np.ndarray, symmetry: np.ndarray | None = None
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Angles (rad) between each frame's recovered rotation and its true one after the best common
-    offset: recovered = truth S G for one G (EMC's global ambiguity) and any S of the intensity's
-    `symmetry` (quaternions, identity included; None: none); G is the relative rotation most frames share
-    (the medoid of the relative rotations). Returns (angles, G)."""
+#: a half-turn about the beam (lab z): with Friedel's law a flat-detector frame cannot tell it from no turn
+BEAM_FLIP = np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def anisotropic_correlation(a: np.ndarray, b: np.ndarray, radius: float) -> float:
+    """Pearson correlation, within `radius` voxels, of the two volumes' departures from their own shell
+    means: what orientation recovery adds to the orientation average (which alone already correlates well
+    with any compact particle's intensity)."""
+    n = a.shape[0]
+    c = n // 2
+    z, y, x = np.indices(a.shape) - c
+    k = np.rint(np.sqrt(x * x + y * y + z * z)).astype(np.int64)
+    sel = k <= radius
+    out = []
+    for v in (a, b):
+        v = np.asarray(v, np.float64)
+        mean = np.bincount(k[sel], v[sel]) / np.maximum(np.bincount(k[sel]), 1)
+        out.append(v[sel] - mean[k[sel]])
+    return float(np.corrcoef(out[0], out[1])[0, 1])
+
+
+def orientation_agreement(recovered: np.ndarray, truth: np.ndarray, symmetry: np.ndarray | None = None,
+                          beam_flip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Angles (rad) between each frame's recovered rotation and its true one, up to what the data cannot
+    tell: a common offset G (recovered = truth S G: EMC's global ambiguity), any S of the intensity's
+    `symmetry` (quaternions, identity included; None: none) and, with `beam_flip`, a half-turn about the
+    beam applied in the lab (I(q) = I(-q) makes a frame at F R the same as at R, up to the Ewald
+    curvature). G is the relative rotation most frames share (a medoid). Returns (angles, G)."""
     sym = np.array([[1.0, 0.0, 0.0, 0.0]]) if symmetry is None else np.asarray(symmetry, float).reshape(-1, 4)
-    rel = quaternion_multiply(quaternion_conjugate(truth), recovered)      # truth^-1 recovered = S G
+    lefts = [np.array([1.0, 0.0, 0.0, 0.0])] + ([BEAM_FLIP] if beam_flip else [])
+    rels = [quaternion_multiply(quaternion_conjugate(quaternion_multiply(f, truth)), recovered) for f in lefts]
 
-    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:   # min over S of angle(a, S b), broadcast
-        return np.min([rotation_angle(a, quaternion_multiply(s, b)) for s in sym], axis=0)
+    def dist(a_list: list[np.ndarray], b: np.ndarray) -> np.ndarray:   # min over variants and S, broadcast
+        return np.min([rotation_angle(a, quaternion_multiply(s, b)) for a in a_list for s in sym], axis=0)
 
-    sub = rel[:min(rel.shape[0], 400)]
-    d = dist(sub[:, None, :], sub[None, :, :])
-    g = sub[int(np.argmin(np.median(d, axis=1)))]
-    return dist(rel, g[None, :]), g
+    k = min(recovered.shape[0], 300)
+    cands = np.concatenate([r[:k] for r in rels])
+    d = dist([r[:k, None, :] for r in rels], cands[None, :, :])
+    g = cands[int(np.argmin(np.median(d, axis=0)))]
+    return dist(rels, g[None, :]), g
 
 
 def frames_to_counts(frames: Iterable[np.ndarray], det: Detector) -> np.ndarray:
@@ -681,3 +755,68 @@ def frames_to_counts(frames: Iterable[np.ndarray], det: Detector) -> np.ndarray:
     if not rows:
         raise DataError("no frames")
     return np.stack(rows)
+
+
+# --------------------------------------------------------------------------- files -> volume
+
+
+def level_for_rotations(rotations: int) -> int:
+    """The smallest refinement level whose grid has at least `rotations` rotations."""
+    if rotations < 1:
+        raise UsageError(f"--rotations {rotations}: need at least 1")
+    for level in range(1, MAX_LEVEL + 1):
+        if rotation_count(level) >= rotations:
+            return level
+    raise UsageError(f"--rotations {rotations}: more than the finest grid ({rotation_count(MAX_LEVEL)})")
+
+
+def orient_files(specs: list[str], *, energy_kev: float, distance: float, pixel: float,
+                 centre: tuple[float, float] | None = None, size: int | None = None, mask: str | None = None,
+                 auto_mask: bool = True, on_progress: Callable[..., None] | None = None,
+                 **options: Any) -> EMCResult:
+    """Frames on disk (photon counts) -> EMC volume. The sum of the frames (the orientation average) gives
+    the beam centre when not given and the detector mask (user mask, module gaps, hot/dead pixels,
+    beamstop: the chain of `preprocess` and `assemble3d`, `centring.centre_and_mask`); the good pixels whose
+    Ewald q stays inside the size^3 grid are kept (`detector_coordinates`) and read into memory as a
+    (frames, pixels) float32 matrix; `options` go to `orient`. size defaults to the detector crop around
+    the centre (as `assemble3d`)."""
+    from cxdi_cli import io  # noqa: PLC0415
+    from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
+    from cxdi_cli.model import measured_from_mask, wavelength_from_kev  # noqa: PLC0415
+    from cxdi_cli.reduce import centring, masking, pattern as preprocess  # noqa: PLC0415
+
+    if energy_kev <= 0 or distance <= 0 or pixel <= 0:
+        raise UsageError("--energy, --distance and --pixel must be positive")
+    level = options.get("level", 6)
+    if not isinstance(level, (int, np.integer)) or not 1 <= level <= MAX_LEVEL:
+        raise UsageError(f"--level {level}: expected 1..{MAX_LEVEL}")
+    if options.get("iterations", 1) < 1:
+        raise UsageError(f"--iterations {options.get('iterations')}: need at least 1")
+    progress = on_progress or (lambda *a, **k: None)
+    with open_frames(list(specs)) as stack:
+        shape = stack.shape
+        bits = np.zeros(shape, np.uint32)
+        if mask is not None:
+            user = masking.user_mask(io.read_array(mask, "mask"), shape, mask, "the frames")
+            bits[user] |= np.uint32(MASK_BITS["user"])
+        stats = preprocess.accumulate(stack)
+        bits[stats.marker] |= np.uint32(MASK_BITS["invalid"])
+        cm = centring.centre_and_mask(stats.total, bits, empty=stats.raw_max <= 0.0, centre=centre,
+                                      auto_mask=auto_mask)
+        c = cm.centre
+        if not (0 <= c[0] < shape[0] and 0 <= c[1] < shape[1]):
+            raise DataError(f"beam centre {c[0]:g},{c[1]:g} is off the {shape[0]}x{shape[1]} detector")
+        if size is None:
+            size = max(4, geo.default_crop(shape, c))
+        det = detector_coordinates(shape, c, wavelength=wavelength_from_kev(energy_kev), distance=distance,
+                                   pixel=pixel, size=size, good=measured_from_mask(cm.mask))
+        rows = []
+        for _, block in stack.blocks():
+            block = np.asarray(block, np.float64).reshape(block.shape[0], -1)[:, det.pixels]
+            rows.append(np.where(block < 0, 0.0, block).astype(np.float32))   # markers: masked anyway
+        counts = np.concatenate(rows)
+    result = orient(counts, det, on_progress=progress, **options)
+    result.stats.update({"beam_centre": [float(c[0]), float(c[1])], "centre_method": "auto" if cm.found else "given",
+                         "detector_shape": list(shape),
+                         "detector_mask_counts": {k: v for k, v in mask_counts(cm.mask).items() if v}})
+    return result
