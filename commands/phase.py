@@ -75,6 +75,9 @@ def phase(
     frame_recipe: Annotated[Optional[str], typer.Option(
         "--frame-recipe", help="--series: the recipe of each warm-started frame [default: "
                                "raar**50,er**100,ml**50].", show_default=False)] = None,
+    frame_runs: Annotated[int, typer.Option(
+        "--frame-runs", min=1, help="--series: runs per frame, run j following the reference's run j from "
+                                    "frame to frame (independent chains for a per-frame PRTF).")] = 1,
     cold_frames: Annotated[bool, typer.Option(
         "--cold-frames", help="--series: phase every frame from a random start with --recipe instead "
                               "(the baseline warm starts are measured against).")] = False,
@@ -171,7 +174,8 @@ def phase(
     against 805 iterations) and stayed within NRMSE 0.10-0.13 of each frame's truth, where cold
     starts lost a frame (0.85). A short RAAR block first: ER alone stalled on some frames (0.16-0.27).
     Entry K is frame K-1 (its frame_index, time_s, start, llk_free and iterations_to_converge in its
-    process group). `cxdi resolve-prt OUT --data SERIES` gives one PRTF per frame; `cxdi show OUT`
+    process group); with --frame-runs R, frame k's R runs follow each other, run j continuing the
+    reference's run j, so that their spread gives the frame's PRTF. `cxdi resolve-prt OUT --data SERIES` gives one PRTF per frame; `cxdi show OUT`
     draws the frames as a strip (.png) or an animation (.gif).
 
     Example: cxdi phase pattern.cxi -o runs.cxi --runs 10 --recipe "hio**600,er**200,ml**100" --seed 1
@@ -199,11 +203,11 @@ def phase(
         options.threads = int(os.environ["CXDI_THREADS"]) if os.environ.get("CXDI_THREADS") else None
     phasing.psf_start(psf)
     if series:
-        _phase_series(input, output, options, pool, jobs, support, frame_recipe, cold_frames, reference_out,
-                      resume, json_report)
+        _phase_series(input, output, options, pool, jobs, support, frame_recipe, frame_runs, cold_frames,
+                      reference_out, resume, json_report)
         return
-    if frame_recipe is not None or cold_frames or reference_out is not None:
-        raise c.usage_error("--frame-recipe, --cold-frames and --reference go with --series")
+    if frame_recipe is not None or frame_runs != 1 or cold_frames or reference_out is not None:
+        raise c.usage_error("--frame-recipe, --frame-runs, --cold-frames and --reference go with --series")
     pattern = io.read_pattern(input)
     given = None
     if support is not None:
@@ -273,8 +277,8 @@ def phase(
 
 
 def _phase_series(input: str, output: str, options, pool, jobs: int, support: Optional[str],  # noqa: ANN001
-                  frame_recipe: Optional[str], cold: bool, reference_out: Optional[str], resume: bool,
-                  json_report: bool) -> None:
+                  frame_recipe: Optional[str], chains: int, cold: bool, reference_out: Optional[str],
+                  resume: bool, json_report: bool) -> None:
     """--series: the reference, then every frame in time order (phasing.series.phase_series)."""
     from cxdi_cli import io  # noqa: PLC0415
     from cxdi_cli.phasing import series as ps  # noqa: PLC0415
@@ -289,9 +293,9 @@ def _phase_series(input: str, output: str, options, pool, jobs: int, support: Op
     given = None if support is None else io.read_array(support, "support") != 0
     c.say(f"cxdi phase --series: {len(data)} frames of {tuple(data.intensity.shape[1:])}, "
           f"{'per-frame masks' if data.mask.ndim == 3 else 'one mask'}; reference: {options.runs} run(s) on "
-          f"the summed frames; frames: {'cold, ' + options.recipe if cold else 'warm, ' + recipe}, "
+          f"the summed frames; frames: {chains} run(s) each, {'cold, ' + options.recipe if cold else 'warm, ' + recipe}, "
           f"executor: {pool.describe()}")
-    with c.progress("phase --series", total=options.runs + len(data)) as tick:
+    with c.progress("phase --series", total=options.runs + chains * len(data)) as tick:
         def on_progress(ev: dict) -> None:
             if not ev.get("done"):
                 return
@@ -300,11 +304,11 @@ def _phase_series(input: str, output: str, options, pool, jobs: int, support: Op
             else:
                 tick(1, info=f"frame {ev['frame']}: llk_free {_fmt(ev['metrics'].get('llk_free'))}")
 
-        result = ps.phase_series(data, options, warm=not cold, warm_recipe=recipe, support=given, jobs=jobs,
-                                 executor=pool, on_progress=on_progress)
+        result = ps.phase_series(data, options, warm=not cold, warm_recipe=recipe, chains=chains, support=given,
+                                 jobs=jobs, executor=pool, on_progress=on_progress)
     rec = result.frames
     params = {**options.as_dict(), "series": True, "frame_recipe": rec.extra["series"]["frame_recipe"],
-              "cold_frames": cold, "jobs": jobs, "support_file": support}
+              "frame_runs": chains, "cold_frames": cold, "jobs": jobs, "support_file": support}
     if reference_out is not None:
         io.write_reconstruction(reference_out, result.reference,
                                 io.make_step(c.command_line(), {**params, "what": "series reference"}, [input]))
@@ -313,16 +317,17 @@ def _phase_series(input: str, output: str, options, pool, jobs: int, support: Op
     for k in summary["failed_frames"]:
         c.warn(f"frame {k} was flagged as failed (more of |P_M rho|^2 off the support than photon noise explains)")
     its = summary["iterations_to_converge"]
-    c.say(f"cxdi phase --series: reference llk_free {_fmt(summary['reference_llk_free'])}; {len(rec.runs)} frames "
+    c.say(f"cxdi phase --series: reference llk_free {_fmt(summary['reference_llk_free'])}; {summary['frames']} frames "
           f"written in time order, llk_free {_fmt(min(summary['llk_free']))} to {_fmt(max(summary['llk_free']))}, "
           f"converged after {min(its)} to {max(its)} iterations; {len(summary['failed_frames'])} flagged failed")
     c.report(json_report, "cxdi.phase-series/1", input=input, output=output, reference=reference_out,
-             frames=len(rec.runs), shape=list(data.intensity.shape), frame_recipe=summary["frame_recipe"],
+             frames=len(data), shape=list(data.intensity.shape), frame_recipe=summary["frame_recipe"],
              warm=not cold, seed=result.reference.extra.get("phase", {}).get("seed"),
              reference_llk_free=summary["reference_llk_free"],
              pixel_size_m=list(rec.pixel_size) if rec.pixel_size else None,
-             entries=[{"entry": k + 1, "frame_index": r.params["frame_index"], "time_s": r.params["time_s"],
-                       **_clean(r.metrics)} for k, r in enumerate(rec.runs)])
+             frame_runs=chains,
+             entries=[{"entry": k + 1, "frame_index": r.params["frame_index"], "chain": r.params["chain"],
+                       "time_s": r.params["time_s"], **_clean(r.metrics)} for k, r in enumerate(rec.runs)])
 
 
 def _schedule(text: str, option: str, expected: str, lo: float, hi: float) -> tuple[float, float]:

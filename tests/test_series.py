@@ -46,7 +46,8 @@ def test_frames_follow_the_truth_in_time_order(sim):
     rec, truth = sim["result"].frames, sim["truth"]
     assert [r.params["frame_index"] for r in rec.runs] == [0, 1, 2, 3]
     assert [r.params["time_s"] for r in rec.runs] == sim["data"].time.tolist()
-    assert [r.params["start"] for r in rec.runs] == ["reference", "frame 0", "frame 1", "frame 2"]
+    assert rec.runs[0].params["start"].startswith("reference run")
+    assert [r.params["start"] for r in rec.runs[1:]] == ["frame 0", "frame 1", "frame 2"]
     errors = [registration.nrms_error(r.obj, t.obj) for r, t in zip(rec.runs, truth.runs)]
     assert max(errors) < NRMSE_BOUND, errors
     # the feature grows: the aligned amplitude where only the last frame's disc lies rises frame by frame
@@ -73,18 +74,21 @@ def test_phase_series_cli_resolve_and_show(sim, cli, tmp_path):
     d = sim["dir"]
     out = tmp_path / "frames.cxi"
     r = cli("phase", "--series", d / "series.cxi", "-o", out, "--runs", "2", "--seed", "1", "--threads", "1",
-            "--reference", tmp_path / "ref.cxi", "--json")
+            "--reference", tmp_path / "ref.cxi", "--frame-runs", "2", "--json")
     assert r.exit_code == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["schema"] == "cxdi.phase-series/1" and rep["frames"] == 4
-    rec = io.read_reconstruction(str(out))
-    assert [run.params["frame_index"] for run in rec.runs] == [0, 1, 2, 3]      # entry K = frame K-1
+    rec = io.read_reconstruction(str(out))       # frame by frame in time order, the two chains of each
+    assert [(run.params["frame_index"], run.params["chain"]) for run in rec.runs] == \
+        [(k, j) for k in range(4) for j in range(2)]
+    assert rec.runs[0].params["start"] != rec.runs[1].params["start"]          # chains from two reference runs
     assert rec.arrays["reference"].shape == (100, 100) and "series" in rec.extra
     assert len(io.read_reconstruction(str(tmp_path / "ref.cxi")).runs) == 2
     r = cli("resolve-prt", out, "--data", d / "series.cxi", "--json", "-o", tmp_path / "prtf.h5")
     assert r.exit_code == 0, r.stderr
     rows = json.loads(r.stdout)["prtf_series"]["frames"]
     assert [row["frame_index"] for row in rows] == [0, 1, 2, 3] and all(row["nyquist_fraction"] > 0 for row in rows)
+    assert all(row["runs"] == 2 and row["debiased_runs"] == 2 for row in rows)   # the chains averaged per frame
     assert cli("show", out, "-o", tmp_path / "strip.png").exit_code == 0
     r = cli("show", out, "-o", tmp_path / "anim.gif")
     assert r.exit_code == 0, r.stderr

@@ -9,7 +9,8 @@
    With `warm=False` every frame is phased cold instead (random start, autocorrelation support, the
    full recipe): the baseline the warm starts are measured against.
 
-The result is one `Reconstruction` whose runs are the frames in time order (entry k + 1 = frame k:
+The result is one `Reconstruction` whose runs are the frames in time order (entry k + 1 = frame k with
+one chain; with `chains` C, entries C k + 1 ... C k + C are frame k's runs, chain 0 first:
 DESIGN §3's one entry per run, each entry's process group holding that frame's metrics and
 parameters, `frame_index` and `time_s` among them); the reference's best object and support travel in
 `arrays` (`/entry_1/reference`, `/entry_1/reference_support`) and the series summary in
@@ -132,19 +133,24 @@ def cold_frame(pattern: Any, options: rn.Options, index: int,
 
 
 def phase_series(series: Series, options: rn.Options, *, warm: bool = True, warm_recipe: str = WARM_RECIPE,
-                 dilate: int = WARM_DILATE, support: np.ndarray | None = None, jobs: int = 1,
+                 dilate: int = WARM_DILATE, chains: int = 1, support: np.ndarray | None = None, jobs: int = 1,
                  executor: Executor | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None) -> SeriesResult:
     """Phase every frame of `series` in time order (module docstring). `options` are those of the
     reference (`options.runs` starts on the summed frames, from `support` (centred) when given); the
-    frames run one start each, with the positivity the reference decided, `warm_recipe` when warm (else `options.recipe`). `on_progress`
-    receives the reference's events as `runs.phase` sends them with "stage": "reference", then each
-    frame's events with "stage": "frame" and "frame": k (and a "done" event per frame)."""
+    frames run `chains` starts each, with the positivity the reference decided, `warm_recipe` when warm
+    (else `options.recipe`): chain j starts from the reference's j-th usable run and follows its own
+    previous frame, so a frame's runs are as independent as the reference's starts (what a per-frame
+    PRTF needs); the runs are written frame by frame, chain 0 first. `on_progress` receives the
+    reference's events as `runs.phase` sends them with "stage": "reference", then each frame's events
+    with "stage": "frame", "frame": k and "chain": j (and a "done" event per frame and chain)."""
     from cxdi_cli.io.series import check_series  # noqa: PLC0415
 
     check_series(series)
     if dilate < 0:
-        raise UsageError(f"--warm-dilate {dilate}: must be 0 or more pixels")
+        raise UsageError(f"warm support growth {dilate}: must be 0 or more pixels")
+    if chains < 1:
+        raise UsageError(f"--frame-runs {chains}: at least one run per frame")
     rn.parse_recipe(warm_recipe)
     tag = (lambda extra: (lambda ev: on_progress({**ev, **extra}))) if on_progress is not None else (lambda extra: None)
     reference = rn.phase(series.summed(), options, support=support, jobs=jobs, executor=executor,
@@ -154,28 +160,36 @@ def phase_series(series: Series, options: rn.Options, *, warm: bool = True, warm
     frame_opts = dataclasses.replace(options, runs=1, positivity=bool(positivity) if positivity != "auto" else True,
                                      recipe=warm_recipe if warm else options.recipe,
                                      record_every=min(options.record_every, FRAME_RECORD_EVERY))
-    prev_obj, prev_sup, prev_photons = best.obj, best.support, _photons(series.summed())
+    usable = [r for r in reference.runs if not r.metrics.get("failed")] or reference.runs[:1]
+    seeds = [usable[j % len(usable)] for j in range(chains)]     # chain j starts from reference run j
+    summed = _photons(series.summed())
+    last = [(r.obj, r.support, summed) for r in seeds]             # each chain's previous frame
     out: list[Run] = []
     for k in range(len(series)):
         pattern = series.frame(k)
         photons = _photons(pattern)
-        report = tag({"stage": "frame", "frame": k})
-        if warm:
-            run = warm_frame(pattern, frame_opts, prev_obj, prev_sup, k, scale=math.sqrt(photons / prev_photons),
-                             dilate=dilate, report=report)
-            started = "reference" if k == 0 else f"frame {k - 1}"
-        else:
-            run = cold_frame(pattern, frame_opts, k, report=report)
-            started = "cold"
-        run.params.update(frame_index=k, time_s=float(series.time[k]), start=started,
-                          warm_dilate_px=dilate if warm else None)
-        run.metrics["iterations_to_converge"] = converged_at(run)
-        run.metrics["frame_photons"] = photons
-        out.append(run)
-        if on_progress is not None:
-            on_progress({"stage": "frame", "frame": k, "run": k, "done": True, "metrics": run.metrics})
-        if warm and not run.metrics.get("failed"):      # a failed frame does not seed the next one
-            prev_obj, prev_sup, prev_photons = run.obj, run.support, photons
+        for j in range(chains):
+            report = tag({"stage": "frame", "frame": k, "chain": j})
+            index = k * chains + j
+            if warm:
+                obj, sup, before = last[j]
+                run = warm_frame(pattern, frame_opts, obj, sup, index, scale=math.sqrt(photons / before),
+                                 dilate=dilate, report=report)
+                started = f"reference run {seeds[j].params.get('run_index', j)}" if k == 0 else f"frame {k - 1}"
+            else:
+                run = cold_frame(pattern, frame_opts, index, report=report)
+                started = "cold"
+            run.params.update(frame_index=k, chain=j, time_s=float(series.time[k]), start=started,
+                              warm_dilate_px=dilate if warm else None)
+            run.metrics["iterations_to_converge"] = converged_at(run)
+            run.metrics["frame_photons"] = photons
+            out.append(run)
+            if on_progress is not None:
+                on_progress({"stage": "frame", "frame": k, "chain": j, "run": index, "done": True,
+                             "metrics": run.metrics})
+            if warm and not run.metrics.get("failed"):      # a failed frame does not seed the chain's next
+                last[j] = (run.obj, run.support, photons)
+    first = [r for r in out if r.params["chain"] == 0]
     geometry = series.geometry
     shape = tuple(series.intensity.shape[1:])
     summary = {
@@ -183,9 +197,9 @@ def phase_series(series: Series, options: rn.Options, *, warm: bool = True, warm
         "frame_recipe": frame_opts.recipe, "warm_dilate_px": dilate if warm else None,
         "positivity": frame_opts.positivity, "reference_positivity": reference.extra.get("phase", {}).get("positivity"),
         "reference_llk_free": best.metrics.get("llk_free"), "reference_runs": len(reference.runs),
-        "llk_free": [r.metrics.get("llk_free") for r in out],
-        "iterations_to_converge": [r.metrics["iterations_to_converge"] for r in out],
-        "failed_frames": [k for k, r in enumerate(out) if r.metrics.get("failed")],
+        "chains": chains, "llk_free": [r.metrics.get("llk_free") for r in first],
+        "iterations_to_converge": [r.metrics["iterations_to_converge"] for r in first],
+        "failed_frames": sorted({r.params["frame_index"] for r in out if r.metrics.get("failed")}),
     }
     frames = Reconstruction(runs=out, pixel_size=geometry.real_pixel(shape), geometry=geometry,
                             provenance=list(series.provenance), extra={"series": summary},
@@ -193,15 +207,3 @@ def phase_series(series: Series, options: rn.Options, *, warm: bool = True, warm
                                     "reference_support": best.support.astype(np.uint8)})
     return SeriesResult(frames=frames, reference=reference)
 
-
-def frame_runs(rec: Reconstruction) -> dict[int, list[Run]]:
-    """The runs of a series reconstruction grouped by frame index, in time order (a file without
-    `frame_index` in its runs' parameters is not a series: DataError)."""
-    groups: dict[int, list[Run]] = {}
-    for run in rec.runs:
-        k = run.params.get("frame_index")
-        if k is None or isinstance(k, bool):
-            raise DataError(f"{rec.source or 'reconstruction'}: not a series (a run without frame_index); "
-                            "phase it with --series")
-        groups.setdefault(int(k), []).append(run)
-    return dict(sorted(groups.items()))

@@ -48,7 +48,8 @@ def _chosen(n: int, limit: int | None) -> list[int]:
 
 
 def _frame_panels(rec: Reconstruction, crop: bool, limit: int | None) -> tuple[list[Panel], list[str]]:
-    runs = sorted(rec.runs, key=lambda r: int(r.params.get("frame_index", 0)))
+    runs = sorted((r for r in rec.runs if int(r.params.get("chain", 0)) == 0),   # one run per frame
+                  key=lambda r: int(r.params.get("frame_index", 0)))
     ref = rec.arrays.get("reference")
     ref_sup = rec.arrays.get("reference_support")
     shape = runs[0].obj.shape
