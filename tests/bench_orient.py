@@ -1,0 +1,132 @@
+"""Benchmark of EMC (`cxdi orient`, not a test): time per iteration against frames and rotations.
+
+    .venv/bin/python -m tests.bench_orient                 # the timing table (64^2 frames, ~2000 photons)
+    .venv/bin/python -m tests.bench_orient --full [DIR]    # issue 17's full-size check (minutes to hours)
+
+Timing: Poisson frames of a speckled, radially decaying pattern (the cost does not depend on the content),
+one EMC iteration per (frames, level) pair, in this process (`OPENBLAS_NUM_THREADS` bounds the matrix
+products' threads). The cost is rotations x frames x pixels for the two matrix products (likelihood,
+merge weights) plus rotations x pixels x frame chunks for the slicing and the merge.
+
+--full: `simulate tumbling` (3000 frames of 64^2, ~2000 photons each), EMC from a random start (level 4,
+then level 6 from its volume), then: the correlation with the true intensity in the ball holding 90 % of
+the photons after the best global rotation, the share of frames whose rotation is within two grid steps
+of the truth (up to the beam half-turn), and `cxdi phase` of the volume turned back into the truth's
+frame, with its NRMSE against the true object.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def timing() -> None:
+    from cxdi_cli.reduce import orientation as emc
+
+    rng = np.random.default_rng(0)
+    size = 64
+    det = emc.detector_coordinates((size, size), (size / 2 - 0.3, size / 2 + 0.2), wavelength=1.55e-10,
+                                   distance=0.05, pixel=75e-6, size=size)
+    r = np.linalg.norm(det.q, axis=0)
+    env = 1.0 / (1 + (r / 3) ** 2) ** 2 * (1.5 + np.cos(0.9 * det.q[0]) * np.cos(0.7 * det.q[1]))
+    env *= 2000 / env.sum()
+    counts_all = rng.poisson(env, (2000, env.size)).astype(np.float32)
+    print(f"EMC, one iteration, 64^2 detector ({det.q.shape[1]} pixels used), ~2000 photons per frame, "
+          f"64^3 volume; seconds per iteration (in-process)")
+    print(f"{'frames':>7} | " + " | ".join(f"level {lv} ({emc.rotation_count(lv):6d} rot.)" for lv in (3, 4, 5, 6)))
+    for nf in (250, 500, 1000, 2000):
+        row = []
+        for lv in (3, 4, 5, 6):
+            emc.orient(counts_all[:8], det, level=1, iterations=1)        # compile / warm up
+            t = time.perf_counter()
+            emc.orient(counts_all[:nf], det, level=lv, iterations=1, beta=0.1)
+            row.append(time.perf_counter() - t)
+        print(f"{nf:7d} | " + " | ".join(f"{v:24.2f}" for v in row), flush=True)
+
+
+def full(folder: Path) -> None:
+    from cxdi_cli import io
+    from cxdi_cli.model import MASK_BITS, Pattern, wavelength_from_kev
+    from cxdi_cli.reduce import orientation as emc
+    from cxdi_cli.registration import nrms_error
+    from cxdi_cli.sim.tumbling import simulate_tumbling
+    import h5py
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "experiment.json").exists():
+        simulate_tumbling(folder, size=64, frames=3000, photons=2000, seed=1)
+    exp = json.loads((folder / "experiment.json").read_text())
+    with h5py.File(folder / "frames.h5") as f:
+        frames = f["/entry_0000/measurement/data"][()]
+        quats = f["/entry_0000/measurement/quaternion"][()]
+    truth = io.read_pattern(str(folder / "intensity.cxi")).intensity.astype(np.float64)
+    det = emc.detector_coordinates(frames.shape[1:], tuple(exp["beam_centre"]),
+                                   wavelength=wavelength_from_kev(exp["energy_kev"]), distance=exp["distance_m"],
+                                   pixel=exp["pixel_m"], size=exp["crop"])
+    counts = emc.frames_to_counts(frames, det)
+
+    def show(h: dict) -> None:
+        print(f"  it {h['iteration']:3d} beta {h['beta']:.3f} llk {h['loglik_per_frame']:.2f} "
+              f"MI {h['mutual_information']:.3f} sharp {h['sharpness']:.3f} change {h['model_change']:.4f} "
+              f"{h['seconds']:.1f} s", flush=True)
+
+    t0 = time.perf_counter()
+    print("level 4:")
+    coarse = emc.orient(counts, det, level=4, iterations=20, beta=0.05, beta_period=4, seed=0, on_iteration=show)
+    print("level 6:")
+    res = emc.orient(counts, det, level=6, iterations=12, beta=0.5, beta_period=4, seed=0,
+                     model=coarse.pattern.intensity, on_iteration=show)
+    wall = time.perf_counter() - t0
+    vol = res.pattern.intensity.astype(np.float64)
+    q5, _ = emc.rotation_grid(5)
+    g, _ = emc.best_global_rotation(vol, truth, q5)
+    turned = emc.rotate_volume(truth, g)
+    corr, radius = emc.shell_correlation(vol, turned)
+    aniso = emc.anisotropic_correlation(vol, turned, radius)
+    ang, _ = emc.orientation_agreement(res.orientations, quats)
+    within = float(np.mean(ang <= 2 * emc.grid_step(6)))
+    sym = np.array([[1.0, 0, 0, 0]] + [[0.0] + ax for ax in exp["particle"]["body_axes"]])
+    ang_s, _ = emc.orientation_agreement(res.orientations, quats, sym)
+    # the volume turned back into the truth's frame (vol(G^-1 q)), phased, compared with the true object
+    back = emc.rotate_volume(vol, emc.quaternion_conjugate(g))
+    p = res.pattern
+    n = back.shape[0]
+    z, y, x = np.indices(back.shape) - n // 2
+    inside = x * x + y * y + z * z <= (n - 1 - n // 2 - 1) ** 2
+    mask = np.where(inside & (p.mask == 0), np.uint32(0), np.uint32(MASK_BITS["unmeasured"])).astype(np.uint32)
+    io.write_pattern(str(folder / "volume_back.cxi"), Pattern(intensity=back.astype(np.float32), mask=mask,
+                                                               geometry=p.geometry, extra=dict(p.extra)),
+                     io.make_step("bench_orient", {}, []))
+    io.write_pattern(str(folder / "volume.cxi"), p, io.make_step("bench_orient", {}, []))
+    subprocess.run([str(Path(sys.executable).parent / "cxdi"), "phase", str(folder / "volume_back.cxi"), "-o",
+                    str(folder / "runs.cxi"), "--runs", "2", "--seed", "1", "--threads", "1", "-q"], check=True)
+    obj = io.read_reconstruction(str(folder / "runs.cxi")).runs[0].obj
+    true_obj = io.read_reconstruction(str(folder / "truth.cxi")).runs[0].obj
+    nrmse = nrms_error(obj, true_obj)
+    print(f"full-size EMC: {counts.shape[0]} frames, {counts.shape[1]} pixels, "
+          f"{res.stats['rotations']} rotations (step {res.stats['grid_step_deg']:.1f} deg), {wall:.0f} s in all, "
+          f"{res.stats['seconds_per_iteration']:.1f} s per level-6 iteration")
+    print(f"  intensity correlation in the 90 %-photon ball (radius {radius:.1f} voxels): {corr:.4f}; "
+          f"anisotropic part: {aniso:.4f}")
+    print(f"  orientations within two grid steps ({2 * np.degrees(emc.grid_step(6)):.0f} deg, up to the beam "
+          f"half-turn): {100 * within:.1f} %; also up to the body's half-turns: "
+          f"{100 * np.mean(ang_s <= 2 * emc.grid_step(6)):.1f} %; median error {np.degrees(np.median(ang)):.1f} deg")
+    print(f"  phase (2 runs, default recipe) of the volume turned back: NRMSE {nrmse:.3f}")
+
+
+if __name__ == "__main__":
+    if "--full" in sys.argv:
+        rest = [a for a in sys.argv[1:] if a != "--full"]
+        if rest:
+            full(Path(rest[0]))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                full(Path(tmp))
+    else:
+        timing()
