@@ -9,12 +9,18 @@ at a chosen tilt (0: the zero-tilt frame), with its measured mask and a 2D geome
 reproduces the volume's q pitch, so `phase` gives the projection with the volume's real-space pixel
 1/(N dq).
 
-For the plane of the zero-tilt frame the slice pixels are the voxels of the plane z = N // 2 (no
-interpolation). An oblique plane crosses the grid between voxels: `method` "linear" (default) weighs the
-8 neighbours, "nearest" takes the closest voxel (measured on a noise-free particle at 10 deg: relative
-error against the exact section 0.07 nearest, 0.014 linear; tests/test_slice.py).
+The plane perpendicular to the beam of the frame at effective rotation 0 runs through voxel centres
+(z = N // 2): the slice is those voxels, no interpolation. `slice_files` makes every plane such a plane:
+it assembles the series in the sample frame turned by the slice's tilt (the effective angles shifted by
+it), so that the wanted plane is z = N // 2 of that volume. Interpolating an oblique plane in an
+existing volume (`central_slice` with rotation_deg != 0, for a volume already on disk) is far less
+faithful, because a deep specimen's intensity is barely sampled along q_z: measured on the noise-free
+thick specimen (64 px, 1 deg steps, inscribed disc), against the exact section, 0.07 % relative error on
+the zero-tilt plane and 0.07-0.12 % for the re-framed planes at 10 and 25 deg, against 6.7-9.4 % for
+trilinear and 10.5-13.6 % for nearest-voxel sampling of the same planes (tests/test_slice.py keeps the
+first two).
 
-Measured: a tilt about y never brings the points (0, q_y, 0) onto the Ewald sphere (the rotation leaves
+Unmeasured: a tilt about y never brings the points (0, q_y, 0) onto the Ewald sphere (the rotation leaves
 their q_z = 0 while the sphere has q_z = -lambda q_y^2 / 2), so a band |q_x| < lambda q^2 / 2 around the
 tilt axis, about the curvature in voxels wide at the edge, stays unmeasured in the slice (with q = 0
 itself); those pixels are flagged 'unmeasured' and phasing leaves them free.
@@ -156,7 +162,7 @@ def central_slice(volume: Pattern, rotation_deg: float = 0.0, axis: str = "y", m
     yy, xx = np.indices(n2)
     disc = np.hypot(yy - centre[0], xx - centre[1]) <= min(n2) // 2
     stats = {
-        "rotation_deg": float(rotation_deg), "axis": axis, "method": "nearest" if exact else method,
+        "rotation_deg": float(rotation_deg), "axis": axis, "method": "grid" if exact else method,
         "on_grid": bool(exact), "shape": list(n2),
         "measured_fraction": float(measured.mean()),
         "friedel_fraction": float(np.mean(ok & (bits != 0))),
@@ -168,3 +174,24 @@ def central_slice(volume: Pattern, rotation_deg: float = 0.0, axis: str = "y", m
         "central_speckle": central_speckle(out_mask, centre, sigma),
     }
     return SliceResult(pattern=pattern, stats=stats)
+
+
+def slice_files(specs: list[str], angles_spec: str, *, slice_angle: float = 0.0, axis: str = "y",
+                omega_sign: float = 1.0, omega_offset: float = 0.0, **options: Any) -> tuple[Any, SliceResult]:
+    """Raw tilt frames on disk -> (the assembly result, the slice perpendicular to the beam of the frame
+    at recorded tilt `slice_angle`), as `cxdi assemble3d --slice` makes them.
+
+    The series is assembled (`assembly.assemble_files`, `options` passed on) with every effective angle
+    shifted by the slice's, omega_sign * slice_angle + omega_offset, so the wanted plane is the volume's
+    grid plane z = N // 2 and the slice needs no interpolation (module docstring: 0.1 % against 7-14 %).
+    """
+    from cxdi_cli.reduce import assembly  # noqa: PLC0415
+
+    if not np.isfinite(slice_angle) or abs(slice_angle) > 360:
+        raise UsageError(f"--slice-angle {slice_angle:g}: must be finite and within -360..360")
+    shift = omega_sign * float(slice_angle) + omega_offset
+    result = assembly.assemble_files(list(specs), angles_spec, axis=axis, omega_sign=omega_sign,
+                                     omega_offset=omega_offset - shift, **options)
+    cut = central_slice(result.pattern, 0.0, axis, source=specs[0] if specs else None)
+    cut.stats["rotation_deg"] = shift
+    return result, cut
