@@ -126,6 +126,9 @@ def test_plane_geometry_and_masks():
     p.mask[n // 2, 2:5, 2:5] = MASK_BITS["unmeasured"]
     assert np.all(slicing.central_slice(p).pattern.mask[2:5, 2:5] == MASK_BITS["unmeasured"])
     assert np.allclose(zero.pattern.geometry.pixel, (1e-4, 1e-4))
+    from cxdi_cli import reduce
+
+    assert reduce.central_slice is slicing.central_slice and reduce.assemble_slice is slicing.slice_files
     with pytest.raises(DataError, match="flat.cxi: a 2D pattern, not a 3D volume"):
         slicing.central_slice(Pattern(vol[0], mask[0], source="flat.cxi"))
 

@@ -7,7 +7,9 @@ Scripting (each is what the command of the same job does, names imported on firs
 `preprocess(raw, energy_kev=, distance=, pixel=, ...)` -> result with `.pattern` (`cxdi preprocess`);
 `mask(pattern, zeros=)` -> the pattern with the automatic mask bits added (`cxdi mask`);
 `assemble(tilts, angles, energy_kev=, distance=, pixel=, ...)` -> result with `.pattern`, the volume
-(`cxdi assemble3d`); `find_centre(image, mask)`.
+(`cxdi assemble3d`); `assemble_slice(tilts, angles, slice_angle=, ...)` -> (that result, the curvature-aware
+central 2D slice with `.pattern`) (`cxdi assemble3d --slice`); `central_slice(volume)` (an assembled volume
+already in hand); `find_centre(image, mask)`.
 """
 import importlib as _importlib
 
@@ -17,6 +19,8 @@ _EXPORTS = {
     "mask": ("centring", "mask_pattern"),
     "assemble": ("assembly", "assemble_files"),
     "find_centre": ("centring", "find_centre"),
+    "assemble_slice": ("slicing", "slice_files"),
+    "central_slice": ("slicing", "central_slice"),
 }
 
 
