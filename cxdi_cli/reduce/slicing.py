@@ -34,6 +34,7 @@ import numpy as np
 
 from cxdi_cli import geometry as geo
 from cxdi_cli.model import MASK_BITS, DataError, Geometry, Pattern, UsageError, measured_from_mask
+from cxdi_cli.reduce import assembly
 
 METHODS = ("linear", "nearest")
 #: Fraction of the trilinear weight that must fall on measured voxels for a slice pixel to count as
@@ -158,7 +159,7 @@ def central_slice(volume: Pattern, rotation_deg: float = 0.0, axis: str = "y", m
 
     measured = measured_from_mask(out_mask)
     sigma = estimate_oversampling(intensity, measured)
-    # the unmeasured band around the tilt axis: pixels of the inscribed disc (q = 0 excluded) not measured
+    # what the mask leaves out of the inscribed disc: the band around the tilt axis and q = 0
     yy, xx = np.indices(n2)
     disc = np.hypot(yy - centre[0], xx - centre[1]) <= min(n2) // 2
     stats = {
@@ -177,7 +178,8 @@ def central_slice(volume: Pattern, rotation_deg: float = 0.0, axis: str = "y", m
 
 
 def slice_files(specs: list[str], angles_spec: str, *, slice_angle: float = 0.0, axis: str = "y",
-                omega_sign: float = 1.0, omega_offset: float = 0.0, **options: Any) -> tuple[Any, SliceResult]:
+                omega_sign: float = 1.0, omega_offset: float = 0.0,
+                **options: Any) -> tuple[assembly.AssemblyResult, SliceResult]:
     """Raw tilt frames on disk -> (the assembly result, the slice perpendicular to the beam of the frame
     at recorded tilt `slice_angle`), as `cxdi assemble3d --slice` makes them.
 
@@ -185,8 +187,6 @@ def slice_files(specs: list[str], angles_spec: str, *, slice_angle: float = 0.0,
     shifted by the slice's, omega_sign * slice_angle + omega_offset, so the wanted plane is the volume's
     grid plane z = N // 2 and the slice needs no interpolation (module docstring: 0.1 % against 7-14 %).
     """
-    from cxdi_cli.reduce import assembly  # noqa: PLC0415
-
     if not np.isfinite(slice_angle) or abs(slice_angle) > 360:
         raise UsageError(f"--slice-angle {slice_angle:g}: must be finite and within -360..360")
     shift = omega_sign * float(slice_angle) + omega_offset
