@@ -98,7 +98,7 @@ def tilt_frames(particle: Particle, omegas: np.ndarray, shape: tuple[int, int], 
     """Expected relative intensities (k, ny, nx): |F|^2 at every pixel's exact Ewald q, turned into the
     sample frame by R_y(-omega), times the pixel's solid angle (D/r)^3 (DESIGN §4)."""
     qdet = geometry.pixel_q(shape, centre, distance, pixel, wavelength).reshape(3, -1)
-    solid = (1.0 + wavelength * qdet[2]) ** 3
+    solid = geometry.solid_angle(shape, centre, distance, pixel).reshape(-1)
     out = np.empty((omegas.size, shape[0] * shape[1]))
     for k, om in enumerate(omegas):
         out[k] = np.abs(particle.transform(geometry.rotation_y(np.deg2rad(-om)) @ qdet)) ** 2 * solid
