@@ -33,7 +33,8 @@ def test_boundaries_split_the_search():
     steps = rcp.flatten(phasing.parse_recipe("hio**600,er**200,ml**100"))
     search = gen.search_iterations(steps, alg.ITERATIVE)
     assert search == 600
-    assert gen.boundaries(search, 3) == [200, 400]
+    assert gen.boundaries(search, 3) == [300, 450]   # half the search first: an early best is often wrong
+    assert gen.boundaries(search, 5) == [300, 375, 450, 525]
     assert gen.boundaries(search, 1) == []
     assert gen.search_iterations(rcp.flatten(phasing.parse_recipe("er**50,hio**10")), alg.ITERATIVE) == 0
 

@@ -7,4 +7,4 @@ load numpy. `runs.Options` takes its defaults from here (the one place they are 
 DEFAULT_RECIPE = "hio**600,er**200,ml**100"
 
 #: The default partial-coherence model (`--psf`; why: see `cxdi_cli.phasing.runs`).
-DEFAULT_PSF = "off"
+DEFAULT_PSF = "auto"

@@ -56,11 +56,19 @@ def search_iterations(steps: Sequence[Any], iterative: set[str] | frozenset[str]
     return total
 
 
+#: The first generation runs this share of the search; the others split the rest evenly. A best run
+#: chosen early is often wrong (a strong phase object at a third of a 600-iteration search: every
+#: run pulled onto a stalled start).
+FIRST_GENERATION = 0.5
+
+
 def boundaries(search: int, generations: int) -> list[int]:
-    """The iterations at which generations end: round(search * g / G) for g = 1 .. G-1 (distinct, > 0)."""
+    """The iterations at which generations end: FIRST_GENERATION of the search, then the rest of it
+    in G - 1 equal parts (distinct, inside the search)."""
     if generations <= 1 or search <= 1:
         return []
-    cuts = sorted({int(round(search * g / generations)) for g in range(1, generations)})
+    first = FIRST_GENERATION * search
+    cuts = sorted({int(round(first + (search - first) * g / (generations - 1))) for g in range(0, generations - 1)})
     return [c for c in cuts if 0 < c < search]
 
 
@@ -102,14 +110,17 @@ def blend(run: Any, best: Any, *, margin: int = 4) -> tuple[np.ndarray, np.ndarr
     return np.fft.ifftshift(out), np.array(best.support, bool)
 
 
-def guide(checkpoints: Sequence[Any]) -> tuple[list[Any], int]:
-    """One generation's end: every checkpoint but the best replaced by its blend with the best.
+def guide(checkpoints: Sequence[Any], above: float = 0.0) -> tuple[list[Any], int]:
+    """One generation's end: every checkpoint whose score exceeds `above` times the best's replaced
+    by its blend with the best (`above` <= 1: every run but the best, Chen et al.'s rule).
 
-    Returns ``(new checkpoints, index of the best)``; the best continues unchanged."""
-    k = best_index([_score(cp.metrics) for cp in checkpoints])
+    Returns ``(new checkpoints, index of the best)``; the best and the runs within `above` of it
+    continue unchanged."""
+    scores = [_score(cp.metrics) for cp in checkpoints]
+    k = best_index(scores)
     out = []
     for i, cp in enumerate(checkpoints):
-        if i == k:
+        if i == k or (math.isfinite(scores[i]) and scores[i] <= above * scores[k]):
             out.append(cp)
             continue
         rho, support = blend(cp, checkpoints[k])

@@ -12,7 +12,7 @@ import numpy as np
 
 from cxdi_cli.phasing import algorithms as alg
 from cxdi_cli import fft
-from cxdi_cli.phasing import kernels, psf as psfm, recipe as rcp, support as sup
+from cxdi_cli.phasing import generations, kernels, psf as psfm, recipe as rcp, support as sup
 from cxdi_cli.phasing import regularise  # noqa: F401 - registers gps, tv, cpower, oss in alg.STEPS
 from cxdi_cli.sampling import estimate_oversampling
 from cxdi_cli.model import DataError, Pattern, UsageError
@@ -49,10 +49,12 @@ class Options:
     check_oversampling: bool = True
     psf: str = DEFAULT_PSF                    # partial coherence: auto, off, gaussian:FWHM, lorentzian:FWHM,
     # pseudo-voigt:FWHM,ETA (psf.parse_psf); switched on at `psf_from` of the recipe unless a `psf` step does
-    psf_from: float = 1.0 / 3.0               # fraction of the recipe's iterations before the PSF is on
+    psf_from: float | None = None             # fraction of the recipe's iterations before the PSF is on
+    # (None: at the first `ml` step, else at the end of the search: psf_switch_on)
     psf_update: int = 25                      # PSF width refinement every k projections (0: fixed)
     psf_refine: str = "ml"                    # "ml": Poisson ML width; "rl": Richardson-Lucy (psf.py)
-    generations: int = 1                      # guided generations (Chen et al. 2007) over the search steps
+    generations: int = 3                      # guided generations (Chen et al. 2007) over the search steps
+    guide_above: float = 2.0                  # ... blend only runs whose free LLK exceeds this x the best's
     consensus: bool = True                    # order the runs by their largest agreeing group first
     agree: float = 0.3                        # two runs agree when their distance after alignment is below
 
@@ -118,6 +120,35 @@ def default_recipe_for(support_px: int) -> str:
     object needs more HIO iterations; see the module docstring)."""
     scale = min(HIO_MAX_SCALE, max(1.0, support_px / HIO_REFERENCE_SUPPORT))
     return f"hio**{int(round(600 * scale / 10.0)) * 10},er**200,ml**100"
+
+
+#: "auto" leaves the PSF off on data whose measured power is more than this share photon noise
+#: (`noise_fraction`): there the fitted blur (0.86 px on 2e6-photon cells) deconvolves the noise
+#: (NRMSE 0.22 against 0.21, the average 0.20 against 0.15); the bright cases lie at 1e-5 to 1.4e-4.
+AUTO_PSF_MAX_NOISE = 1e-3
+
+
+def auto_psf_veto(ndim: int, noise: float) -> str:
+    """Why `--psf auto` stays off for these data ("" when it goes on): 3D volumes (their blur, from
+    every frame's detector plane, is not isotropic) and photon-limited patterns."""
+    if ndim == 3:
+        return "a 3D volume (its blur is anisotropic: give --psf MODEL:FWHM to model one)"
+    if noise > AUTO_PSF_MAX_NOISE:
+        return f"photon-limited data (noise fraction {noise:.2g} > {AUTO_PSF_MAX_NOISE:g}): a fitted blur would deconvolve noise"
+    return ""
+
+
+def psf_switch_on(steps: tuple[rcp.Item, ...]) -> int:
+    """The iteration at which the PSF goes on by default: the first `ml` step (the final refinement,
+    where a fitted blur sharpens the object without changing which basin the search found), or the
+    end of the search when the recipe has no `ml` step."""
+    done = 0
+    for step in rcp.flatten(steps):
+        if step.name == "ml":
+            return done
+        if step.name in alg.ITERATIVE:
+            done += step.count
+    return generations.search_iterations(rcp.flatten(steps), alg.ITERATIVE)
 
 
 def psf_start(text: str) -> psfm.PsfSpec | None:
@@ -233,9 +264,17 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     if options.recipe == DEFAULT_RECIPE and support is None and data.ndim == 2:
         steps = parse_recipe(default_recipe_for(info["initial_support_size"]))
         info["recipe_scaled"] = rcp.format_recipe(steps)
+    if psf_spec is not None and options.psf.strip().lower() == "auto":
+        why = auto_psf_veto(data.ndim, info["noise_fraction"])
+        if why:
+            psf_spec = None
+            info["psf_auto"] = f"off: {why}"
     info["psf"] = None if psf_spec is None else str(psf_spec)
     if psf_spec is not None and not any(s.name == "psf" for s in rcp.flatten(steps)):
-        info["psf_from_iteration"] = int(round(options.psf_from * count_iterations(steps)))
+        if options.psf_from is None:
+            info["psf_from_iteration"] = psf_switch_on(steps)
+        else:
+            info["psf_from_iteration"] = int(round(options.psf_from * count_iterations(steps)))
     return Problem(amp=amp, kind=kind, support=support_f, shape=tuple(data.shape), seed=seed, steps=steps,
                    n_iterations=count_iterations(steps), info=info)
 

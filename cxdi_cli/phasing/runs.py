@@ -68,32 +68,37 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   up to 0.6 when photon noise spreads the runs: `consensus.effective_threshold`): converged starts
   of a data set differ by 0.04-0.06 (hard tungsten), 0.4 (photon-limited cells), stagnated ones by
   0.65-1.
-- guided generations off (`generations` 1): 3 generations lifted the processed and hard tungsten
-  cases to 8/8 converged starts but lost every start of a strong phase object (see generations.py).
-- psf "off" (partial coherence, psf.py, is an option). `--psf auto`: from a third of the recipe on,
-  the model intensity is a 1-px Gaussian PSF (*) |F rho|^2 whose width is refined every 25
-  projections by a Poisson-ML search, dropped for the rest of the run once the fitted FWHM falls
-  below 0.6 px. Coherent data: the fit falls to 0.4-0.6 px at the first update and the runs end as
-  without it (64^2 discs: 0.0013 both; hard tungsten 256, 8 starts: /entry_1 0.056 against 0.054,
-  6 against 7 converged); a 2-px-blurred 64^2 disc pattern: FWHM 1.98-2.01 px, error 0.035-0.13
-  against 0.42-0.47 without. Not the default: on the 128^2 nearly real specimen of
-  test_positivity_auto the probe with positivity reached a free LLK of 5.8e4 at iteration 600 with
-  the PSF on (740 without positivity), turning positivity off; and the family's blurred case (hard
-  tungsten 256, 2-px PSF) fails with or without it (0.91-0.98 against 0.92-0.98; with the exact PSF
-  fixed from the start 0.93): what remains there is not the intensity model. Richardson-Lucy width
-  updates stalled (0.9 px on coherent data, error 0.018 against 0.001; 1.06 px of 2 when switched
-  on at two thirds). Cost: an iteration with a PSF is 3.1 HIO iterations, an ML one 8.8 (2.6).
-  Measured since (issue 12, item 1): the blurred model is raised to its exact bound k0 |F rho|^2
-  (k0: the PSF's centre weight; float32 FFT roundoff of a 1e9-photon pattern sent 512^2 HIO runs
-  with a PSF from iteration 0 to NaN). The 256 blurred case still fails with the exact 2-px PSF
-  fixed from iteration 0 (0.91-0.96, 2 starts each) from the blurred autocorrelation support
-  (2747 px), from the coherent case's (5041 px) and from the autocorrelation with the PSF's
-  transfer divided out (7447-12985 px), and with 3-4 repeated scalings per projection: neither the
-  initial support nor the width refinement is what fails there. The truth object fits these data
-  (llk per pixel, after its sub-pixel phase ramp: 7 with a 1-px box and the 2-px Gaussian).
-  Pixel integration (3x3 sub-samples) acts as a sampled Gaussian of FWHM about 1 px, not 0.6
-  (truth of the coherent 256 hard case: llk 65 coherent, 1.4 with the box, 4.0 Gaussian 1 px,
-  48 Gaussian 0.7 px): `--psf gaussian:1` did not help the 512 hard case (0/8, fitted 1.2 px).
+- guided generations on (`generations` 3, `guide_above` 2; generations.py): the first generation
+  ends at half the search, the second at three quarters; there every run whose free LLK is above
+  twice the best's (a stalled start: 10-1000x) is replaced by its blend with the best, and the
+  converged runs go on unchanged (independent, for the average). Measured (in-process, 8 starts,
+  seeds 1 and 2, against generations 1; "conv" = within 1.5x the best start and below 0.2): the 512^2
+  hard tungsten case 5/8 -> 8/8 (/entry_1 0.063 -> 0.039 with the PSF below), the strong phase
+  object (256^2 cells, 1.8 rad) 5/8 and 4/8 -> 8/8 and 8/8 (average 0.076/0.088 -> 0.077/0.087),
+  256^2 hard 8/8, 7/8 -> 8/8, 8/8, oversampling 3 8/8, 7/8 -> 8/8, 8/8; gap cross, beamstop and
+  processed cases unchanged within one start. Chen et al.'s rule (every run blended, generations
+  at thirds of the search) had lost every start of the phase object: its best run at a third of a
+  600-iteration search was a stalled one.
+- psf "auto" (psf.py) in 2D: a Gaussian PSF from 1 px, its width refined by Poisson ML every 25
+  projections, switched on for the final `ml` block only and dropped when the fitted FWHM falls
+  below 0.6 px. A detector integrates the intensity over each pixel's area (a blur of about 1 px;
+  truth of the coherent 256 hard case: llk 65 per pixel coherent, 1.4 with a 1-px box) and a
+  partly coherent beam blurs more; the coherent model then leaves the object's fine detail wrong.
+  512^2 hard tungsten (pixel-integrated, 8 starts): /entry_1 0.064 -> 0.039, average 0.058 ->
+  0.029, fitted 0.95 px; the PSF from the end of the search (ER and ML with it) gave 0.040 for
+  1.5x the time. Point-sampled (truly coherent) 256^2 hard data: fitted 0.58 px, dropped, /entry_1
+  0.053/0.056 against 0.059/0.057. Off for 3D volumes (anisotropic blur) and for photon-limited
+  patterns (noise fraction above 1e-3: on 2e6-photon cells the fitted 0.86 px deconvolved noise,
+  average 0.20 against 0.15). Cost: an iteration with a PSF is 3.1 HIO iterations, an ML one 8.8.
+  The search stays coherent. Measured before: the PSF on from a third of the recipe turned
+  positivity off on a nearly real 128^2 specimen (free LLK 5.8e4 with positivity against 740
+  without) and did not rescue a 2-px-blurred pattern (hard tungsten 256: 0.91-0.98 with or without,
+  0.93 with the exact PSF fixed from iteration 0 whatever the initial support: the blurred
+  autocorrelation's 2747 px, the coherent case's 5041, the transfer divided out 7447-12985); the
+  same data converge from random starts on the true support (2440 px, 0.07) but not on it dilated
+  3 px (4345 px, 1 of 2) or 8 px (0/2): blurred data constrain the object less, and the search
+  needs a support close to the object, which shrink-wrap from the autocorrelation does not find.
+  Richardson-Lucy width updates stalled (0.9 px on coherent data; 1.06 px of 2).
 - no `detwin` step in the default recipe: ``detwin**20,hio**580,er**200,ml**100`` (HIO on the
   initial support cut at its centre of mass for 20 iterations) converged 8/8 starts on the hard,
   gap and oversampling-3 cases (256 px, 8 starts, seed 1; 7/8, 8/8 and 6/8 without) but 3/8 on the
@@ -436,7 +441,7 @@ def _stages(problem: Problem, options: Options, ex: Executor,
     best_runs = []
     for stop in stops[1:]:
         if options.generations > 1:
-            cps, k = gen.guide(cps)
+            cps, k = gen.guide(cps, options.guide_above)
             best_runs.append(cps[k].index)
         cps = _map(ex, problem, [(opts, cp.index, cp, stop) for cp in cps], on_progress, lost=lost)
     if best_runs:
