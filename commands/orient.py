@@ -23,7 +23,8 @@ def orient(
                                                          "in detector pixels.")] = "auto",
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Voxels per axis [default: the detector "
                                                                       "crop around the centre].")] = None,
-    iterations: Annotated[int, typer.Option("--iterations", min=1, help="EMC iterations.")] = 30,
+    iterations: Annotated[int, typer.Option("--iterations", min=1, help="EMC iterations, all stages "
+                                                                        "together.")] = 40,
     level: Annotated[int, typer.Option("--level", min=1, max=40, help="Refinement of the rotation grid: "
                                                                       "10 (n + 5 n^3) rotations, step about "
                                                                       "72/n degrees.")] = 6,
@@ -31,9 +32,11 @@ def orient(
                                                      "the smallest --level that has them (wins over --level).",
                                                      show_default=False)] = None,
     beta: Annotated[Optional[float], typer.Option("--beta", help="Starting likelihood temperature 0 < beta <= 1 "
-                                                  "[default: 20 / photons per frame].", show_default=False)] = None,
-    beta_period: Annotated[int, typer.Option("--beta-period", min=1, help="Iterations between doublings of "
-                                                                          "beta (up to 1).")] = 5,
+                                                  "of the first stage [default: 300 / photons per frame].",
+                                                  show_default=False)] = None,
+    oversample: Annotated[int, typer.Option("--oversample", min=1, max=4, help="EMC works on a grid this many "
+                                                                               "times finer than the output "
+                                                                               "volume.")] = 3,
     scale: Annotated[bool, typer.Option("--scale/--no-scale", help="Fit a fluence factor per frame.")] = True,
     friedel: Annotated[bool, typer.Option("--friedel/--no-friedel", help="Symmetrise the volume by Friedel's "
                                                                          "law, I(q) = I(-q), every iteration.")] = True,
@@ -60,9 +63,13 @@ def orient(
     (the 600-cell refined --level times) along every pixel's exact Ewald-sphere q, scores each frame at
     each rotation by its Poisson log-likelihood with a per-frame fluence factor, and merges the frames back
     into the volume weighted by the probability of each rotation. beta < 1 tempers the likelihood while
-    the volume is still vague (deterministic annealing: doubled every --beta-period iterations up to 1).
+    the volume is still vague (deterministic annealing: doubled every few iterations up to 1).
     The start is the orientation average of the data (spherically symmetric) with random voxel noise
-    (--seed). The volume is known up to a global rotation; a frame's rotation up to a half-turn about
+    (--seed). Two stages: half the iterations on the pixels within a quarter of the largest |q| (at
+    least 6 voxels) on a grid one --level coarser, then all pixels at --level from that volume. The
+    slice-and-merge of an iteration blurs by about a voxel of the grid it works on, which lowers the
+    likelihood of the true speckles and traps EMC in a blurred volume: it works on a grid --oversample
+    times finer than the output (memory: 3 x 8 bytes x (oversample x size)^3 per chunk of frames). The volume is known up to a global rotation; a frame's rotation up to a half-turn about
     the beam, which only the Ewald curvature tells apart (Friedel's law).
 
     Geometry as in assemble3d: the volume has q = 0 at N//2 and the detector's q pitch p/(λD); counts are
@@ -98,23 +105,24 @@ def orient(
         raise c.usage_error(f"{', '.join(missing)}: not given and not found in {frames[0]}")
     if rotations is not None:
         level = emc.level_for_rotations(rotations)
-    if size is not None:  # the volume's accumulators: ~40 bytes a voxel
-        io.check_memory(40.0 * size ** 3, f"a {size}^3 volume", "reduce --size")
+    if size is not None:  # the working grid's model and accumulators: ~40 bytes a voxel
+        io.check_memory(40.0 * (oversample * size) ** 3, f"a {oversample * size}^3 working grid",
+                        "reduce --size or --oversample")
     ctr = preprocess.parse_centre(centre)
     pool = c.executor(jobs, scheduler, scheduler_file)
     params = dict(energy_kev=energy, distance_m=distance, pixel_m=pixel, centre=centre, size=size,
-                  iterations=iterations, level=level, beta=beta, beta_period=beta_period, scale=scale,
+                  iterations=iterations, level=level, beta=beta, oversample=oversample, scale=scale,
                   friedel=friedel, mask=mask, auto_mask=auto_mask, seed=seed or 0)
 
     def said(h: dict) -> None:
-        c.say(f"iteration {h['iteration']:3d}: beta {h['beta']:.3g}, log-likelihood {h['loglik_per_frame']:.6g} per "
+        c.say(f"iteration {h['iteration']:3d} (stage {h['stage']}): beta {h['beta']:.3g}, log-likelihood {h['loglik_per_frame']:.6g} per "
               f"frame, mutual information {h['mutual_information']:.3f}, sharpness {h['sharpness']:.3f}, "
               f"change {h['model_change']:.3g}, {h['seconds']:.1f} s")
 
     with c.progress("orienting", None) as tick:
         result = emc.orient_files(list(frames), energy_kev=energy, distance=distance, pixel=pixel, centre=ctr,
                                   size=size, mask=mask, auto_mask=auto_mask, on_progress=tick, level=level,
-                                  iterations=iterations, seed=seed or 0, beta=beta, beta_period=beta_period,
+                                  iterations=iterations, seed=seed or 0, beta=beta, oversample=oversample,
                                   update_scale=scale, friedel=friedel, executor=pool, on_iteration=said)
     s = result.stats
     params.update(centre_used=s["beam_centre"], size_used=s["size"], rotations=s["rotations"])

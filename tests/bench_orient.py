@@ -8,8 +8,8 @@ one EMC iteration per (frames, level) pair, in this process (`OPENBLAS_NUM_THREA
 products' threads). The cost is rotations x frames x pixels for the two matrix products (likelihood,
 merge weights) plus rotations x pixels x frame chunks for the slicing and the merge.
 
---full: `simulate tumbling` (3000 frames of 64^2, ~2000 photons each), EMC from a random start (level 4,
-then level 6 from its volume), then: the correlation with the true intensity in the ball holding 90 % of
+--full: `simulate tumbling` (3000 frames of 64^2, ~2000 photons each), EMC from a random start in the
+stages `cxdi orient` runs (`orientation.default_stages`: low resolution first), then: the correlation with the true intensity in the ball holding 90 % of
 the photons after the best global rotation, the share of frames whose rotation is within two grid steps
 of the truth (up to the beam half-turn), and `cxdi phase` of the volume turned back into the truth's
 frame, with its NRMSE against the true object.
@@ -77,11 +77,11 @@ def full(folder: Path) -> None:
               f"{h['seconds']:.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    print("level 4:")
-    coarse = emc.orient(counts, det, level=4, iterations=20, beta=0.05, beta_period=4, seed=0, on_iteration=show)
-    print("level 6:")
-    res = emc.orient(counts, det, level=6, iterations=12, beta=0.5, beta_period=4, seed=0,
-                     model=coarse.pattern.intensity, on_iteration=show)
+    model = None
+    for stage in emc.default_stages(level=6, iterations=40, radius=det.radius):
+        print(f"stage {stage}:", flush=True)
+        res = emc.orient(counts, det, seed=0, model=model, on_iteration=show, **stage)
+        model = res.pattern.intensity
     wall = time.perf_counter() - t0
     vol = res.pattern.intensity.astype(np.float64)
     q5, _ = emc.rotation_grid(5)
@@ -111,7 +111,7 @@ def full(folder: Path) -> None:
     nrmse = nrms_error(obj, true_obj)
     print(f"full-size EMC: {counts.shape[0]} frames, {counts.shape[1]} pixels, "
           f"{res.stats['rotations']} rotations (step {res.stats['grid_step_deg']:.1f} deg), {wall:.0f} s in all, "
-          f"{res.stats['seconds_per_iteration']:.1f} s per level-6 iteration")
+          f"{res.stats['seconds_per_iteration']:.1f} s per iteration of the last stage")
     print(f"  intensity correlation in the 90 %-photon ball (radius {radius:.1f} voxels): {corr:.4f}; "
           f"anisotropic part: {aniso:.4f}")
     print(f"  orientations within two grid steps ({2 * np.degrees(emc.grid_step(6)):.0f} deg, up to the beam "

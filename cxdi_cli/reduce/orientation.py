@@ -430,15 +430,16 @@ def frame_chunk(shared: EMCShared, start: int, stop: int,
     T = np.empty((m, nf), np.float32)            # beta L + log w, in place (L: the log-likelihood)
     sumw = np.empty(m)
     KT = np.ascontiguousarray(K.T)
+    beta = float(shared.beta)
+    logw = np.log(shared.weights).astype(np.float32)
     for r0 in range(0, m, rc):
         logw_, sums = log_slices(shared.model, quaternion_matrix(shared.quaternions[r0:r0 + rc]), shared.det, floor)
         sumw[r0:r0 + rc] = sums
-        np.matmul(logw_, KT, out=T[r0:r0 + rc])
-    beta = float(shared.beta)
-    logw = np.log(shared.weights).astype(np.float32)
-    T -= (sumw[:, None] * phi[None, :]).astype(np.float32)
-    T *= np.float32(beta)
-    T += logw[:, None]
+        block = T[r0:r0 + rc]
+        np.matmul(logw_, KT, out=block)
+        block -= np.outer(sums, phi).astype(np.float32)
+        block *= np.float32(beta)
+        block += logw[r0:r0 + rc, None]
     mx = T.max(axis=0)
     T -= mx[None, :]
     # responsibilities P = exp(T) / Z, tempered by beta, with the grid's weights as the prior
@@ -498,6 +499,28 @@ def friedel_mate(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _fine_index(n: int, u: int) -> np.ndarray:
+    """Indices of the fine grid (n u voxels, centre (n u) // 2) that hold the coarse grid's voxels."""
+    return (n * u) // 2 + (np.arange(n) - n // 2) * u
+
+
+def subsample(volume: np.ndarray, u: int) -> np.ndarray:
+    """The coarse grid's voxels (pitch u) of a volume on the u-times finer grid, q = 0 kept at N // 2."""
+    idx = _fine_index(volume.shape[0] // u, u)
+    return volume[np.ix_(idx, idx, idx)]
+
+
+def upsample(volume: np.ndarray, u: int) -> np.ndarray:
+    """A volume on the u-times finer grid, trilinear between the coarse voxels (q = 0 kept at N // 2)."""
+    n = volume.shape[0]
+    nf = n * u
+    fine = (np.arange(nf) - nf // 2) / u + n // 2          # coarse coordinate of each fine index
+    from scipy import ndimage  # noqa: PLC0415
+
+    z, y, x = np.meshgrid(fine, fine, fine, indexing="ij")
+    return ndimage.map_coordinates(volume, [z, y, x], order=1, mode="nearest")
+
+
 def radial_model(counts: np.ndarray, det: Detector) -> np.ndarray:
     """The orientation average of the data: mean photons per frame / solid angle against |q|, as a volume
     (the natural start of EMC: every rotation of it fits every frame equally)."""
@@ -515,6 +538,26 @@ def radial_model(counts: np.ndarray, det: Detector) -> np.ndarray:
     return np.interp(rv, np.arange(nb), prof, right=prof[-1])
 
 
+def default_stages(level: int = 6, iterations: int = 40, radius: float = 31.0, beta: float | None = None,
+                   oversample: int = 3) -> list[dict[str, Any]]:
+    """The schedule `cxdi orient` runs: EMC on the low-resolution pixels first (|q| up to a quarter of
+    `radius`, at least 6 voxels; one level coarser; half the iterations, beta annealed from `beta`), whose
+    volume seeds EMC on every pixel at `level` (beta 0.5, then 1 from a quarter of its iterations on). At low resolution the landscape has
+    few local optima and the coarse grid is cheap; the speckles further out then only refine it."""
+    low = max(6.0, radius / 4)
+    first = max(1, iterations // 2)
+    stages: list[dict[str, Any]] = []
+    if low < radius and iterations > 1:
+        stages.append({"level": max(1, level - 1), "iterations": first, "radius": low, "beta": beta,
+                       "beta_period": max(1, first // 5), "oversample": oversample})
+    else:
+        first = 0
+    stages.append({"level": level, "iterations": iterations - first, "radius": None,
+                   "beta": 0.5 if first else beta, "beta_period": max(1, (iterations - first) // 4),
+                   "oversample": oversample})
+    return stages
+
+
 def beta_schedule(iteration: int, beta: float, factor: float, period: int) -> float:
     """Deterministic annealing: beta * factor^(iteration // period), at most 1."""
     return float(min(1.0, beta * factor ** (iteration // max(1, period))))
@@ -522,14 +565,16 @@ def beta_schedule(iteration: int, beta: float, factor: float, period: int) -> fl
 
 def auto_beta(photons_per_frame: float) -> float:
     """A starting beta for frames of this many photons: the log-likelihood differences between rotations
-    grow with the photons, so beta ~ 20 / photons (at most 1) keeps the first responsibilities broad."""
-    return float(min(1.0, 20.0 / max(photons_per_frame, 1.0)))
+    grow with the photons, so beta ~ 300 / photons (at most 1) keeps the first responsibilities broad
+    while letting the volume leave spherical symmetry (on the simulated particle it stays spherical
+    below beta ~ 0.15 at 1500 photons a frame, and breaks out near 0.2-0.3)."""
+    return float(min(1.0, 300.0 / max(photons_per_frame, 1.0)))
 
 
 def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int = 30, seed: int = 0,
            beta: float | None = None, beta_factor: float = 2.0, beta_period: int = 5, update_scale: bool = True,
            friedel: bool = True, model: np.ndarray | None = None, frame_chunk_size: int | None = None,
-           rotation_chunk: int = 512, executor: Any = None,
+           rotation_chunk: int = 512, radius: float | None = None, oversample: int = 1, executor: Any = None,
            on_iteration: Callable[[dict[str, Any]], None] | None = None,
            on_progress: Callable[..., None] | None = None) -> EMCResult:
     """EMC on photon counts `counts` (F, P) of the pixels of `det` (see the module docstring).
@@ -538,7 +583,11 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
     perturbation of the start (the orientation average of the data, `radial_model`, times 1 + U(-0.5, 0.5)
     voxel by voxel) unless `model` is given; beta (None: `auto_beta`), beta_factor, beta_period: the
     annealing schedule; update_scale: estimate a fluence per frame (else all 1); friedel: symmetrise the
-    model each iteration. frame_chunk_size: frames per task (default: bounded so that the chunk's
+    model each iteration. oversample: EMC works on a grid `oversample` times finer than the output's
+    (the trilinear slice-and-merge of each iteration blurs by about a voxel of the working grid, which
+    lowers the likelihood of sharp speckles: 2 halves that), and the output keeps every oversample-th
+    voxel; a `model` given is on the output grid. radius: use only the pixels within this |q| (voxels), e.g. a low-resolution start
+    whose volume seeds a full-resolution run (voxels beyond keep the model's values). frame_chunk_size: frames per task (default: bounded so that the chunk's
     rotation x frame matrix stays under ~256 MB); executor: where the chunks run (`cxdi_cli.executor`).
     on_iteration(dict) after each iteration; on_progress(advance=frames, total=...) as chunks finish."""
     counts = np.asarray(counts)
@@ -557,10 +606,28 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
         raise DataError("every frame is empty (no photon in the pixels that reach the volume)")
     quats, weights = rotation_grid(level)
     m = quats.shape[0]
+    out_det = det
+    u = int(oversample)
+    if u < 1:
+        raise UsageError(f"--oversample {oversample}: need a positive integer")
+    if u > 1:
+        det = dataclasses.replace(det, q=det.q * u, size=det.size * u, dq=det.dq / u)
+        if radius is not None:
+            radius = radius * u
+        if model is not None:
+            model = upsample(np.asarray(model, np.float64), u)
     n = det.size
     rng = np.random.default_rng(seed)
     if model is None:
         model = radial_model(counts, det) * (1.0 + rng.uniform(-0.5, 0.5, (n,) * 3))
+    if radius is not None:
+        keep = np.linalg.norm(det.q, axis=0) <= radius
+        if keep.sum() < 8:
+            raise UsageError(f"radius {radius:g} voxels: fewer than 8 pixels inside")
+        det = dataclasses.replace(det, q=np.ascontiguousarray(det.q[:, keep]), solid=det.solid[keep],
+                                  pixels=det.pixels[keep])
+        counts = np.ascontiguousarray(counts[:, keep])
+        photons = counts.sum(axis=1, dtype=np.float64)
     model = np.asarray(model, np.float64).reshape((n,) * 3)
     scale = photons / photons.mean() if update_scale else np.ones(nf)
     scale = np.maximum(scale, 1e-3)
@@ -615,7 +682,8 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
             numv = numv + friedel_mate(numv)
             denv = denv + friedel_mate(denv)
         reached = denv > 1e-12 * max(float(denv.max()), 1e-300)
-        new = np.where(reached, numv / np.where(reached, denv, 1.0), 0.0)
+        # voxels out of reach (beyond `radius`) keep the model they had
+        new = np.where(reached, numv / np.where(reached, denv, 1.0), model)
         change = float(np.linalg.norm(new - model) / max(np.linalg.norm(model), 1e-300))
         model = new
         if update_scale:
@@ -630,6 +698,9 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
     reached = wt.reshape((n,) * 3)
     if friedel:
         reached = reached + friedel_mate(reached)
+    qrad = det.radius / u
+    if u > 1:
+        model, reached, n, det = subsample(model, u), subsample(reached, u), out_det.size, out_det
     measured = reached > 1e-9 * max(float(reached.max()), 1e-300)
     mask = np.where(measured, np.uint32(0), np.uint32(MASK_BITS["unmeasured"])).astype(np.uint32)
     vol = np.where(measured, model, 0.0).astype(np.float32)
@@ -637,7 +708,7 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
                         q_pitch=(det.dq, det.dq, det.dq))
     pattern = Pattern(intensity=vol, mask=mask, geometry=geometry, extra={"weight": reached.astype(np.float32)})
     stats = {"size": n, "q_pitch_per_m": det.dq, "real_pixel_m": 1.0 / (n * det.dq), "n_frames": nf,
-             "pixels_used": int(det.q.shape[1]), "q_radius_voxels": det.radius, "rotations": m, "level": level,
+             "pixels_used": int(counts.shape[1]), "q_radius_voxels": qrad, "oversample": u, "rotations": m, "level": level,
              "grid_step_deg": math.degrees(grid_step(level)), "measured_fraction": float(measured.mean()),
              "photons_per_frame": float(photons.mean()), "frame_chunks": len(ranges),
              "seconds_per_iteration": float(np.mean([h["seconds"] for h in history]))}
@@ -645,13 +716,47 @@ def orient(counts: np.ndarray, det: Detector, *, level: int = 6, iterations: int
                      scale=scale, history=history, stats=stats)
 
 
+def orient_stages(counts: np.ndarray, det: Detector, stages: list[dict[str, Any]], *,
+                  on_iteration: Callable[[dict[str, Any]], None] | None = None,
+                  on_progress: Callable[..., None] | None = None, **common: Any) -> EMCResult:
+    """`orient` run stage after stage (`default_stages`), each started from the previous stage's volume;
+    `common` options go to every stage. Iterations are numbered across the stages (each history entry
+    also names its stage); the result is the last stage's, with the whole history."""
+    if not stages:
+        raise UsageError("no EMC stage to run")
+    total = sum(int(st.get("iterations", 1)) for st in stages) * counts.shape[0]
+    tick = on_progress or (lambda *a, **k: None)
+    tick(advance=0, total=total)
+    history: list[dict[str, Any]] = []
+    model = common.pop("model", None)
+    result = None
+    for k, stage in enumerate(stages):
+        done = len(history)
+
+        def note(h: dict[str, Any], done: int = done, k: int = k) -> None:
+            h = dict(h, iteration=h["iteration"] + done, stage=k + 1, radius=stage.get("radius"))
+            history.append(h)
+            if on_iteration is not None:
+                on_iteration(h)
+
+        result = orient(counts, det, model=model, on_iteration=note,
+                        on_progress=lambda advance=0, total=None, **kw: tick(advance=advance), **common, **stage)
+        model = result.pattern.intensity
+    assert result is not None
+    result.history = history
+    result.stats["stages"] = len(stages)
+    result.stats["seconds_per_iteration"] = float(np.mean([h["seconds"] for h in history[-stages[-1]["iterations"]:]]))
+    return result
+
+
 # --------------------------------------------------------------------------- comparisons with a truth
 
 
 def best_global_rotation(recovered: np.ndarray, truth: np.ndarray, candidates: np.ndarray,
-                         radius: float | None = None) -> tuple[np.ndarray, float]:
-    """The rotation G (quaternion from `candidates`) for which recovered(q) best matches truth(G q) (Pearson
-    correlation of the voxels within `radius` voxels; default the inscribed ball), and that correlation.
+                         radius: float | None = None, refine: int = 4) -> tuple[np.ndarray, float]:
+    """The rotation G for which recovered(q) best matches truth(G q) (Pearson correlation of the voxels
+    within `radius` voxels; default the inscribed ball), and that correlation: the best of `candidates`
+    (quaternions), then `refine` rounds of local search (turns about 13 axes by half the last step).
     EMC recovers the volume only up to such a global rotation."""
     n = recovered.shape[0]
     c = n // 2
@@ -663,16 +768,33 @@ def best_global_rotation(recovered: np.ndarray, truth: np.ndarray, candidates: n
     a = (a - a.mean()) / max(a.std(), 1e-300)
     fake = Detector(q=pts, solid=np.ones(pts.shape[1]), pixels=np.arange(pts.shape[1]), shape=(1, 1), size=n,
                     dq=1.0, wavelength=1.0, distance=1.0, pixel=(1.0, 1.0), centre=(0.0, 0.0))
-    best, best_c = candidates[0], -np.inf
-    for r0 in range(0, candidates.shape[0], 64):
-        # truth(G q) = slice of truth at rotation G^T: slice_model evaluates vol(R^T q)
-        rots = np.swapaxes(quaternion_matrix(candidates[r0:r0 + 64]), 1, 2)
-        s = slice_model(truth, rots, fake)
-        s = (s - s.mean(axis=1, keepdims=True)) / np.maximum(s.std(axis=1, keepdims=True), 1e-300)
-        cc = s @ a / a.size
-        k = int(np.argmax(cc))
-        if cc[k] > best_c:
-            best, best_c = candidates[r0 + k], float(cc[k])
+
+    def score(cands: np.ndarray) -> tuple[np.ndarray, float]:
+        best, best_c = cands[0], -np.inf
+        for r0 in range(0, cands.shape[0], 64):
+            # truth(G q) = slice of truth at rotation G^T: slice_model evaluates vol(R^T q)
+            s = slice_model(truth, np.swapaxes(quaternion_matrix(cands[r0:r0 + 64]), 1, 2), fake)
+            s = (s - s.mean(axis=1, keepdims=True)) / np.maximum(s.std(axis=1, keepdims=True), 1e-300)
+            cc = s @ a / a.size
+            k = int(np.argmax(cc))
+            if cc[k] > best_c:
+                best, best_c = cands[r0 + k], float(cc[k])
+        return best, best_c
+
+    best, best_c = score(np.asarray(candidates, float))
+    if candidates.shape[0] > 1 and refine:
+        d = rotation_angle(candidates[:, None], best[None])
+        step = float(np.sort(d[:, 0])[1]) if d.shape[0] > 1 else 0.1
+        axes = np.array([v for v in itertools.product((-1, 0, 1), repeat=3) if any(v)], float)
+        axes = axes[: len(axes) // 2]                               # 13 axes, both senses below
+        axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+        for _ in range(refine):
+            step /= 2
+            turns = np.concatenate([np.hstack([np.full((13, 1), np.cos(sg * step / 2)),
+                                               np.sin(sg * step / 2) * axes]) for sg in (1.0, -1.0)])
+            b, bc = score(np.concatenate([best[None], quaternion_multiply(turns, best[None])]))
+            if bc > best_c:
+                best, best_c = b, bc
     return best, best_c
 
 
@@ -772,14 +894,16 @@ def level_for_rotations(rotations: int) -> int:
 
 def orient_files(specs: list[str], *, energy_kev: float, distance: float, pixel: float,
                  centre: tuple[float, float] | None = None, size: int | None = None, mask: str | None = None,
-                 auto_mask: bool = True, on_progress: Callable[..., None] | None = None,
-                 **options: Any) -> EMCResult:
+                 auto_mask: bool = True, level: int = 6, iterations: int = 40, beta: float | None = None,
+                 oversample: int = 3, stages: list[dict[str, Any]] | None = None,
+                 on_progress: Callable[..., None] | None = None, **options: Any) -> EMCResult:
     """Frames on disk (photon counts) -> EMC volume. The sum of the frames (the orientation average) gives
     the beam centre when not given and the detector mask (user mask, module gaps, hot/dead pixels,
     beamstop: the chain of `preprocess` and `assemble3d`, `centring.centre_and_mask`); the good pixels whose
     Ewald q stays inside the size^3 grid are kept (`detector_coordinates`) and read into memory as a
-    (frames, pixels) float32 matrix; `options` go to `orient`. size defaults to the detector crop around
-    the centre (as `assemble3d`)."""
+    (frames, pixels) float32 matrix. EMC runs `stages` (default `default_stages(level, iterations, ...)`);
+    `options` go to every stage (`orient`). size defaults to the detector crop around the centre (as
+    `assemble3d`)."""
     from cxdi_cli import io  # noqa: PLC0415
     from cxdi_cli.io.frames import open_frames  # noqa: PLC0415
     from cxdi_cli.model import measured_from_mask, wavelength_from_kev  # noqa: PLC0415
@@ -787,11 +911,12 @@ def orient_files(specs: list[str], *, energy_kev: float, distance: float, pixel:
 
     if energy_kev <= 0 or distance <= 0 or pixel <= 0:
         raise UsageError("--energy, --distance and --pixel must be positive")
-    level = options.get("level", 6)
     if not isinstance(level, (int, np.integer)) or not 1 <= level <= MAX_LEVEL:
         raise UsageError(f"--level {level}: expected 1..{MAX_LEVEL}")
-    if options.get("iterations", 1) < 1:
-        raise UsageError(f"--iterations {options.get('iterations')}: need at least 1")
+    if iterations < 1:
+        raise UsageError(f"--iterations {iterations}: need at least 1")
+    if oversample < 1:
+        raise UsageError(f"--oversample {oversample}: need a positive integer")
     progress = on_progress or (lambda *a, **k: None)
     with open_frames(list(specs)) as stack:
         shape = stack.shape
@@ -815,7 +940,10 @@ def orient_files(specs: list[str], *, energy_kev: float, distance: float, pixel:
             block = np.asarray(block, np.float64).reshape(block.shape[0], -1)[:, det.pixels]
             rows.append(np.where(block < 0, 0.0, block).astype(np.float32))   # markers: masked anyway
         counts = np.concatenate(rows)
-    result = orient(counts, det, on_progress=progress, **options)
+    if stages is None:
+        stages = default_stages(level=level, iterations=iterations, radius=det.radius, beta=beta,
+                                oversample=oversample)
+    result = orient_stages(counts, det, stages, on_progress=progress, **options)
     result.stats.update({"beam_centre": [float(c[0]), float(c[1])], "centre_method": "auto" if cm.found else "given",
                          "detector_shape": list(shape),
                          "detector_mask_counts": {k: v for k, v in mask_counts(cm.mask).items() if v}})
