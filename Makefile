@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench_assemble
 	$(BIN)/python -m tests.bench_cluster
 	$(BIN)/python -m tests.bench_orient
+	$(BIN)/python -m tests.bench_series
+	$(BIN)/python -m tests.bench_slice
 
 # issue 12's hard cases through the CLI (tests/ROBUSTNESS.md); ROBUST_OPTS="--full --seeds 1,2"
 robust: $(STAMP)
