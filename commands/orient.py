@@ -36,7 +36,8 @@ def orient(
                                                   show_default=False)] = None,
     oversample: Annotated[int, typer.Option("--oversample", min=1, max=4, help="EMC works on a grid this many "
                                                                                "times finer than the output "
-                                                                               "volume.")] = 3,
+                                                                               "volume (one more in the "
+                                                                               "low-resolution stage).")] = 2,
     scale: Annotated[bool, typer.Option("--scale/--no-scale", help="Fit a fluence factor per frame.")] = True,
     friedel: Annotated[bool, typer.Option("--friedel/--no-friedel", help="Symmetrise the volume by Friedel's "
                                                                          "law, I(q) = I(-q), every iteration.")] = True,
@@ -69,7 +70,9 @@ def orient(
     least 6 voxels) on a grid one --level coarser, then all pixels at --level from that volume. The
     slice-and-merge of an iteration blurs by about a voxel of the grid it works on, which lowers the
     likelihood of the true speckles and traps EMC in a blurred volume: it works on a grid --oversample
-    times finer than the output (memory: 3 x 8 bytes x (oversample x size)^3 per chunk of frames). The volume is known up to a global rotation; a frame's rotation up to a half-turn about
+    times finer than the output, one finer still in the low-resolution stage, where the photons are
+    dense (memory: 3 x 8 bytes x (oversample x size)^3 per chunk of frames). Finer grids at high q let
+    sparse voxels fit single frames' noise. The volume is known up to a global rotation; a frame's rotation up to a half-turn about
     the beam, which only the Ewald curvature tells apart (Friedel's law).
 
     Geometry as in assemble3d: the volume has q = 0 at N//2 and the detector's q pitch p/(λD); counts are
@@ -106,7 +109,7 @@ def orient(
     if rotations is not None:
         level = emc.level_for_rotations(rotations)
     if size is not None:  # the working grid's model and accumulators: ~40 bytes a voxel
-        io.check_memory(40.0 * (oversample * size) ** 3, f"a {oversample * size}^3 working grid",
+        io.check_memory(40.0 * ((oversample + 1) * size) ** 3, f"a {(oversample + 1) * size}^3 working grid",
                         "reduce --size or --oversample")
     ctr = preprocess.parse_centre(centre)
     pool = c.executor(jobs, scheduler, scheduler_file)

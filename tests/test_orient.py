@@ -224,4 +224,5 @@ def test_default_stages():
     a, b = emc.default_stages(level=6, iterations=40, radius=31.0)
     assert (a["level"], a["iterations"], b["level"], b["iterations"]) == (5, 20, 6, 20)
     assert a["radius"] == pytest.approx(7.75) and b["radius"] is None
+    assert (a["oversample"], b["oversample"]) == (3, 2)
     assert len(emc.default_stages(level=3, iterations=10, radius=5.0)) == 1

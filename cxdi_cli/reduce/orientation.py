@@ -539,17 +539,18 @@ def radial_model(counts: np.ndarray, det: Detector) -> np.ndarray:
 
 
 def default_stages(level: int = 6, iterations: int = 40, radius: float = 31.0, beta: float | None = None,
-                   oversample: int = 3) -> list[dict[str, Any]]:
+                   oversample: int = 2) -> list[dict[str, Any]]:
     """The schedule `cxdi orient` runs: EMC on the low-resolution pixels first (|q| up to a quarter of
-    `radius`, at least 6 voxels; one level coarser; half the iterations, beta annealed from `beta`), whose
-    volume seeds EMC on every pixel at `level` (beta 0.5, then 1 from a quarter of its iterations on). At low resolution the landscape has
-    few local optima and the coarse grid is cheap; the speckles further out then only refine it."""
+    `radius`, at least 6 voxels; one level coarser; half the iterations, beta annealed from `beta`; a
+    working grid oversample + 1 times finer, affordable where the photons are dense), whose volume seeds
+    EMC on every pixel at `level` (beta 0.5, then 1 from a quarter of its iterations on) on a grid
+    `oversample` times finer (finer still lets each sparse high-q voxel fit single frames' noise)."""
     low = max(6.0, radius / 4)
     first = max(1, iterations // 2)
     stages: list[dict[str, Any]] = []
     if low < radius and iterations > 1:
         stages.append({"level": max(1, level - 1), "iterations": first, "radius": low, "beta": beta,
-                       "beta_period": max(1, first // 5), "oversample": oversample})
+                       "beta_period": max(1, first // 5), "oversample": oversample + 1})
     else:
         first = 0
     stages.append({"level": level, "iterations": iterations - first, "radius": None,
@@ -895,7 +896,7 @@ def level_for_rotations(rotations: int) -> int:
 def orient_files(specs: list[str], *, energy_kev: float, distance: float, pixel: float,
                  centre: tuple[float, float] | None = None, size: int | None = None, mask: str | None = None,
                  auto_mask: bool = True, level: int = 6, iterations: int = 40, beta: float | None = None,
-                 oversample: int = 3, stages: list[dict[str, Any]] | None = None,
+                 oversample: int = 2, stages: list[dict[str, Any]] | None = None,
                  on_progress: Callable[..., None] | None = None, **options: Any) -> EMCResult:
     """Frames on disk (photon counts) -> EMC volume. The sum of the frames (the orientation average) gives
     the beam centre when not given and the detector mask (user mask, module gaps, hot/dead pixels,
