@@ -24,7 +24,7 @@ def orient(
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Voxels per axis [default: the detector "
                                                                       "crop around the centre].")] = None,
     iterations: Annotated[int, typer.Option("--iterations", min=1, help="EMC iterations, all stages "
-                                                                        "together.")] = 40,
+                                                                        "together.")] = 50,
     level: Annotated[int, typer.Option("--level", min=1, max=40, help="Refinement of the rotation grid: "
                                                                       "10 (n + 5 n^3) rotations, step about "
                                                                       "72/n degrees.")] = 6,
@@ -66,8 +66,9 @@ def orient(
     into the volume weighted by the probability of each rotation. beta < 1 tempers the likelihood while
     the volume is still vague (deterministic annealing: doubled every few iterations up to 1).
     The start is the orientation average of the data (spherically symmetric) with random voxel noise
-    (--seed). Two stages: half the iterations on the pixels within a quarter of the largest |q| (at
-    least 6 voxels) on a grid one --level coarser, then all pixels at --level from that volume. The
+    (--seed). Two stages: 2/5 of the iterations on the pixels within a quarter of the largest |q| (at
+    least 6 voxels) on a grid one --level coarser, then all pixels at --level from that volume, beta
+    annealed again from 0.1. The
     slice-and-merge of an iteration blurs by about a voxel of the grid it works on, which lowers the
     likelihood of the true speckles and traps EMC in a blurred volume: it works on a grid --oversample
     times finer than the output, one finer still in the low-resolution stage, where the photons are

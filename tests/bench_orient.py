@@ -78,7 +78,7 @@ def full(folder: Path) -> None:
 
     t0 = time.perf_counter()
     model = None
-    for stage in emc.default_stages(level=6, iterations=40, radius=det.radius):
+    for stage in emc.default_stages(level=6, iterations=50, radius=det.radius):
         print(f"stage {stage}:", flush=True)
         res = emc.orient(counts, det, seed=0, model=model, on_iteration=show, **stage)
         model = res.pattern.intensity

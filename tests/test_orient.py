@@ -220,9 +220,10 @@ def test_finer_working_grid_keeps_the_true_speckles(small):
 
 
 def test_default_stages():
-    """Half the iterations at low resolution one level coarser, then all pixels at the level asked for."""
-    a, b = emc.default_stages(level=6, iterations=40, radius=31.0)
-    assert (a["level"], a["iterations"], b["level"], b["iterations"]) == (5, 20, 6, 20)
+    """2/5 of the iterations at low resolution one level coarser, then all pixels at the level asked for."""
+    a, b = emc.default_stages(level=6, iterations=50, radius=31.0)
+    assert (a["level"], a["iterations"], b["level"], b["iterations"]) == (5, 20, 6, 30)
+    assert b["beta"] == 0.1 and b["beta_period"] == 5
     assert a["radius"] == pytest.approx(7.75) and b["radius"] is None
     assert (a["oversample"], b["oversample"]) == (3, 2)
     assert len(emc.default_stages(level=3, iterations=10, radius=5.0)) == 1
