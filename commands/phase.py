@@ -269,6 +269,8 @@ def phase(
     session.finish()
     for lost in rec.extra.get("phase", {}).get("lost_runs", []):
         c.warn(f"run {lost['run']} failed on {pool.describe()} and is not in {output}: {lost['error']}")
+    if rec.extra.get("phase", {}).get("blurred_data"):
+        c.warn(rec.extra["phase"]["blurred_data"])
     auto = rec.extra.get("phase", {}).get("positivity", "")
     if auto.startswith("auto: off"):
         c.warn(f"positivity {auto}")
