@@ -130,6 +130,9 @@ def bench_command(shape: tuple[int, ...], folder: Path, repeat: int, baseline: d
         rss.append(peak)
         pairs.append(_pair_ms(shape, pair))
     p = statistics.median(pairs)
+    from cxdi_cli import io  # noqa: PLC0415 - the recipe the command ran (the default one scales in 2D)
+    ran = io.read_reconstruction(str(folder / "out.cxi")).runs[0].params.get("effective_recipe", recipe)
+    iterations = phasing.count_iterations(phasing.parse_recipe(ran)) * runs
     per_it = statistics.median(walls) / iterations * 1e3
     array = float(np.prod(shape)) * 8
     return {"pair_ms": p, "iter_ms": per_it, "ratio": per_it / p, "wall_s": statistics.median(walls),
