@@ -13,6 +13,13 @@ stages `cxdi orient` runs (`orientation.default_stages`: low resolution first), 
 the photons after the best global rotation, the share of frames whose rotation is within two grid steps
 of the truth (up to the beam half-turn), and `cxdi phase` of the volume turned back into the truth's
 frame, with its NRMSE against the true object.
+
+Measured (2 shared cores, niced, 2026-12-02): 0.36-1.0 s per iteration at level 3 up to 3.6-6.9 s at level 6
+for 250-2000 frames (about a M P + b M F P: slicing and merging per rotation, matrix products per rotation
+and frame). --full with the default stages: 367 s; correlation in the 90 %-photon ball 0.999 (anisotropic
+part 0.990), orientations within two steps 12.6 % (52.7 % up to the body's half-turns), phase NRMSE 0.77
+(the true intensity volume phases to 0.125): the particle's ellipsoidal body makes its low-q intensity
+nearly invariant under the body's half-turns, and EMC keeps a mixture of them.
 """
 from __future__ import annotations
 
