@@ -31,7 +31,7 @@ import numpy as np
 from cxdi_cli import fft, geometry
 from cxdi_cli.model import DataError, Geometry, Reconstruction, Run, UsageError, wavelength_from_kev
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
-from cxdi_cli.sim.tilt3d import Particle, parse_angles
+from cxdi_cli.sim.tilt3d import Particle, check_experiment, parse_angles
 
 SCHEMA = "cxdi.simulate/1"
 
@@ -124,12 +124,7 @@ def simulate_thick(out_dir: str | Path, *, seed: int = 0, size: int = 128, photo
     0.48 nm pixels; energy 1 keV and distance 0.03 m make it 8 times larger, everything else the same.
     Returns the experiment dict (also written as experiment.json).
     """
-    if size < 16:
-        raise UsageError(f"size {size}: need at least 16 detector pixels")
-    if photons <= 0 or distance <= 0 or energy_kev <= 0 or pixel <= 0:
-        raise UsageError("photons, distance, energy and pixel must be positive")
-    if oversampling < 2.0:
-        raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
+    check_experiment(size, photons, distance, energy_kev, pixel, oversampling)
     seed = seed_value(seed)
     omegas = parse_angles(angles)
     if frames is not None:

@@ -191,6 +191,34 @@ def parse_angles(angles: Any) -> np.ndarray:
     return arr
 
 
+def check_experiment(size: int, photons: float, distance: float, energy_kev: float, pixel: float,
+                     oversampling: float, beamstop: float = 0.0) -> None:
+    """UsageError on a 3D experiment that cannot be simulated (the checks every 3D kind shares)."""
+    if size < 16:
+        raise UsageError(f"size {size}: need at least 16 detector pixels")
+    if photons <= 0 or distance <= 0 or energy_kev <= 0 or pixel <= 0:
+        raise UsageError("photons, distance, energy and pixel must be positive")
+    if oversampling < 2.0:
+        raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
+    if beamstop < 0:
+        raise UsageError(f"beamstop {beamstop}: must be >= 0 (radius in speckles)")
+
+
+def truth_volume(particle: Particle, n: int, dq: float, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The particle on the assembled volume's grid (n^3, q = 0 at n // 2, pitch dq): its transform
+    times sqrt(scale) (photons of a central pixel), the object it inverts to, and the support
+    (where the density is non-zero, on the real-space grid 1/(n dq))."""
+    k1 = (np.arange(n) - n // 2) * dq
+    qz, qy, qx = np.meshgrid(k1, k1, k1, indexing="ij")
+    amp = np.sqrt(scale) * particle.transform(np.stack([qx, qy, qz]))
+    del qx, qy, qz
+    truth = fft.icfftn(amp.astype(np.complex128), norm="ortho").astype(np.complex64)
+    r1 = (np.arange(n) - n // 2) / (n * dq)
+    rz, ry, rx = np.meshgrid(r1, r1, r1, indexing="ij")
+    support = particle.density(np.stack([rx, ry, rz])) != 0
+    return amp, truth, support
+
+
 def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photons: float = 1e8,
                         distance: float = 0.08, energy_kev: float = 8.0, pixel: float = 75e-6,
                         angles: Any = (-70.0, 70.0, 1.0), frames: int | None = None,
@@ -209,14 +237,7 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
     command line recorded in the provenance.
     Returns the experiment dict (also written as experiment.json).
     """
-    if size < 16:
-        raise UsageError(f"size {size}: need at least 16 detector pixels")
-    if beamstop < 0:
-        raise UsageError(f"beamstop {beamstop}: must be >= 0 (radius in speckles)")
-    if photons <= 0 or distance <= 0 or energy_kev <= 0 or pixel <= 0:
-        raise UsageError("photons, distance, energy and pixel must be positive")
-    if oversampling < 2.0:
-        raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
+    check_experiment(size, photons, distance, energy_kev, pixel, oversampling, beamstop)
     seed = seed_value(seed)
     omegas = parse_angles(angles)
     if frames is not None:
@@ -258,16 +279,8 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
         counts[:, bs] = 0
 
     # truth: the analytic transform sampled on the crop's regular q grid, back to real space
-    k1 = (np.arange(n) - n // 2) * dq
-    qz, qy, qx = np.meshgrid(k1, k1, k1, indexing="ij")
-    amp = np.sqrt(scale) * particle.transform(np.stack([qx, qy, qz]))
-    del qx, qy, qz
-    truth = fft.icfftn(amp.astype(np.complex128), norm="ortho").astype(np.complex64)
+    _, truth, support = truth_volume(particle, n, dq, scale)
     a = 1.0 / (n * dq)
-    r1 = (np.arange(n) - n // 2) * a
-    rz, ry, rx = np.meshgrid(r1, r1, r1, indexing="ij")
-    support = particle.density(np.stack([rx, ry, rz])) != 0
-    del rx, ry, rz
 
     from cxdi_cli import io  # noqa: PLC0415
 

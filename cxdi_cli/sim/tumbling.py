@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from cxdi_cli import fft, geometry
+from cxdi_cli import geometry
 from cxdi_cli.model import DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev
 from cxdi_cli.reduce.orientation import quaternion_matrix, random_quaternions
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
-from cxdi_cli.sim.tilt3d import edge_curvature_voxels, make_particle
+from cxdi_cli.sim.tilt3d import check_experiment, edge_curvature_voxels, make_particle, truth_volume
 
 SCHEMA = "cxdi.simulate/1"
 #: frames whose transform is evaluated in one go (bounds the temporary q arrays)
@@ -41,18 +41,11 @@ def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: i
     lambda D / (p S) of the particle's largest extent S; beamstop: radius of a zero-count shadow in
     speckles (0: none); noise: Poisson counts (False: expected counts, rounded); centre: beam centre
     (row, col) (default just off the middle). Returns the experiment dict (also experiment.json)."""
-    if size < 16:
-        raise UsageError(f"size {size}: need at least 16 detector pixels")
+    check_experiment(size, photons, distance, energy_kev, pixel, oversampling, beamstop)
     if frames < 1:
         raise UsageError(f"frames {frames}: need at least one")
-    if photons <= 0 or distance <= 0 or energy_kev <= 0 or pixel <= 0:
-        raise UsageError("photons, distance, energy and pixel must be positive")
-    if oversampling < 2.0:
-        raise UsageError(f"oversampling {oversampling}: need at least 2 (3 or more to phase reliably)")
     if not 0 <= fluence_spread < 1:
         raise UsageError(f"fluence spread {fluence_spread}: expected 0 <= spread < 1")
-    if beamstop < 0:
-        raise UsageError(f"beamstop {beamstop}: must be >= 0 (radius in speckles)")
     seed = seed_value(seed)
     out = make_out_dir(out_dir)
     rng = np.random.default_rng(seed)
@@ -90,17 +83,9 @@ def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: i
     counts = counts.reshape((frames,) + shape)
 
     # truth: the transform on the volume grid (q = 0 at n // 2, pitch p/(lambda D)), its intensity and object
-    k1 = (np.arange(n) - n // 2) * dq
-    qz, qy, qx = np.meshgrid(k1, k1, k1, indexing="ij")
-    amp = np.sqrt(scale / ref) * particle.transform(np.stack([qx, qy, qz]))
-    del qx, qy, qz
+    amp, truth, support = truth_volume(particle, n, dq, scale / ref)
     intensity = (np.abs(amp) ** 2).astype(np.float32)
-    truth = fft.icfftn(amp.astype(np.complex128), norm="ortho").astype(np.complex64)
     a = 1.0 / (n * dq)
-    r1 = (np.arange(n) - n // 2) * a
-    rz, ry, rx = np.meshgrid(r1, r1, r1, indexing="ij")
-    support = particle.density(np.stack([rx, ry, rz])) != 0
-    del rx, ry, rz
 
     from cxdi_cli import io  # noqa: PLC0415
 
