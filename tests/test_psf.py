@@ -4,6 +4,7 @@ blurred pattern (synthetic discs of test_phasing, 64^2, the exact transform blur
 """
 import numpy as np
 import pytest
+from scipy import ndimage
 from test_phasing import state_at_truth, synthetic
 
 from cxdi_cli import fft, model
@@ -269,3 +270,60 @@ def test_auto_psf_stays_off_in_3d_and_on_photon_limited_data():
     prob = phasing.prepare(dim, phasing.Options(runs=1, seed=1))
     assert prob.info["noise_fraction"] > 1e-3
     assert prob.info["psf"] is None and prob.info["psf_auto"].startswith("off: photon-limited")
+
+
+def test_deconvolve_restores_the_coherent_pattern_under_a_mask():
+    """Richardson-Lucy with a mask: the 2-px-blurred pattern of the discs is brought back to the coherent
+    one (all pixels measured: error 0.118 -> 0.008); with a beamstop masked, the pixels beyond 3 px of
+    it come back (0.54 -> 0.17) while the ring next to it, where the masked light spilled, does not."""
+    pattern, truth = synthetic(n=64, seed=1)
+    coherent = np.fft.ifftshift(np.abs(fft.cfftn(truth, norm="ortho")) ** 2).astype(np.float32)
+    spec = psfm.PsfSpec("gaussian", 2.0, 0.0)
+    k = psfm.make_kernel(coherent.shape, spec)
+    blurred_i = np.real(np.fft.ifft2(np.fft.fft2(coherent) * np.fft.fft2(k))).astype(np.float32)
+    def err(x, where):
+        return np.linalg.norm((x - coherent)[where]) / np.linalg.norm(coherent[where])
+
+    every = np.ones(coherent.shape, bool)
+    j = psfm.deconvolve(blurred_i, every, spec)
+    assert err(j, every) < 0.1 * err(blurred_i, every)
+    measured = np.fft.ifftshift(pattern.mask == 0)
+    assert np.count_nonzero(~measured) > 10
+    j = psfm.deconvolve(blurred_i, measured, spec)
+    far = ~np.fft.ifftshift(ndimage.binary_dilation(np.fft.fftshift(~measured), iterations=3))
+    assert err(j, far) < 0.5 * err(blurred_i, far), (err(j, far), err(blurred_i, far))
+    assert np.all(j > 0)
+
+
+def test_a_given_psf_searches_the_deconvolved_data():
+    """`--psf gaussian:2.5` on the 2.5-px-blurred discs: the search runs on the data deconvolved by the
+    PSF and hands over to the measured data with the PSF at the ml step: the error falls from 0.55 (no
+    PSF: the coherent search stalls) to about 0.25."""
+    pattern, truth = synthetic(n=64, seed=1)
+    data = blurred(pattern, truth, 2.5)
+    base = {"runs": 2, "seed": 3, "recipe": "hio**200,er**50,ml**100", "autocorrelation_threshold": 0.1,
+            "support_threshold": 0.2, "threads": 1, "positivity": True}
+    off = phasing.phase(data, phasing.Options(psf="off", **base))
+    on = phasing.phase(data, phasing.Options(psf="gaussian:2.5", **base))
+    e_off = min(align.nrms_error(r.obj, truth) for r in off.runs)
+    e_on = min(align.nrms_error(r.obj, truth) for r in on.runs)
+    assert e_on < 0.35 and e_on < 0.6 * e_off, (e_on, e_off)
+    dec = on.extra["phase"]["deconvolved"]
+    assert dec["psf"] == "gaussian:2.5" and dec["handover"] == 250
+    assert "partially coherent data" in on.extra["phase"]["blurred_data"]
+
+
+def test_auto_psf_runs_a_deconvolved_pass_on_blurred_data_and_keeps_the_better():
+    """`--psf auto` on the blurred discs: the coherent search's fitted PSF is wider than 1.5 px, so the
+    job runs again on the data deconvolved by it (less the pixel's 1 px, in quadrature) and keeps the
+    pass whose best free LLK is lower (same free pixels for both)."""
+    pattern, truth = synthetic(n=64, seed=1)
+    data = blurred(pattern, truth, 2.5)
+    base = {"runs": 2, "seed": 3, "recipe": "hio**200,er**50,ml**100", "autocorrelation_threshold": 0.1,
+            "support_threshold": 0.2, "threads": 1, "positivity": True}
+    rec = phasing.phase(data, phasing.Options(**base))
+    dec = rec.extra["phase"]["deconvolved"]
+    best = min(r.metrics["llk_free"] for r in rec.runs)
+    kept_score = dec["llk_free"] if dec["kept"] else dec["first_pass_llk_free"]
+    assert best == pytest.approx(kept_score) and kept_score <= max(dec["llk_free"], dec["first_pass_llk_free"])
+    assert float(dec["psf"].split(":")[1]) > 1.0

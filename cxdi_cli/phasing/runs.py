@@ -366,7 +366,25 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
     own = executor is None
     ex = executor if executor is not None else exe.choose(jobs)
     try:
-        runs, info = _stages(problem, options, ex, on_progress)
+        given = _given_psf(problem, options)
+        if given is not None:                 # a known PSF: search the deconvolved data from the start
+            runs, info = _deconvolved_pass(pattern, problem, options, given, ex, on_progress, support)
+        else:
+            runs, info = _stages(problem, options, ex, on_progress)
+            width = _fitted_blur(runs)
+            if width is not None and width > BLURRED_DATA_FWHM and _auto_psf(options) and len(problem.shape) == 2:
+                # the pixel's own area (about 1 px, which the coherent search handles) is taken out in
+                # quadrature: deconvolving by the whole fitted width (2.3 px on a 2-px blur) amplified noise
+                # and lost 3 of 4 starts, by 2.0 none
+                spec = psfm.PsfSpec("gaussian", round(math.sqrt(width ** 2 - PIXEL_BLUR_FWHM ** 2), 3), 0.0)
+                again, info2 = _deconvolved_pass(pattern, problem, options, spec, ex, on_progress, support)
+                first, second = _best_score(runs), _best_score(again)
+                info2["deconvolved"]["first_pass_llk_free"] = first
+                info2["deconvolved"]["kept"] = bool(second < first)
+                if second < first:
+                    runs, info = again, info2
+                else:
+                    info["deconvolved"] = info2["deconvolved"]
     finally:
         if own:
             ex.close()
@@ -377,10 +395,16 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
     for rank, run in enumerate(ordered, start=1):
         run.metrics["rank"] = rank
     blur = ordered[0].metrics.get("psf_fwhm_px") if ordered else None
-    if blur is not None and math.isfinite(blur) and blur > BLURRED_DATA_FWHM:
+    dec = info.get("deconvolved")
+    if dec is not None:
+        how = ("searched on the data deconvolved by it, kept (free LLK {:.4g} against {:.4g} from the coherent "
+               "search)" if dec.get("kept", True) else "searched again on the data deconvolved by it, not kept "
+               "(free LLK {:.4g} against {:.4g} from the coherent search)")
+        info["blurred_data"] = (f"partially coherent data: PSF {dec['psf']}, " +
+                                how.format(dec["llk_free"], dec.get("first_pass_llk_free", math.nan)))
+    elif blur is not None and math.isfinite(blur) and blur > BLURRED_DATA_FWHM:
         info["blurred_data"] = (f"the best run's fitted PSF is {blur:.2g} px wide (a pixel's area alone gives about 1): "
-                                f"the data look partially coherent, and the coherent search may have stalled "
-                                f"(compare the runs; 2-px-blurred simulations fail it)")
+                                f"the data look partially coherent, and the coherent search may have stalled")
     if keep is not None:
         ordered = ordered[:max(1, keep)]
     geometry = pattern.geometry
@@ -391,9 +415,73 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
                                            **info}})
 
 
-#: A fitted PSF wider than this (FWHM, pixels) flags partially coherent data in the output: pixel
-#: integration alone fits 0.86-0.95 px, 2-px-blurred simulations 1.7-3.3 px.
+#: A fitted PSF wider than this (FWHM, pixels) flags partially coherent data: pixel integration alone
+#: fits 0.86-0.95 px, 2-px-blurred simulations 1.7-3.3 px. With `--psf auto` the job then runs again
+#: with its search on the data deconvolved by the fitted PSF (`_deconvolved_pass`).
 BLURRED_DATA_FWHM = 1.5
+
+
+#: The blur (FWHM, pixels) a pixel's area alone gives a fitted Gaussian PSF (0.86-0.95 px measured).
+PIXEL_BLUR_FWHM = 1.0
+
+
+def _auto_psf(options: Options) -> bool:
+    return options.psf.strip().lower() == "auto"
+
+
+def _given_psf(problem: Problem, options: Options) -> psfm.PsfSpec | None:
+    """The PSF a 2D job's search is deconvolved by from the start: one given as MODEL:FWHM, switched on
+    at its default point (the final refinement); None otherwise."""
+    if len(problem.shape) != 2 or _auto_psf(options) or options.psf_from is not None:
+        return None
+    if any(s.name == "psf" for s in rcp.flatten(problem.steps)):
+        return None
+    spec = psf_start(options.psf)
+    return spec if isinstance(spec, psfm.PsfSpec) else None
+
+
+def _fitted_blur(runs: list[Any]) -> float | None:
+    """The fitted PSF width (FWHM) of the best usable run, if it has one."""
+    usable = [r for r in runs if not r.metrics.get("failed") and math.isfinite(_score(r.metrics))]
+    if not usable:
+        return None
+    v = min(usable, key=lambda r: _score(r.metrics)).metrics.get("psf_fwhm_px")
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _best_score(runs: list[Any]) -> float:
+    vals = [_score(r.metrics) for r in runs if not r.metrics.get("failed")]
+    vals = [v for v in vals if math.isfinite(v)]
+    return min(vals) if vals else math.inf
+
+
+def _deconvolved_pass(pattern: Pattern, problem: Problem, options: Options, spec: psfm.PsfSpec, ex: Executor,
+                      on_progress: Callable[[dict[str, Any]], None] | None,
+                      support: np.ndarray | None) -> tuple[list[Run], dict[str, Any]]:
+    """Partially coherent data: the search (and ER) on the data deconvolved by `spec` (psf.deconvolve),
+    its initial support from their autocorrelation; from the first `ml` step on, the measured data
+    with the PSF refined (`psf_switch_on`). The free pixels are `problem`'s, so free LLKs compare.
+    Next to a masked region the deconvolved values are poor (the masked light spilled there cannot
+    be put back), yet masking a ring of 1.5 FWHM around the masks lost every start of the 2-px-blurred
+    256^2 case (8/8 converged without it): the low-q pixels matter more to the search."""
+    measured = problem.kind != alg.MASKED
+    j = psfm.deconvolve(problem.amp.astype(np.float32) ** 2, measured, spec)
+    centred = dataclasses.replace(pattern, intensity=np.fft.fftshift(j))
+    coherent = dataclasses.replace(options, psf="off")
+    search = prepare(centred, coherent, support)
+    amp = np.sqrt(j).astype(np.float32)
+    amp[problem.kind == alg.MASKED] = 0
+    search = dataclasses.replace(search, amp=amp, kind=problem.kind, seed=problem.seed)
+    switch = psf_switch_on(search.steps)
+    measured_problem = dataclasses.replace(search, amp=problem.amp, info={**search.info, "psf": str(spec),
+                                                                          "psf_from_iteration": switch,
+                                                                          "noise_fraction": problem.info["noise_fraction"]})
+    runs, info = _stages(search, coherent, ex, on_progress,
+                         finish=(measured_problem, dataclasses.replace(options, psf=str(spec)), switch))
+    info["deconvolved"] = {"psf": str(spec), "iterations": psfm.DECONVOLVE_ITERATIONS, "handover": switch,
+                           "initial_support_size": search.info["initial_support_size"],
+                           "recipe": rcp.format_recipe(search.steps), "llk_free": _best_score(runs)}
+    return runs, info
 
 
 #: The consensus group is drawn from the runs whose free LLK is at most this many times the best one:
@@ -424,8 +512,12 @@ def _consensus_order(runs: list[Run], options: Options) -> tuple[list[Run], dict
 
 
 def _stages(problem: Problem, options: Options, ex: Executor,
-            on_progress: Callable[[dict[str, Any]], None] | None) -> tuple[list[Run], dict[str, Any]]:
+            on_progress: Callable[[dict[str, Any]], None] | None,
+            finish: tuple[Problem, Options, int] | None = None) -> tuple[list[Run], dict[str, Any]]:
     """Every start to the end of the recipe, in stages separated by barriers.
+
+    - `finish` (problem, options, iteration): the runs stop at that step boundary and go on to the end
+      on that problem with those options (the deconvolved search handing over to the measured data).
 
     - Guided generations (`options.generations` G > 1): the search iterations (`generations.SEARCH_STEPS`
       at the head of the recipe) end in G generations; at each end every run but the best is replaced
@@ -448,7 +540,7 @@ def _stages(problem: Problem, options: Options, ex: Executor,
     else:
         opts = options
         cps = []
-    stops.append(None)
+    stops.append(None if finish is None else finish[2])
     lost: list[dict[str, Any]] = []       # runs whose task failed for good: the others go on
     if not cps:  # the first stage: every start
         cps = _map(ex, problem, [(opts, i, None, stops[0]) for i in indices], on_progress, lost=lost)
@@ -458,6 +550,9 @@ def _stages(problem: Problem, options: Options, ex: Executor,
             cps, k = gen.guide(cps, options.guide_above)
             best_runs.append(cps[k].index)
         cps = _map(ex, problem, [(opts, cp.index, cp, stop) for cp in cps], on_progress, lost=lost)
+    if finish is not None:
+        fopts = dataclasses.replace(finish[1], positivity=opts.positivity)
+        cps = _map(ex, finish[0], [(fopts, cp.index, cp, None) for cp in cps], on_progress, lost=lost)
     if best_runs:
         info["generation_best_runs"] = best_runs
     if lost:
