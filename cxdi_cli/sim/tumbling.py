@@ -1,10 +1,12 @@
-"""`cxdi simulate tumbling`: photon-sparse frames of the 3D particle of `particle3d` at random orientations.
+"""`cxdi simulate tumbling`: photon-sparse frames of an asymmetric 3D particle at random orientations.
 
 A levitated or injected specimen tumbles: each frame catches it at an unknown, uniformly random rotation R
-and with a fluence that varies from shot to shot. The frame's pixel j sees the exact continuous transform
-of the particle (`tilt3d.Particle.transform`) at R^T q_j, q_j the pixel's exact Ewald-sphere q
-(`geometry.pixel_q`), times the pixel's solid angle (D/r)^3; the counts are Poisson with a chosen mean
-number of photons per frame. This is what `cxdi orient` (EMC) turns back into an intensity volume.
+and with a fluence that varies from shot to shot. The specimen (`make_tumbler`) is built from the analytic
+shapes of `particle3d`'s particle but has no near-symmetry: a bare ellipsoidal body would leave EMC unable
+to tell a frame's rotation from its half-turns about the body's axes. The frame's pixel j sees the exact
+continuous transform of the particle (`tilt3d.Particle.transform`) at R^T q_j, q_j the pixel's exact
+Ewald-sphere q (`geometry.pixel_q`), times the pixel's solid angle (D/r)^3; the counts are Poisson with a
+chosen mean number of photons per frame. This is what `cxdi orient` (EMC) turns back into an intensity volume.
 
 Files written: `frames.h5` (LIMA layout, uint32, with the true rotations as quaternions (w, x, y, z) in
 `/entry_0000/measurement/quaternion` and the relative fluences in `/entry_0000/measurement/fluence`),
@@ -22,7 +24,7 @@ from cxdi_cli import geometry
 from cxdi_cli.model import DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev
 from cxdi_cli.reduce.orientation import quaternion_matrix, random_quaternions
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
-from cxdi_cli.sim.tilt3d import check_experiment, edge_curvature_voxels, make_particle, truth_volume
+from cxdi_cli.sim.tilt3d import Particle, check_experiment, edge_curvature_voxels, truth_volume
 
 SCHEMA = "cxdi.simulate/1"
 #: frames whose transform is evaluated in one go (bounds the temporary q arrays)
@@ -34,7 +36,7 @@ def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: i
                       oversampling: float = 3.0, fluence_spread: float = 0.2, beamstop: float = 0.0,
                       noise: bool = True, centre: tuple[float, float] | None = None,
                       command: str = "cxdi simulate tumbling") -> dict[str, Any]:
-    """Simulate `frames` photon-sparse frames of the porous chiral particle at random orientations.
+    """Simulate `frames` photon-sparse frames of the asymmetric particle (`make_tumbler`) at random orientations.
 
     size: detector pixels across (square); photons: mean photons per frame on the detector; fluence_spread:
     relative rms of the shot-to-shot fluence (gamma distributed, mean 1; 0: constant); oversampling:
@@ -56,7 +58,7 @@ def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: i
     centre = (float(centre[0]), float(centre[1]))
     n = geometry.default_crop(shape, centre)
     dq = pixel / (lam * distance)
-    particle = make_particle(lam * distance / (pixel * oversampling), seed=seed)
+    particle = make_tumbler(lam * distance / (pixel * oversampling), seed=seed)
     quats = random_quaternions(frames, rng)
     fluence = rng.gamma(1.0 / fluence_spread ** 2, fluence_spread ** 2, frames) if fluence_spread > 0 \
         else np.ones(frames)
@@ -127,14 +129,76 @@ def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: i
         "commands": [orient_cmd, "cxdi phase volume.cxi -o runs.cxi", "cxdi average runs.cxi -o average.cxi"],
         "seed": seed,
         "particle": {"shapes": len(particle.kinds), "pores": particle.kinds.count("pore"),
-                     "helix_spheres": particle.kinds.count("helix"), "helix_handedness": "right",
+                     "lobes": particle.kinds.count("lobe"), "helix_spheres": particle.kinds.count("helix"),
+                     "helix_handedness": "right",
                      "body_axes": _unit_axes(particle.axes[particle.kinds.index("body")])},
     }
     write_json(out / "experiment.json", exp)
     return exp
 
 
+#: the tumbler's shapes in the body's frame, lengths in units of R (half the particle's extent): the body's
+#: semi-axes, then (direction, centre distance, radius, density) of each lobe
+TUMBLER_BODY = (1.0, 0.72, 0.58)
+TUMBLER_LOBES = (((0.6, 0.55, 0.58), 0.56, 0.44, 1.0), ((-0.55, 0.5, -0.67), 0.72, 0.26, 1.0))
+
+
+def make_tumbler(extent: float, seed: int = 0, n_pores: int = 5, n_helix: int = 8) -> Particle:
+    """An asymmetric specimen of largest extent `extent` (m) built from `tilt3d.Particle`'s analytic shapes.
+
+    A levitated specimen has no symmetry, and EMC can only find orientations that its intensity tells
+    apart: an ellipsoid's |F|^2 is unchanged by half-turns about its axes (with Friedel's law, by mirrors
+    through its principal planes), which the small pores and helix of `make_particle` barely break. So the
+    body here is a flatter triaxial ellipsoid (TUMBLER_BODY) with two spherical lobes bulging out of it at
+    oblique, unrelated directions (TUMBLER_LOBES; density 1, added where they overlap the body), inside
+    the ball of radius R so the extent stays the body's; then `n_pores` pores off the lobes and a
+    right-handed helix of `n_helix` dense spheres, as in `make_particle`."""
+    rng = np.random.default_rng(seed)
+    R = extent / 2.0
+    rot = quaternion_matrix(np.array([0.9, 0.25, -0.3, 0.2]) / np.linalg.norm([0.9, 0.25, -0.3, 0.2]))
+    body = rot @ np.diag(TUMBLER_BODY) * R
+    axes, centres, dens, kinds = [body], [np.zeros(3)], [1.0], ["body"]
+    for direction, dist, radius, rho in TUMBLER_LOBES:
+        u = rot @ (np.asarray(direction) / np.linalg.norm(direction))
+        axes.append(np.eye(3) * radius * R)
+        centres.append(u * dist * R)
+        dens.append(rho)
+        kinds.append("lobe")
+    placed: list[tuple[np.ndarray, float]] = [(c, a[0, 0]) for c, a in zip(centres[1:], axes[1:])]
+    # helix about an oblique axis through the body's centre: r(t) = rho (cos, sin)(2 pi t) + rise t w
+    w = rot @ np.array([0.5, -0.3, 1.0])
+    w /= np.linalg.norm(w)
+    e1 = np.cross(w, [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(w, e1)
+    rh = 0.07 * R
+    for t in np.linspace(-0.5, 0.5, n_helix):
+        h = 0.3 * R * (np.cos(2 * np.pi * t) * e1 + np.sin(2 * np.pi * t) * e2) + 0.6 * R * t * w
+        axes.append(np.eye(3) * rh)
+        centres.append(h)
+        dens.append(2.0)
+        kinds.append("helix")
+        placed.append((h, rh))
+    inv_body = np.linalg.inv(body)
+    pores = tries = 0
+    while pores < n_pores and tries < 20000:
+        tries += 1
+        r = rng.uniform(0.1, 0.18) * R
+        c = rng.uniform(-1, 1, 3) * R
+        if np.linalg.norm(inv_body @ c) + r * np.linalg.norm(inv_body, 2) > 0.95:
+            continue
+        if any(np.linalg.norm(c - pc) < r + pr + 0.03 * R for pc, pr in placed):
+            continue
+        placed.append((c, r))
+        axes.append(np.eye(3) * r)
+        centres.append(c)
+        dens.append(-1.0)
+        kinds.append("pore")
+        pores += 1
+    return Particle(np.array(axes), np.array(centres), np.array(dens, float), kinds)
+
+
 def _unit_axes(a: np.ndarray) -> list[list[float]]:
-    """The body's principal directions (x, y, z) as unit vectors: its intensity is nearly unchanged by a
-    half turn about any of them (an ellipsoid's transform has that symmetry; pores and helix break it)."""
+    """The body's principal directions (x, y, z) as unit vectors: a bare ellipsoid's intensity is unchanged
+    by a half turn about any of them (the tumbler's lobes break that; kept to measure how much)."""
     return [[float(v) for v in col / np.linalg.norm(col)] for col in a.T]
