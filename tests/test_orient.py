@@ -64,6 +64,29 @@ def test_quaternions_are_rotations():
     assert np.allclose(emc.quaternion_matrix(emc.BEAM_FLIP) @ [1.0, 2.0, 3.0], [-1.0, -2.0, 3.0])
 
 
+def test_tumbler_has_no_near_symmetry(small):
+    """The tumbling specimen's intensity changes under a half-turn about each body axis (anisotropic
+    correlation < 0.95 in the 90 %-photon ball; measured 0.69-0.90, against 0.99 for particle3d's
+    particle), and every shape lies within half the stated extent (so the oversampling is honest)."""
+    from cxdi_cli.sim.tilt3d import make_particle, truth_volume
+    from cxdi_cli.sim.tumbling import make_tumbler
+
+    exp = small["exp"]
+    truth = small["truth"]
+    _, radius = emc.shell_correlation(truth, truth)
+    for ax in exp["particle"]["body_axes"]:
+        assert emc.anisotropic_correlation(emc.rotate_volume(truth, np.array([0.0] + ax)), truth, radius) < 0.95
+    assert exp["particle"]["lobes"] == 2
+    n, extent = truth.shape[0], exp["specimen_size_m"]
+    old = make_particle(extent, seed=1)
+    ref = np.abs(truth_volume(old, n, exp["q_pitch_m"], 1.0)[0]) ** 2
+    body = old.axes[0] / np.linalg.norm(old.axes[0], axis=0)
+    assert emc.anisotropic_correlation(emc.rotate_volume(ref, np.r_[0.0, body[:, 0]]), ref, radius) > 0.98
+    p = make_tumbler(extent, seed=1)
+    far = max(np.linalg.norm(c) + np.linalg.norm(a, axis=0).max() for a, c in zip(p.axes, p.centres))
+    assert far <= extent / 2 * (1 + 1e-9) and p.extent == pytest.approx(extent)
+
+
 def test_slicing_is_exact_for_a_linear_volume(small):
     """Trilinear slices of I(u) = 1 + a.u are exact: at rotation R pixel j sees s_j (1 + a.(R^T q_j + c));
     the merge puts every pixel's weight where the slice read it (numba kernels and numpy twins agree)."""
@@ -96,15 +119,18 @@ def test_slicing_is_exact_for_a_linear_volume(small):
 
 def test_true_volume_is_a_fixed_point(small):
     """Started from the true intensity, an iteration at beta = 1 keeps it (shell correlation > 0.995) and
-    puts >= 85 % of the frames within two grid steps of their true rotation (up to the beam half-turn
-    and the particle body's half-turns, which this small, coarse particle hardly breaks)."""
+    puts >= 80 % of the frames within two grid steps of their true rotation up to the beam half-turn
+    (measured 89 %), >= 90 % also up to the body's half-turns (93 %: what the lobes leave ambiguous at
+    24^2)."""
     r = emc.orient(small["counts"], small["det"], level=LEVEL, iterations=1, beta=1.0, model=small["truth"],
                    friedel=True)
     corr, radius = emc.shell_correlation(r.pattern.intensity.astype(float), small["truth"])
     assert corr > 0.995 and radius >= 5
-    ang, g = emc.orientation_agreement(r.orientations, small["quats"], small["sym"])
+    ang, g = emc.orientation_agreement(r.orientations, small["quats"])
     assert emc.rotation_angle(g, np.array([1.0, 0, 0, 0])) < emc.grid_step(LEVEL)   # no global offset
-    assert np.mean(ang <= 2 * emc.grid_step(LEVEL)) >= 0.85
+    assert np.mean(ang <= 2 * emc.grid_step(LEVEL)) >= 0.8
+    ang, _ = emc.orientation_agreement(r.orientations, small["quats"], small["sym"])
+    assert np.mean(ang <= 2 * emc.grid_step(LEVEL)) >= 0.9
     # the fluence factors follow the true shot-to-shot fluence
     assert np.corrcoef(r.scale, small["fluence"])[0, 1] > 0.9
 
@@ -112,8 +138,9 @@ def test_true_volume_is_a_fixed_point(small):
 def test_random_start_recovers_volume_and_orientations(small):
     """From the orientation average plus noise, 15 iterations with beta annealed 0.1 -> 0.8 recover the
     volume up to a global rotation: correlation > 0.98 in the ball of 90 % of the photons, and > 0.85 for
-    the departures from spherical symmetry (the part only orientations can give; measured 0.94), with
-    >= 50 % of the frames within two grid steps up to the particle's near-symmetries (measured 61 %)."""
+    the departures from spherical symmetry (the part only orientations can give; measured 0.95), with
+    >= 35 % of the frames within two grid steps (measured 46 %; 12 iterations at level 3 are short),
+    >= 60 % up to the body's half-turns (measured 70 %)."""
     history = []
     r = emc.orient(small["counts"], small["det"], level=LEVEL, iterations=12, beta=0.1, beta_period=3, seed=0,
                    on_iteration=history.append)
@@ -127,8 +154,10 @@ def test_random_start_recovers_volume_and_orientations(small):
     corr, radius = emc.shell_correlation(vol, truth)
     assert corr > 0.98
     assert emc.anisotropic_correlation(vol, truth, radius) > 0.85
+    ang, _ = emc.orientation_agreement(r.orientations, small["quats"])
+    assert np.mean(ang <= 2 * emc.grid_step(LEVEL)) >= 0.35
     ang, _ = emc.orientation_agreement(r.orientations, small["quats"], small["sym"])
-    assert np.mean(ang <= 2 * emc.grid_step(LEVEL)) >= 0.5
+    assert np.mean(ang <= 2 * emc.grid_step(LEVEL)) >= 0.6
 
 
 def test_executor_chunks_give_the_same_volume(small):
