@@ -86,8 +86,8 @@ def simulate(
     module gaps, hot and dead pixels, beam centre off the pixel centres.
     cells: a few weak-phase cells with dense inclusions on an integrating 16-bit detector:
     frames/frame_NNNN.tif and darks/dark_NNNN.tif in ADU (gain, dark offset, read noise), some pixels
-    near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt). tumbling: the same
-    particle at random orientations, photon-sparse frames (frames.h5 with the true quaternions and
+    near the beamstop saturated. particle3d: a 3D tilt series (tilts.h5, angles.txt). tumbling: a lobed,
+    asymmetric particle at random orientations, photon-sparse frames (frames.h5 with the true quaternions and
     fluences, intensity.cxi: the true volume) for `cxdi orient` [defaults: --size 64, --frames 3000,
     --photons 2000 per frame, --distance 0.05, --oversampling 3].
     series: a time-resolved 2D series (default 20 frames, --size 160 gives 128^2 frames, --photons per
