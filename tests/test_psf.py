@@ -273,14 +273,16 @@ def test_auto_psf_stays_off_in_3d_and_on_photon_limited_data():
 
 
 def test_deconvolve_restores_the_coherent_pattern_under_a_mask():
-    """Richardson-Lucy with a mask: the 2-px-blurred pattern of the discs is brought back to the coherent
-    one (all pixels measured: error 0.118 -> 0.008); with a beamstop masked, the pixels beyond 3 px of
-    it come back (0.54 -> 0.17) while the ring next to it, where the masked light spilled, does not."""
+    """Richardson-Lucy with a mask: the pattern of the discs blurred by a 2-px PSF and by the pixels'
+    area is brought back to the coherent one (all pixels measured: error cut tenfold); with a beamstop
+    masked, the pixels beyond 3 px of it come back (error halved at least) while the ring next to it,
+    where the masked light spilled, does not."""
     pattern, truth = synthetic(n=64, seed=1)
     coherent = np.fft.ifftshift(np.abs(fft.cfftn(truth, norm="ortho")) ** 2).astype(np.float32)
     spec = psfm.PsfSpec("gaussian", 2.0, 0.0)
-    k = psfm.make_kernel(coherent.shape, spec)
-    blurred_i = np.real(np.fft.ifft2(np.fft.fft2(coherent) * np.fft.fft2(k))).astype(np.float32)
+    k = psfm.make_kernel(coherent.shape, spec)      # the beam's blur, then the pixels' area
+    transfer = np.fft.fft2(k) * psfm.pixel_area_transfer(coherent.shape)
+    blurred_i = np.real(np.fft.ifft2(np.fft.fft2(coherent) * transfer)).astype(np.float32)
     def err(x, where):
         return np.linalg.norm((x - coherent)[where]) / np.linalg.norm(coherent[where])
 

@@ -373,9 +373,10 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
             runs, info = _stages(problem, options, ex, on_progress)
             width = _fitted_blur(runs)
             if width is not None and width > BLURRED_DATA_FWHM and _auto_psf(options) and len(problem.shape) == 2:
-                # the pixel's own area (about 1 px, which the coherent search handles) is taken out in
-                # quadrature: deconvolving by the whole fitted width (2.3 px on a 2-px blur) amplified noise
-                # and lost 3 of 4 starts, by 2.0 none
+                # the pixel's own area (about 1 px; psf.deconvolve divides it out separately) is taken out
+                # in quadrature: deconvolving by the whole fitted width (2.3 px on a 2-px blur) lost 3 of 4
+                # starts, by 2.0 none. At 512^2 the runs' fitted widths scatter (1.7-3.3 px) and the best
+                # run's deconvolves too little: the case still fails (tests/ROBUSTNESS.md)
                 spec = psfm.PsfSpec("gaussian", round(math.sqrt(width ** 2 - PIXEL_BLUR_FWHM ** 2), 3), 0.0)
                 again, info2 = _deconvolved_pass(pattern, problem, options, spec, ex, on_progress, support)
                 first, second = _best_score(runs), _best_score(again)
