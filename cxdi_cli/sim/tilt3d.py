@@ -121,31 +121,39 @@ def make_particle(extent: float, seed: int = 0, n_pores: int = 7, n_helix: int =
     radius, rise = 0.36 * R, 0.8 * R
     rh = 0.075 * R
     helix = [radius * (np.cos(2 * np.pi * ti) * e1 + np.sin(2 * np.pi * ti) * e2) + rise * ti * w for ti in t]
-    inv_body = np.linalg.inv(body)
     for h in helix:
         axes.append(np.eye(3) * rh)
         centres.append(h)
         dens.append(2.0)
         kinds.append("helix")
     placed: list[tuple[np.ndarray, float]] = [(h, rh) for h in helix]
-    tries = 0
-    pores = 0
-    while pores < n_pores and tries < 20000:
-        tries += 1
-        r = rng.uniform(0.12, 0.22) * R
-        c = rng.uniform(-1, 1, 3) * R
-        # fully inside the body: the ball of radius r around c, mapped by body^-1, lies in the unit ball
-        if np.linalg.norm(inv_body @ c) + r * np.linalg.norm(inv_body, 2) > 0.97:
-            continue
-        if any(np.linalg.norm(c - pc) < r + pr + 0.03 * R for pc, pr in placed):
-            continue
-        placed.append((c, r))
+    for c, r in place_pores(rng, body, R, placed, n_pores, (0.12, 0.22), inside=0.97):
         axes.append(np.eye(3) * r)
         centres.append(c)
         dens.append(-1.0)
         kinds.append("pore")
-        pores += 1
     return Particle(np.array(axes), np.array(centres), np.array(dens, float), kinds)
+
+
+def place_pores(rng: np.random.Generator, body: np.ndarray, R: float, placed: list[tuple[np.ndarray, float]],
+                n: int, radii: tuple[float, float], inside: float) -> list[tuple[np.ndarray, float]]:
+    """Up to `n` pores (centre, radius; radii in units of R) drawn at random fully inside the body
+    (the ball mapped by body^-1 lies within `inside` of the unit ball) and clear of the `placed`
+    balls by 0.03 R; `placed` grows with them."""
+    inv_body = np.linalg.inv(body)
+    out: list[tuple[np.ndarray, float]] = []
+    tries = 0
+    while len(out) < n and tries < 20000:
+        tries += 1
+        r = rng.uniform(*radii) * R
+        c = rng.uniform(-1, 1, 3) * R
+        if np.linalg.norm(inv_body @ c) + r * np.linalg.norm(inv_body, 2) > inside:
+            continue
+        if any(np.linalg.norm(c - pc) < r + pr + 0.03 * R for pc, pr in placed):
+            continue
+        placed.append((c, r))
+        out.append((c, r))
+    return out
 
 
 # --------------------------------------------------------------------------- the experiment

@@ -24,7 +24,7 @@ from cxdi_cli import geometry
 from cxdi_cli.model import DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev
 from cxdi_cli.reduce.orientation import quaternion_matrix, random_quaternions
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
-from cxdi_cli.sim.tilt3d import Particle, check_experiment, edge_curvature_voxels, truth_volume
+from cxdi_cli.sim.tilt3d import Particle, check_experiment, edge_curvature_voxels, place_pores, truth_volume
 
 SCHEMA = "cxdi.simulate/1"
 #: frames whose transform is evaluated in one go (bounds the temporary q arrays)
@@ -179,22 +179,11 @@ def make_tumbler(extent: float, seed: int = 0, n_pores: int = 5, n_helix: int = 
         dens.append(2.0)
         kinds.append("helix")
         placed.append((h, rh))
-    inv_body = np.linalg.inv(body)
-    pores = tries = 0
-    while pores < n_pores and tries < 20000:
-        tries += 1
-        r = rng.uniform(0.1, 0.18) * R
-        c = rng.uniform(-1, 1, 3) * R
-        if np.linalg.norm(inv_body @ c) + r * np.linalg.norm(inv_body, 2) > 0.95:
-            continue
-        if any(np.linalg.norm(c - pc) < r + pr + 0.03 * R for pc, pr in placed):
-            continue
-        placed.append((c, r))
+    for c, r in place_pores(rng, body, R, placed, n_pores, (0.1, 0.18), inside=0.95):
         axes.append(np.eye(3) * r)
         centres.append(c)
         dens.append(-1.0)
         kinds.append("pore")
-        pores += 1
     return Particle(np.array(axes), np.array(centres), np.array(dens, float), kinds)
 
 
