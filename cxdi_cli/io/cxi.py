@@ -648,6 +648,17 @@ def read_pattern(spec: str, h5file: Any = None) -> Pattern:
                    source=spec)
 
 
+def _pattern_entry(f: Any, geometry: Geometry | None) -> tuple[Any, Any]:
+    """The root attributes, /entry_1 (its NXdata default) and the geometry of a new pattern file:
+    (entry, detector group) for the data and mask to go into."""
+    _root(f)
+    entry = f.create_group("entry_1")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "data_1"
+    _write_geometry(f, geometry)
+    return entry, f[DET]
+
+
 def write_pattern(dest: str, pattern: Pattern, step: dict[str, Any]) -> None:
     """Write a diffraction pattern as CXI (data, mask, geometry, NXdata link, provenance), atomically."""
     data = np.asarray(pattern.intensity, np.float32)
@@ -656,12 +667,7 @@ def write_pattern(dest: str, pattern: Pattern, step: dict[str, Any]) -> None:
         raise DataError(f"{dest}: mask shape {mask.shape} does not match data shape {data.shape}")
     with atomic_output(dest, ".cxi") as tmp:
         with new_h5(tmp) as f:
-            _root(f)
-            entry = f.create_group("entry_1")
-            entry.attrs["NX_class"] = "NXentry"
-            entry.attrs["default"] = "data_1"
-            _write_geometry(f, pattern.geometry)
-            det = f[DET]
+            entry, det = _pattern_entry(f, pattern.geometry)
             d = det.create_dataset("data", data=data, chunks=True, compression="gzip", compression_opts=1)
             d.attrs["units"] = "photons"
             d.attrs["interpretation"] = "image" if data.ndim == 2 else "volume"

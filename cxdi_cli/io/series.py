@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cxdi_cli.io.cxi import (
-    DET, _get_dataset, _h5py, _root, _write_geometry, _write_provenance, as_text, check_dataset, new_h5, open_h5,
+    DET, _get_dataset, _h5py, _pattern_entry, _write_provenance, as_text, check_dataset, new_h5, open_h5,
     read_array, read_geometry, read_provenance,
 )
 from cxdi_cli.io.paths import atomic_output, corrupt_file_errors, local_input, sniff, split_url
@@ -145,12 +145,7 @@ def write_series(dest: str, series: Series, step: dict[str, Any]) -> None:
     mask = np.asarray(series.mask, np.uint32)
     with atomic_output(dest, ".cxi") as tmp:
         with new_h5(tmp) as f:
-            _root(f)
-            entry = f.create_group("entry_1")
-            entry.attrs["NX_class"] = "NXentry"
-            entry.attrs["default"] = "data_1"
-            _write_geometry(f, series.geometry)
-            det = f[DET]
+            entry, det = _pattern_entry(f, series.geometry)
             d = det.create_dataset("data", data=data, chunks=(1,) + data.shape[1:], compression="gzip",
                                    compression_opts=1)
             d.attrs["units"] = "photons"

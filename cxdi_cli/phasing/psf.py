@@ -442,33 +442,22 @@ def deconvolve(intensity: np.ndarray, measured: np.ndarray, spec: PsfSpec,
     (x) correlation, M the measured pixels). Arrays in FFT order; unmeasured pixels of the result
     hold the deconvolution's own estimate. Blurred data constrain the object so little that the
     search from the autocorrelation fails on them; on J it converges like on coherent data."""
-    pair = fft.FFTPair(np.shape(intensity))
-    buf = pair.buffer
-    buf[...] = make_kernel(buf.shape, spec)
-    pair.forward(scale=False)
+    psf = Psf(np.shape(intensity), spec, update_every=0)       # its FFT pair, blur and correlation
+    buf = psf.pair.buffer
+    buf[...] = psf.kernel
+    psf.pair.forward(scale=False)
     buf *= pixel_area_transfer(buf.shape)
-    pair.inverse(scale=False)
-    kernel = np.maximum(buf.real, 0)
-    buf[...] = kernel / kernel.sum()
-    pair.forward(scale=False)
-    otf = (buf * np.float32(1.0 / buf.size)).astype(np.complex64)   # conv = inv_unscaled(fwd(x) * otf)
-
-    def apply(x: np.ndarray, transfer: np.ndarray) -> np.ndarray:
-        buf[...] = x
-        pair.forward(scale=False)
-        np.multiply(buf, transfer, out=buf)
-        pair.inverse(scale=False)
-        return buf.real.copy()
-
+    psf.pair.inverse(scale=False)
+    psf.set_kernel(buf.real)                                     # clipped at 0, unit sum
     m = np.asarray(measured, bool)
     data = np.where(m, np.maximum(np.asarray(intensity, np.float32), 0), 0).astype(np.float32)
-    norm = np.maximum(apply(m.astype(np.float32), np.conj(otf)), np.float32(1e-6))
+    norm = np.maximum(psf.correlate(m.astype(np.float32)), np.float32(1e-6))
     floor = np.float32(1e-6 * max(float(data.max()), 1.0))
-    j = np.maximum(apply(data, otf), floor)
+    j = np.maximum(psf.blur(data), floor)
     j[m] = np.maximum(data[m], floor)
     for _ in range(int(iterations)):
-        ratio = np.where(m, data / np.maximum(apply(j, otf), floor), np.float32(0))
-        j *= apply(ratio, np.conj(otf)) / norm
+        ratio = np.where(m, data / np.maximum(psf.blur(j), floor), np.float32(0))
+        j *= psf.correlate(ratio) / norm
         np.maximum(j, floor, out=j)
     return j.astype(np.float32)
 

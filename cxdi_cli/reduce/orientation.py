@@ -270,26 +270,30 @@ def _merge_numpy(num: np.ndarray, den: np.ndarray, wt: np.ndarray, n: int, rots:
 
 
 if numba is not None:
+    @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+    def _trilinear_numba(vol, n, c, R, qx, qy, qz):  # pragma: no cover - compiled
+        """The flat n^3 volume at R^T q + c, trilinear (the shared lookup of both slicing kernels)."""
+        ux = R[0, 0] * qx + R[1, 0] * qy + R[2, 0] * qz + c
+        uy = R[0, 1] * qx + R[1, 1] * qy + R[2, 1] * qz + c
+        uz = R[0, 2] * qx + R[1, 2] * qy + R[2, 2] * qz + c
+        ix, iy, iz = min(int(math.floor(ux)), n - 2), min(int(math.floor(uy)), n - 2), \
+            min(int(math.floor(uz)), n - 2)
+        fx, fy, fz = ux - ix, uy - iy, uz - iz
+        k = (iz * n + iy) * n + ix
+        v00 = vol[k] * (1 - fx) + vol[k + 1] * fx
+        v01 = vol[k + n] * (1 - fx) + vol[k + n + 1] * fx
+        k2 = k + n * n
+        v10 = vol[k2] * (1 - fx) + vol[k2 + 1] * fx
+        v11 = vol[k2 + n] * (1 - fx) + vol[k2 + n + 1] * fx
+        return (v00 * (1 - fy) + v01 * fy) * (1 - fz) + (v10 * (1 - fy) + v11 * fy) * fz
+
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _slice_numba(vol, n, rots, q, solid, out):  # pragma: no cover - compiled
         c = n // 2
         for r in range(rots.shape[0]):
             R = rots[r]
             for p in range(q.shape[1]):
-                qx, qy, qz = q[0, p], q[1, p], q[2, p]
-                ux = R[0, 0] * qx + R[1, 0] * qy + R[2, 0] * qz + c
-                uy = R[0, 1] * qx + R[1, 1] * qy + R[2, 1] * qz + c
-                uz = R[0, 2] * qx + R[1, 2] * qy + R[2, 2] * qz + c
-                ix, iy, iz = min(int(math.floor(ux)), n - 2), min(int(math.floor(uy)), n - 2), \
-                    min(int(math.floor(uz)), n - 2)
-                fx, fy, fz = ux - ix, uy - iy, uz - iz
-                k = (iz * n + iy) * n + ix
-                v00 = vol[k] * (1 - fx) + vol[k + 1] * fx
-                v01 = vol[k + n] * (1 - fx) + vol[k + n + 1] * fx
-                k2 = k + n * n
-                v10 = vol[k2] * (1 - fx) + vol[k2 + 1] * fx
-                v11 = vol[k2 + n] * (1 - fx) + vol[k2 + n + 1] * fx
-                out[r, p] = solid[p] * ((v00 * (1 - fy) + v01 * fy) * (1 - fz) + (v10 * (1 - fy) + v11 * fy) * fz)
+                out[r, p] = solid[p] * _trilinear_numba(vol, n, c, R, q[0, p], q[1, p], q[2, p])
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _slice_log_numba(vol, n, rots, q, solid, floor, logout, sums):  # pragma: no cover - compiled
@@ -298,20 +302,7 @@ if numba is not None:
             R = rots[r]
             acc = 0.0
             for p in range(q.shape[1]):
-                qx, qy, qz = q[0, p], q[1, p], q[2, p]
-                ux = R[0, 0] * qx + R[1, 0] * qy + R[2, 0] * qz + c
-                uy = R[0, 1] * qx + R[1, 1] * qy + R[2, 1] * qz + c
-                uz = R[0, 2] * qx + R[1, 2] * qy + R[2, 2] * qz + c
-                ix, iy, iz = min(int(math.floor(ux)), n - 2), min(int(math.floor(uy)), n - 2), \
-                    min(int(math.floor(uz)), n - 2)
-                fx, fy, fz = ux - ix, uy - iy, uz - iz
-                k = (iz * n + iy) * n + ix
-                v00 = vol[k] * (1 - fx) + vol[k + 1] * fx
-                v01 = vol[k + n] * (1 - fx) + vol[k + n + 1] * fx
-                k2 = k + n * n
-                v10 = vol[k2] * (1 - fx) + vol[k2 + 1] * fx
-                v11 = vol[k2 + n] * (1 - fx) + vol[k2 + n + 1] * fx
-                w = solid[p] * ((v00 * (1 - fy) + v01 * fy) * (1 - fz) + (v10 * (1 - fy) + v11 * fy) * fz)
+                w = solid[p] * _trilinear_numba(vol, n, c, R, q[0, p], q[1, p], q[2, p])
                 w = max(w, floor)
                 acc += w
                 logout[r, p] = math.log(w)

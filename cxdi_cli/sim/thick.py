@@ -31,7 +31,7 @@ import numpy as np
 from cxdi_cli import fft, geometry
 from cxdi_cli.model import DataError, Geometry, Reconstruction, Run, UsageError, wavelength_from_kev
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
-from cxdi_cli.sim.tilt3d import Particle, check_experiment, parse_angles
+from cxdi_cli.sim.tilt3d import Particle, check_experiment, detector_layout, tilt_angles
 
 SCHEMA = "cxdi.simulate/1"
 
@@ -126,11 +126,7 @@ def simulate_thick(out_dir: str | Path, *, seed: int = 0, size: int = 128, photo
     """
     check_experiment(size, photons, distance, energy_kev, pixel, oversampling)
     seed = seed_value(seed)
-    omegas = parse_angles(angles)
-    if frames is not None:
-        if frames < 2:
-            raise UsageError(f"frames {frames}: need at least 2 tilt angles")
-        omegas = np.linspace(omegas[0], omegas[-1], int(frames))
+    omegas = tilt_angles(angles, frames)
     lam = wavelength_from_kev(energy_kev)
     field = lam * distance / pixel                      # the real-space box of the detector's q pitch
     width = field / oversampling
@@ -139,12 +135,7 @@ def simulate_thick(out_dir: str | Path, *, seed: int = 0, size: int = 128, photo
         raise UsageError(f"thickness {depth:g} m: must be positive and below the field of view "
                          f"lambda D / p = {field:g} m")
     out = make_out_dir(out_dir)
-    shape = (int(size), int(size))
-    if centre is None:
-        centre = (size / 2 - 0.3, size / 2 + 0.2)
-    centre = (float(centre[0]), float(centre[1]))
-    n = geometry.default_crop(shape, centre)
-    dq = pixel / (lam * distance)
+    shape, centre, n, dq = detector_layout(size, centre, pixel, lam, distance)
     particle = make_thick_specimen(width, depth, seed=seed)
 
     intens = tilt_frames(particle, omegas, shape, centre, distance, pixel, lam)

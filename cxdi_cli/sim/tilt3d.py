@@ -212,6 +212,27 @@ def check_experiment(size: int, photons: float, distance: float, energy_kev: flo
         raise UsageError(f"beamstop {beamstop}: must be >= 0 (radius in speckles)")
 
 
+def tilt_angles(angles: Any, frames: int | None) -> np.ndarray:
+    """The tilt angles (deg) of `angles` (`parse_angles`), or `frames` evenly spread over their range."""
+    omegas = parse_angles(angles)
+    if frames is not None:
+        if frames < 2:
+            raise UsageError(f"frames {frames}: need at least 2 tilt angles")
+        omegas = np.linspace(omegas[0], omegas[-1], int(frames))
+    return omegas
+
+
+def detector_layout(size: int, centre: Any, pixel: float, lam: float,
+                    distance: float) -> tuple[tuple[int, int], tuple[float, float], int, float]:
+    """(detector shape, beam centre (default just off the middle, not on a pixel centre), the crop n
+    `assemble3d` makes of it, the volume's q pitch p/(lambda D)): the frame every 3D kind shares."""
+    shape = (int(size), int(size))
+    if centre is None:
+        centre = (size / 2 - 0.3, size / 2 + 0.2)
+    centre = (float(centre[0]), float(centre[1]))
+    return shape, centre, geometry.default_crop(shape, centre), pixel / (lam * distance)
+
+
 def truth_volume(particle: Particle, n: int, dq: float, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The particle on the assembled volume's grid (n^3, q = 0 at n // 2, pitch dq): its transform
     times sqrt(scale) (photons of a central pixel), the object it inverts to, and the support
@@ -247,19 +268,10 @@ def simulate_particle3d(out_dir: Path, *, seed: int = 0, size: int = 128, photon
     """
     check_experiment(size, photons, distance, energy_kev, pixel, oversampling, beamstop)
     seed = seed_value(seed)
-    omegas = parse_angles(angles)
-    if frames is not None:
-        if frames < 2:
-            raise UsageError(f"frames {frames}: need at least 2 tilt angles")
-        omegas = np.linspace(omegas[0], omegas[-1], int(frames))
+    omegas = tilt_angles(angles, frames)
     out = make_out_dir(out_dir)
     lam = wavelength_from_kev(energy_kev)
-    shape = (int(size), int(size))
-    if centre is None:
-        centre = (size / 2 - 0.3, size / 2 + 0.2)
-    centre = (float(centre[0]), float(centre[1]))
-    n = geometry.default_crop(shape, centre)
-    dq = pixel / (lam * distance)
+    shape, centre, n, dq = detector_layout(size, centre, pixel, lam, distance)
     extent = lam * distance / (pixel * oversampling)
     particle = make_particle(extent, seed=seed)
     if mirror:

@@ -24,7 +24,7 @@ from cxdi_cli import geometry
 from cxdi_cli.model import DataError, Geometry, Pattern, Reconstruction, Run, UsageError, wavelength_from_kev
 from cxdi_cli.reduce.orientation import quaternion_matrix, random_quaternions
 from cxdi_cli.sim.output import out_dir as make_out_dir, seed_value, write_json
-from cxdi_cli.sim.tilt3d import Particle, check_experiment, edge_curvature_voxels, place_pores, truth_volume
+from cxdi_cli.sim.tilt3d import Particle, check_experiment, detector_layout, edge_curvature_voxels, place_pores, truth_volume
 
 SCHEMA = "cxdi.simulate/1"
 #: frames whose transform is evaluated in one go (bounds the temporary q arrays)
@@ -52,12 +52,7 @@ def simulate_tumbling(out_dir: Path, *, seed: int = 0, size: int = 64, frames: i
     out = make_out_dir(out_dir)
     rng = np.random.default_rng(seed)
     lam = wavelength_from_kev(energy_kev)
-    shape = (int(size), int(size))
-    if centre is None:
-        centre = (size / 2 - 0.3, size / 2 + 0.2)
-    centre = (float(centre[0]), float(centre[1]))
-    n = geometry.default_crop(shape, centre)
-    dq = pixel / (lam * distance)
+    shape, centre, n, dq = detector_layout(size, centre, pixel, lam, distance)
     particle = make_tumbler(lam * distance / (pixel * oversampling), seed=seed)
     quats = random_quaternions(frames, rng)
     fluence = rng.gamma(1.0 / fluence_spread ** 2, fluence_spread ** 2, frames) if fluence_spread > 0 \
