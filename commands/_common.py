@@ -22,6 +22,9 @@ import typer
 
 InputArg = Annotated[str, typer.Argument(help="Input file: FILE, FILE::/dataset/path, or - for stdin.",
                                          show_default=False)]
+#: Beam centre of a frame series (assemble3d, orient).
+CentreOpt = Annotated[str, typer.Option("--centre", help="Beam centre: auto (from the sum of frames) or ROW,COL "
+                                                         "in detector pixels.")]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output file (- for stdout).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for random numbers (reproducible runs).")]

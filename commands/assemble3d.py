@@ -19,8 +19,7 @@ def assemble3d(
                                                          "a comma list (-60,-59.5,...), START:STOP:STEP, or a text file "
                                                          "(one per line).")],
     output: c.OutputOpt = "-",
-    centre: Annotated[str, typer.Option("--centre", help="Beam centre: auto (from the sum of frames) or ROW,COL "
-                                                         "in detector pixels.")] = "auto",
+    centre: c.CentreOpt = "auto",
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Voxels per axis [default: the detector "
                                                                       "crop around the centre, / bin].")] = None,
     bin: Annotated[int, typer.Option("--bin", min=1, help="Sum KxK detector pixels first; voxel pitch "

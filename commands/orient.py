@@ -19,8 +19,7 @@ def orient(
                                                       "[default: from the frames' file].", show_default=False)] = None,
     pixel: Annotated[Optional[float], typer.Option("--pixel", help="Detector pixel size (m) [default: from the "
                                                    "frames' file].", show_default=False)] = None,
-    centre: Annotated[str, typer.Option("--centre", help="Beam centre: auto (from the sum of frames) or ROW,COL "
-                                                         "in detector pixels.")] = "auto",
+    centre: c.CentreOpt = "auto",
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Voxels per axis [default: the detector "
                                                                       "crop around the centre].")] = None,
     iterations: Annotated[int, typer.Option("--iterations", min=1, help="EMC iterations, all stages "
