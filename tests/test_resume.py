@@ -54,7 +54,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, generations, po
         with resume.Checkpointing(InProcess(), ckpt, fp) as ex:
             phasing.phase(pattern, _options(generations, positivity), executor=ex, on_progress=stop_after_two)
     done, info = resume.load(ckpt, fp)
-    assert sorted(done) == sorted(finished[:2]) and info["finished_runs"] == sorted(done)
+    assert sorted(i for _, i in done) == sorted(finished[:2]) == info["finished_runs"]
     with resume.Checkpointing(InProcess(), ckpt, fp, done) as ex:
         again = phasing.phase(pattern, _options(generations, positivity), executor=ex)
         assert ex.reused == 2
@@ -116,3 +116,30 @@ def test_sigterm_part_way_then_resume_equals_uninterrupted(tmp_path):
     (tmp_path / "runs.cxi.partial").write_bytes((tmp_path / "whole.cxi").read_bytes())
     r = subprocess.run([cxdi, *args[:-1], "--consensus", "-o", str(out), "--resume"], capture_output=True, text=True)
     assert r.returncode == 2 and "made from other data or options" in r.stderr
+
+
+def test_a_second_pass_over_the_same_run_indices_is_computed_not_reused(tmp_path):
+    """`phase` runs the starts twice on partially coherent data (the second pass deconvolved, with
+    another PSF option): the checkpoint must answer a run only from the same pass. It had returned the
+    first pass's runs for the second, so through the command the deconvolved search never ran."""
+    from cxdi_cli.model import Run
+
+    calls = []
+
+    def task(shared, options, index, start, stop, on_event):
+        calls.append((options.psf, index))
+        return Run(obj=np.full((2, 2), index, np.complex64), support=np.ones((2, 2), bool),
+                   metrics={"pass": options.psf}, params={"run_index": index})
+
+    first, second = phasing.Options(psf="auto"), phasing.Options(psf="gaussian:2")
+    ckpt = str(tmp_path / "runs.cxi.partial")
+    with resume.Checkpointing(InProcess(), ckpt, "fp") as ex:
+        a = ex.map(task, None, [(first, i, None, None) for i in range(3)])
+        b = ex.map(task, None, [(second, i, None, None) for i in range(3)])
+        again = ex.map(task, None, [(first, i, None, None) for i in range(3)])
+    assert [r.metrics["pass"] for r in a.results] == ["auto"] * 3
+    assert [r.metrics["pass"] for r in b.results] == ["gaussian:2"] * 3
+    assert [r.metrics["pass"] for r in again.results] == ["auto"] * 3 and ex.reused == 3
+    assert len(calls) == 6
+    done, _ = resume.load(ckpt, "fp")
+    assert len(done) == 6

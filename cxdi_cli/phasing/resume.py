@@ -49,9 +49,16 @@ def fingerprint(parameters: dict[str, Any], inputs: Sequence[str] = ()) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def load(path: str, expected: str | None) -> tuple[dict[int, Run], dict[str, Any]]:
-    """The finished runs of a checkpoint by run index, and what it recorded ({} when there is none).
-    A checkpoint made with other data or options (`expected` fingerprint) is a UsageError."""
+def task_key(options: Any) -> str:
+    """What tells one pass of a job from another for the same run index: a digest of the task's
+    options (`phase` may run the starts twice, e.g. on deconvolved data with another PSF)."""
+    params = options.as_dict() if hasattr(options, "as_dict") else repr(options)
+    return fingerprint({"task": params})[:16]
+
+
+def load(path: str, expected: str | None) -> tuple[dict[tuple[str, int], Run], dict[str, Any]]:
+    """The finished runs of a checkpoint by (task key, run index), and what it recorded ({} when there
+    is none). A checkpoint made with other data or options (`expected` fingerprint) is a UsageError."""
     from cxdi_cli import io  # noqa: PLC0415
 
     if not os.path.exists(path):
@@ -64,7 +71,8 @@ def load(path: str, expected: str | None) -> tuple[dict[int, Run], dict[str, Any
     if expected is not None and info.get("fingerprint") != expected:
         raise UsageError(f"--resume: {path} was made from other data or options; remove it, or rerun the "
                          "command that made it")
-    return {int(r.params["run_index"]): r for r in rec.runs}, info
+    keys = info.get("task_keys") or [""] * len(rec.runs)
+    return {(str(k), int(r.params["run_index"])): r for k, r in zip(keys, rec.runs)}, info
 
 
 def discard(path: str) -> None:
@@ -81,10 +89,10 @@ class Checkpointing(Executor):
 
     kind = "checkpointing"
 
-    def __init__(self, inner: Executor, path: str, fprint: str, done: dict[int, Run] | None = None,
+    def __init__(self, inner: Executor, path: str, fprint: str, done: dict[tuple[str, int], Run] | None = None,
                  extra: dict[str, Any] | None = None) -> None:
         self.inner, self.path, self.fprint = inner, path, fprint
-        self.done: dict[int, Run] = dict(done or {})
+        self.done: dict[tuple[str, int], Run] = dict(done or {})
         self.extra = dict(extra or {})
         self.reused = 0
 
@@ -101,21 +109,27 @@ class Checkpointing(Executor):
     def _save(self) -> None:
         from cxdi_cli import io  # noqa: PLC0415
 
-        runs = [self.done[k] for k in sorted(self.done)]
-        extra = {"checkpoint": {"fingerprint": self.fprint, "finished_runs": sorted(self.done), **self.extra}}
+        keys = sorted(self.done)
+        runs = [self.done[k] for k in keys]
+        finished = [i for _, i in keys]
+        extra = {"checkpoint": {"fingerprint": self.fprint, "finished_runs": finished,
+                                "task_keys": [t for t, _ in keys], **self.extra}}
         io.write_reconstruction(self.path, Reconstruction(runs=runs, extra=extra),
-                                io.make_step("cxdi phase (checkpoint)", {"finished_runs": sorted(self.done)}))
+                                io.make_step("cxdi phase (checkpoint)", {"finished_runs": finished}))
 
     def map(self, fn: Any, shared: Any, args_list: Sequence[tuple], *, on_done: Any = None,
             on_event: Any = None, keep: bool = True) -> Outcome:
-        """As `Executor.map`; last-stage tasks of finished runs are answered from the checkpoint."""
-        reuse = {k: self.done[a[1]] for k, a in enumerate(args_list) if a[3] is None and a[1] in self.done}
+        """As `Executor.map`; last-stage tasks of finished runs are answered from the checkpoint. A run
+        is the same when its index and its task's options are (`task_key`): a second pass of the job
+        over the same indices is computed, not answered with the first pass's runs."""
+        keys = [(task_key(a[0]), int(a[1])) for a in args_list]
+        reuse = {k: self.done[keys[k]] for k, a in enumerate(args_list) if a[3] is None and keys[k] in self.done}
         todo = [k for k in range(len(args_list)) if k not in reuse]
 
         def finished(j: int, result: Any) -> None:
             k = todo[j]
             if args_list[k][3] is None and isinstance(result, Run):
-                self.done[int(result.params["run_index"])] = result
+                self.done[keys[k]] = result
                 self._save()
             if on_done is not None:
                 on_done(k, result)
@@ -143,7 +157,7 @@ class Session:
 
     Without --resume an old checkpoint is replaced as runs finish. Output `-` keeps no checkpoint."""
 
-    def __init__(self, path: str | None, fprint: str, done: dict[int, Run], seed: int | None) -> None:
+    def __init__(self, path: str | None, fprint: str, done: dict[tuple[str, int], Run], seed: int | None) -> None:
         self.path, self.fprint, self.done, self.seed = path, fprint, done, seed
         self.ex: Checkpointing | None = None
 
@@ -159,7 +173,7 @@ class Session:
                 raise UsageError("--resume: the checkpoint lies beside the output; give -o FILE")
             return cls(None, fprint, {}, options.seed)
         path = checkpoint_path(output)
-        done: dict[int, Run] = {}
+        done: dict[tuple[str, int], Run] = {}
         if resume:
             done, info = load(path, fprint)
             saved = info.get("seed")
