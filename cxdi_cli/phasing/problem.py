@@ -304,23 +304,41 @@ def amplitude_misfit(transform: np.ndarray, amp: np.ndarray, kind: np.ndarray, s
     k ~ Poisson(|F rho|^2): 2 lam - 2 sqrt(lam) E[sqrt(k)] = 2 sqrt(lam) d(lam). About 0 for a model that fits the data
     to the noise, at any dose; a few percent for a run stuck away from any solution. `transform` is
     the unscaled forward transform (times `scale` gives F rho)."""
-    measured = kind == alg.MEASURED
-    f = np.abs(transform[measured]).astype(np.float64) * scale
-    a = amp[measured].astype(np.float64)
-    total = float(np.sum(a * a))
+    grid, diff = _sqrt_poisson_table()
+    log_grid = np.log(grid)
+    t = transform.reshape(-1)
+    a_all, k_all = amp.reshape(-1), kind.reshape(-1)
+    total = misfit = expected = 0.0
+    for sl in _chunks(t.size):                 # chunk by chunk: no full-size float64 temporaries (3D)
+        measured = k_all[sl] == alg.MEASURED
+        f = np.abs(t[sl][measured]).astype(np.float64) * scale
+        a = a_all[sl][measured].astype(np.float64)
+        total += float(np.sum(a * a))
+        lam = f * f
+        d = np.interp(np.log(np.maximum(lam, grid[0])), log_grid, diff)
+        d = np.where(lam < grid[0], f - lam, d)  # E[sqrt k] ~ lam for a vanishing mean
+        misfit += float(np.sum((f - a) ** 2))
+        expected += float(np.sum(2 * f * d))
     if total <= 0:
         return math.nan
-    lam = f * f
-    grid, diff = _sqrt_poisson_table()
-    d = np.interp(np.log(np.maximum(lam, grid[0])), np.log(grid), diff)
-    d = np.where(lam < grid[0], f - lam, d)  # E[sqrt k] ~ lam for a vanishing mean
-    expected = 2 * f * d
-    return float((np.sum((f - a) ** 2) - np.sum(expected)) / total)
+    return (misfit - expected) / total
+
+
+#: Pixels per chunk of the data-level sums (`amplitude_misfit`, `noise_fraction`): a few MB of float64.
+_CHUNK = 1 << 18
+
+
+def _chunks(n: int) -> list[slice]:
+    return [slice(i, min(n, i + _CHUNK)) for i in range(0, n, _CHUNK)]
 
 
 def noise_fraction(amp: np.ndarray, kind: np.ndarray) -> float:
     """Share of the measured amplitudes' power that is photon noise: sum v(I) / sum I, v(I) = I/(1+4I)."""
-    a = amp[kind == alg.MEASURED].astype(np.float64)
-    i = a * a
-    total = float(i.sum())
-    return float(np.sum(i / (1 + 4 * i)) / total) if total > 0 else 0.0
+    a_all, k_all = amp.reshape(-1), kind.reshape(-1)
+    total = noise = 0.0
+    for sl in _chunks(a_all.size):
+        a = a_all[sl][k_all[sl] == alg.MEASURED].astype(np.float64)
+        i = a * a
+        total += float(i.sum())
+        noise += float(np.sum(i / (1 + 4 * i)))
+    return noise / total if total > 0 else 0.0

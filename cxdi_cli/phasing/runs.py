@@ -166,6 +166,8 @@ class Checkpoint:
     detwin_saved: Any = None             # the full support while a detwin block runs
     psf_retired: Any = None              # psf "auto": the PSF dropped as coherent (its fit is reported)
     ml: dict[str, Any] = dataclasses.field(default_factory=dict)  # conjugate-gradient state inside an ml block
+    handed_over: bool = False            # the continuing run works on rho and support in place (no copy of
+    # a volume): `_stages` hands each checkpoint to exactly one next task and keeps no other use of it
 
     def centred(self) -> tuple[np.ndarray, np.ndarray]:
         """(object restricted to the support, support), centred as a Run's."""
@@ -215,8 +217,12 @@ def run_one(problem: Problem, options: Options, index: int,
         history: dict[str, list[float]] = {k: [] for k in ("iteration", "llk", "llk_free", "chi2",
                                                              "support_size", "outside_fraction")}
     else:
-        rho = np.array(start.rho, np.complex64)
-        support = np.array(start.support, bool)
+        if start.handed_over:               # continued in place: a 3D run holds one object, not two
+            rho = np.require(start.rho, np.complex64, ["C", "W"])
+            support = np.require(start.support, bool, ["C", "W"])
+        else:
+            rho = np.array(start.rho, np.complex64)
+            support = np.array(start.support, bool)
         buf[...] = rho
         history = {k: list(v) for k, v in start.history.items()}
     t0 = time.perf_counter() - (start.elapsed_s if start is not None else 0.0)
@@ -550,10 +556,10 @@ def _stages(problem: Problem, options: Options, ex: Executor,
         if options.generations > 1:
             cps, k = gen.guide(cps, options.guide_above)
             best_runs.append(cps[k].index)
-        cps = _map(ex, problem, [(opts, cp.index, cp, stop) for cp in cps], on_progress, lost=lost)
+        cps = _map(ex, problem, [(opts, cp.index, _hand_over(cp), stop) for cp in cps], on_progress, lost=lost)
     if finish is not None:
         fopts = dataclasses.replace(finish[1], positivity=opts.positivity)
-        cps = _map(ex, finish[0], [(fopts, cp.index, cp, None) for cp in cps], on_progress, lost=lost)
+        cps = _map(ex, finish[0], [(fopts, cp.index, _hand_over(cp), None) for cp in cps], on_progress, lost=lost)
     if best_runs:
         info["generation_best_runs"] = best_runs
     if lost:
@@ -563,6 +569,11 @@ def _stages(problem: Problem, options: Options, ex: Executor,
         run.params["positivity_mode"] = how
         run.params["generations"] = max(1, options.generations)
     return cps, info
+
+
+def _hand_over(cp: Checkpoint) -> Checkpoint:
+    """The checkpoint as the one start of the next stage's task: its run continues on its arrays in place."""
+    return dataclasses.replace(cp, handed_over=True)
 
 
 def _map(ex: Executor, problem: Problem, tasks: list[tuple[Any, ...]],
