@@ -23,7 +23,8 @@ def _inputs(name, rng):
         "_modulus": (_c(rng), amp, kind, s, s2),
         "_ratio_chunk": (_c(rng), amp, s2, np.zeros(N - 7, np.float32), 7),
         "_sums_chunk": (_c(rng), amp, kind, s2, np.log(rng.uniform(0.1, 3, N - 7)).astype(np.float32), 7),
-        "_fourier_sums": (_c(rng), amp, kind, 1.0 / N),
+        "_fourier_ratio_chunk": (_c(rng), amp, 1.0 / N, np.zeros(N - 7), 7),
+        "_fourier_sums_chunk": (_c(rng), amp, kind, 1.0 / N, np.log(rng.uniform(0.1, 3, N - 7)), 7, np.arange(7.0)),
         "_update": (_c(rng), _c(rng), sup, a, b, pos),
         "_update_bounded": (_c(rng), _c(rng), sup, a, b, pos, np.float32(4.0)),
         "_update_sums": (_c(rng), _c(rng), sup, a, b, pos, np.float32(4.0)),
@@ -32,7 +33,9 @@ def _inputs(name, rng):
         "_ml_gradient": (np.zeros(N, np.complex64), _c(rng), amp, kind, s, eps),
         "_ml_direction": (_c(rng), sup, _c(rng), _c(rng), False),
         "_ml_line_sums": (_c(rng), _c(rng), amp, kind, 0.1, s, eps),
-        "_ml_delta": (_c(rng), _c(rng), amp, kind, 0.1, s, eps),
+        "_ml_ratio_chunk": (_c(rng), _c(rng), np.float32(0.1), s, eps, np.zeros(N - 7, np.float32), 7),
+        "_ml_delta_chunk": (_c(rng), _c(rng), amp, kind, np.float32(0.1), s, eps,
+                            np.log(rng.uniform(0.1, 3, N - 7)).astype(np.float32), 7, np.ones(1)),
         "_ml_apply": (_c(rng), _c(rng), _c(rng), _c(rng), np.float32(0.3), s),
         "_abs_into": (np.zeros(N, np.complex64), _c(rng)),
         "_gaussian_product": (_c(rng, 4 * 6 * 5).reshape(4, 6, 5), *(rng.uniform(0, 1, k).astype(np.float32)
@@ -64,8 +67,9 @@ OURS = sorted(n for n, k in kernels.KERNELS.items()
 def test_kernel_matches_numpy_twin(name):
     """The kernels of algorithms.py and support.py (other modules test their own)."""
     if name not in {
-            "_modulus", "_ratio_chunk", "_sums_chunk", "_fourier_sums", "_update", "_update_bounded", "_update_sums",
-            "_outside_sums", "_scaled_copy", "_ml_gradient", "_ml_direction", "_ml_line_sums", "_ml_delta",
+            "_modulus", "_ratio_chunk", "_sums_chunk", "_fourier_ratio_chunk", "_fourier_sums_chunk", "_update",
+            "_update_bounded", "_update_sums", "_outside_sums", "_scaled_copy", "_ml_gradient", "_ml_direction",
+            "_ml_line_sums", "_ml_ratio_chunk", "_ml_delta_chunk",
             "_ml_apply", "_abs_into", "_gaussian_product", "_max_real", "_count_above", "_set_support"}:
         pytest.fail(f"kernel {name} has no inputs in this test: add them to _inputs")
     k = kernels.KERNELS[name]
@@ -79,6 +83,33 @@ def test_kernel_matches_numpy_twin(name):
     for x, y in zip(a, b):  # the arrays each one wrote
         if isinstance(x, np.ndarray):
             assert _close(x, y), name
+
+
+def test_chunked_sums_equal_one_pass_formulas():
+    """`_fourier_sums` and `_ml_delta` go through the array in chunks (a vectorised log between two passes):
+    over several chunks they give the one-pass float64 formulas (the metrics' definitions)."""
+    rng = np.random.default_rng(3)
+    n = 3 * alg._CHUNK + 11
+    z, dd = _c(rng, n, 30.0), _c(rng, n, 3.0)
+    amp = rng.uniform(0, 40, n).astype(np.float32)
+    amp[rng.random(n) < 0.1] = 0
+    kind = rng.integers(0, 3, n).astype(np.int8)
+    s2 = 1.0 / n
+    ic = np.abs(z.astype(np.complex128)) ** 2 * s2
+    obs = amp.astype(np.float64) ** 2
+    term = ic - obs + np.where(obs > 0, obs * np.log(np.where(obs > 0, obs, 1) / np.maximum(ic, 1e-12)), 0)
+    m, f = kind == alg.MEASURED, kind == alg.FREE
+    want = (term[m].sum(), m.sum(), term[f].sum(), f.sum(), np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1)),
+            ic[m].sum(), obs[m].sum())
+    got = alg._fourier_sums(z, amp, kind, s2)
+    assert np.allclose(got, want, rtol=1e-8, atol=0)  # float64 rounding of other summation orders
+    s, eps, t = np.float32(1.0), np.float32(1e-2), 0.05
+    psi = z * np.float32(np.sqrt(s2))
+    p0, p1 = psi.astype(np.complex128), psi.astype(np.complex128) + t * dd.astype(np.complex128)
+    f0, f1 = np.maximum(np.abs(p0) ** 2, eps), np.maximum(np.abs(p1) ** 2, eps)
+    exact = float(np.sum((f1 - f0 - obs * np.log(f1 / f0))[m]))
+    scale = float(np.sum(np.abs(f1 - f0)[m] + (obs * np.abs(np.log(f1 / f0)))[m]))
+    assert abs(alg._ml_delta(psi, dd, amp, kind, t, s, eps) - exact) < 1e-5 * scale
 
 
 def test_without_numba_the_twins_run_and_say_so(tmp_path):

@@ -75,50 +75,85 @@ def _modulus(buf, amp, kind, s, s2):  # pragma: no cover - compiled
         buf[i] = z * f
 
 
-def _np_fourier_sums(buf, amp, kind, s2):
-    ic = (buf.real.astype(np.float64) ** 2 + buf.imag.astype(np.float64) ** 2) * s2
-    obs = amp.astype(np.float64) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        term = ic - obs + np.where(obs > 0, obs * np.log(np.where(obs > 0, obs, 1.0) / np.maximum(ic, 1e-12)), 0.0)
-    m = kind == MEASURED
-    f = kind == FREE
-    return (float(term[m].sum()), int(m.sum()), float(term[f].sum()), int(f.sum()),
-            float(np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1.0))), float(ic[m].sum()), float(obs[m].sum()))
-
-
-@kernel(_np_fourier_sums, EXACT)
-def _fourier_sums(buf, amp, kind, s2):  # pragma: no cover - compiled
+def _fourier_sums(buf, amp, kind, s2):
     """Sums over the unscaled forward transform z (Ic = |z|^2 s2, I = amp^2), in float64.
 
-    Returns (llk_measured, n_measured, llk_free, n_free, chi2_measured, sum_Ic, sum_I)."""
-    llk = 0.0
-    llkf = 0.0
-    chi2 = 0.0
-    nm = 0
-    nf = 0
-    sic = 0.0
-    si = 0.0
-    for i in range(buf.size):
-        k = kind[i]
+    Returns (llk_measured, n_measured, llk_free, n_free, chi2_measured, sum_Ic, sum_I). Chunk by chunk:
+    the ratios I/Ic into a cache-sized scratch, numpy's vectorised float64 log of them, then the sums
+    (the running sums go through the chunks in pixel order, as one loop would add them). numba's scalar
+    log made one call cost as much as an FFT pair at 128^3 (a call per stage and per run, and every
+    history period of an ml block)."""
+    n = buf.size
+    scratch = np.empty(min(n, _CHUNK), np.float64)
+    acc = np.zeros(7)
+    s2 = float(s2)
+    for start in range(0, n, _CHUNK):
+        y = scratch[: min(n, start + _CHUNK) - start]
+        _fourier_ratio_chunk(buf, amp, s2, y, start)
+        np.log(y, out=y)
+        _fourier_sums_chunk(buf, amp, kind, s2, y, start, acc)
+    llk, nm, llkf, nf, chi2, sic, si = acc
+    return float(llk), int(nm), float(llkf), int(nf), float(chi2), float(sic), float(si)
+
+
+def _np_fourier_ratio_chunk(buf, amp, s2, y, start):
+    z = buf[start:start + y.size]
+    ic = (z.real.astype(np.float64) ** 2 + z.imag.astype(np.float64) ** 2) * s2
+    obs = amp[start:start + y.size].astype(np.float64) ** 2
+    y[:] = np.where(obs > 0, obs / np.maximum(ic, 1e-12), 1.0)
+
+
+@kernel(_np_fourier_ratio_chunk, EXACT)
+def _fourier_ratio_chunk(buf, amp, s2, y, start):  # pragma: no cover - compiled
+    """y <- I / max(Ic, 1e-12) over buf[start : start + y.size] (1 where I = 0), float64."""
+    buf = buf[start:start + y.size]
+    amp = amp[start:start + y.size]
+    for j in range(y.size):
+        z = buf[j]
+        ic = (float(z.real) ** 2 + float(z.imag) ** 2) * s2
+        obs = float(amp[j]) ** 2
+        y[j] = obs / max(ic, 1e-12) if obs > 0.0 else 1.0
+
+
+def _np_fourier_sums_chunk(buf, amp, kind, s2, logy, start, acc):
+    sl = slice(start, start + logy.size)
+    z = buf[sl]
+    ic = (z.real.astype(np.float64) ** 2 + z.imag.astype(np.float64) ** 2) * s2
+    obs = amp[sl].astype(np.float64) ** 2
+    term = ic - obs + np.where(obs > 0, obs * logy, 0.0)
+    k = kind[sl]
+    m, f = k == MEASURED, k == FREE
+    acc += (term[m].sum(), m.sum(), term[f].sum(), f.sum(), np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1.0)),
+            ic[m].sum(), obs[m].sum())
+
+
+@kernel(_np_fourier_sums_chunk, EXACT)
+def _fourier_sums_chunk(buf, amp, kind, s2, logy, start, acc):  # pragma: no cover - compiled
+    """Adds the sums of `_fourier_sums` over buf[start : start + logy.size] to `acc`; logy = ln(I/Ic)."""
+    buf = buf[start:start + logy.size]
+    amp = amp[start:start + logy.size]
+    kind = kind[start:start + logy.size]
+    llk, nm, llkf, nf, chi2, sic, si = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
+    for j in range(logy.size):
+        k = kind[j]
         if k == 0:
             continue
-        z = buf[i]
+        z = buf[j]
         ic = (float(z.real) ** 2 + float(z.imag) ** 2) * s2
-        obs = float(amp[i]) ** 2
-        ic_f = max(ic, 1e-12)
+        obs = float(amp[j]) ** 2
         term = ic - obs
         if obs > 0.0:
-            term += obs * math.log(obs / ic_f)
+            term += obs * logy[j]
         if k == 1:
             llk += term
-            nm += 1
+            nm += 1.0
             chi2 += (obs - ic) ** 2 / max(ic, 1.0)
             sic += ic
             si += obs
         else:
             llkf += term
-            nf += 1
-    return llk, nm, llkf, nf, chi2, sic, si
+            nf += 1.0
+    acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6] = llk, nm, llkf, nf, chi2, sic, si
 
 
 _CHUNK = 1 << 16  # pixels per chunk of the metric sums (a 256 kB float32 scratch, in cache)
@@ -156,10 +191,12 @@ def _np_ratio_chunk(buf, amp, s2, y, start):
 @kernel(_np_ratio_chunk)
 def _ratio_chunk(buf, amp, s2, y, start):  # pragma: no cover - compiled
     """y <- Ic / I over buf[start : start + y.size] (Ic floored at 1e-12, I at 1e-30)."""
+    buf = buf[start:start + y.size]
+    amp = amp[start:start + y.size]
     for j in range(y.size):
-        z = buf[start + j]
+        z = buf[j]
         ic = max((z.real * z.real + z.imag * z.imag) * s2, np.float32(1e-12))
-        a = amp[start + j]
+        a = amp[j]
         y[j] = ic / max(a * a, np.float32(1e-30))
 
 
@@ -190,6 +227,9 @@ def _sums_chunk(buf, amp, kind, s2, logy, start):  # pragma: no cover - compiled
 
     Read-only and branch-free, so that it vectorises (with the modulus written in the same loop, or
     with if-selects, it ran 20-30 times slower)."""
+    buf = buf[start:start + logy.size]
+    amp = amp[start:start + logy.size]
+    kind = kind[start:start + logy.size]
     llk = 0.0
     llkf = 0.0
     chi2 = 0.0
@@ -199,10 +239,9 @@ def _sums_chunk(buf, amp, kind, s2, logy, start):  # pragma: no cover - compiled
     si = 0.0
     one = np.float32(1.0)
     for j in range(logy.size):
-        i = start + j
-        k = kind[i]
-        z = buf[i]
-        a = amp[i]
+        k = kind[j]
+        z = buf[j]
+        a = amp[j]
         r2 = z.real * z.real + z.imag * z.imag
         mm = np.float32(k == 1)
         mf = np.float32(k == 2)
@@ -412,42 +451,85 @@ def _ml_line_sums(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
     return d1, d2
 
 
-def _np_ml_delta(psi, dd, amp, kind, t, s, eps):
-    m = (kind == MEASURED)
-    p = psi[m]
-    p1 = p + np.float32(t) * (dd[m] * s)
-    f0 = np.maximum(p.real * p.real + p.imag * p.imag, eps)
-    f1 = np.maximum(p1.real * p1.real + p1.imag * p1.imag, eps)
-    x = (f1 - f0) / f0
-    series = x * (1 - x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * np.float32(0.25))))
-    lg = np.where(np.abs(x) < np.float32(0.03), series, np.log(f1 / f0))
-    a = amp[m]
-    return float(np.sum(f0 * x - a * a * lg, dtype=np.float64))
-
-
-@kernel(_np_ml_delta)
-def _ml_delta(psi, dd, amp, kind, t, s, eps):  # pragma: no cover - compiled
+def _ml_delta(psi, dd, amp, kind, t, s, eps):
     """L(Psi + t D) - L(Psi), D = dd * s, over measured pixels (float32 terms, float64 sum).
 
     Written as f0 x - I log(1 + x) with x = (f1 - f0) / f0, and log(1 + x) by its series when |x| is
     small: the naive (f1 - f0) - I log(f1 / f0) in float32 loses everything to cancellation for the
     small steps of a converging run (an error floor of ~1e-7 I per pixel), so the sign the line-search
-    safeguard needs would be noise."""
+    safeguard needs would be noise. Chunk by chunk, the logarithms by numpy's vectorised float32 log
+    on a cache-sized scratch: numba's scalar log made this pass cost 0.4 FFT pairs at 128^3."""
+    n = psi.size
+    scratch = np.empty(min(n, _CHUNK), np.float32)
+    acc = np.zeros(1)
+    tf, s, eps = np.float32(t), np.float32(s), np.float32(eps)
+    for start in range(0, n, _CHUNK):
+        y = scratch[: min(n, start + _CHUNK) - start]
+        _ml_ratio_chunk(psi, dd, tf, s, eps, y, start)
+        np.log(y, out=y)
+        _ml_delta_chunk(psi, dd, amp, kind, tf, s, eps, y, start, acc)
+    return float(acc[0])
+
+
+def _np_ml_ratio_chunk(psi, dd, t, s, eps, y, start):
+    sl = slice(start, start + y.size)
+    p = psi[sl]
+    p1 = p + t * (dd[sl] * s)
+    f0 = np.maximum(p.real * p.real + p.imag * p.imag, eps)
+    f1 = np.maximum(p1.real * p1.real + p1.imag * p1.imag, eps)
+    y[:] = f1 / f0
+
+
+@kernel(_np_ml_ratio_chunk)
+def _ml_ratio_chunk(psi, dd, t, s, eps, y, start):  # pragma: no cover - compiled
+    """y <- f1 / f0 over psi[start : start + y.size], f0 = max(|Psi|^2, eps), f1 = max(|Psi + t D|^2, eps)."""
+    psi = psi[start:start + y.size]
+    dd = dd[start:start + y.size]
+    for j in range(y.size):
+        p = psi[j]
+        p1 = p + t * (dd[j] * s)
+        f0 = max(p.real * p.real + p.imag * p.imag, eps)
+        f1 = max(p1.real * p1.real + p1.imag * p1.imag, eps)
+        y[j] = f1 / f0
+
+
+def _np_ml_delta_chunk(psi, dd, amp, kind, t, s, eps, logy, start, acc):
+    sl = slice(start, start + logy.size)
+    m = kind[sl] == MEASURED
+    p = psi[sl][m]
+    p1 = p + t * (dd[sl][m] * s)
+    f0 = np.maximum(p.real * p.real + p.imag * p.imag, eps)
+    f1 = np.maximum(p1.real * p1.real + p1.imag * p1.imag, eps)
+    x = (f1 - f0) / f0
+    series = x * (1 - x * (np.float32(0.5) - x * (np.float32(1.0 / 3.0) - x * np.float32(0.25))))
+    lg = np.where(np.abs(x) < np.float32(0.03), series, logy[m])
+    a = amp[sl][m]
+    acc[0] += float(np.sum(f0 * x - a * a * lg, dtype=np.float64))
+
+
+@kernel(_np_ml_delta_chunk)
+def _ml_delta_chunk(psi, dd, amp, kind, t, s, eps, logy, start, acc):  # pragma: no cover - compiled
+    """Adds the terms of `_ml_delta` over psi[start : start + logy.size] to acc[0]; logy = ln(f1 / f0).
+
+    Read-only and branch-free, so that it vectorises."""
+    psi = psi[start:start + logy.size]
+    dd = dd[start:start + logy.size]
+    amp = amp[start:start + logy.size]
+    kind = kind[start:start + logy.size]
     out = 0.0
-    tf = np.float32(t)
-    for i in range(psi.size):
-        m = np.float32(kind[i] == 1)
-        p = psi[i]
-        p1 = p + tf * (dd[i] * s)
+    for j in range(logy.size):
+        m = np.float32(kind[j] == 1)
+        p = psi[j]
+        p1 = p + t * (dd[j] * s)
         f0 = max(p.real * p.real + p.imag * p.imag, eps)
         f1 = max(p1.real * p1.real + p1.imag * p1.imag, eps)
         x = (f1 - f0) / f0
         small = np.float32(abs(x) < np.float32(0.03))  # branch-free select
         xs = min(max(x, np.float32(-0.03)), np.float32(0.03))
         series = xs * (np.float32(1.0) - xs * (np.float32(0.5) - xs * (np.float32(1.0 / 3.0) - xs * np.float32(0.25))))
-        lg = small * series + (np.float32(1.0) - small) * np.log(f1 / f0)
-        out += m * (f0 * x - amp[i] * amp[i] * lg)
-    return out
+        lg = small * series + (np.float32(1.0) - small) * logy[j]
+        out += m * (f0 * x - amp[j] * amp[j] * lg)
+    acc[0] += out
 
 
 def _np_ml_apply(rho, d, psi, buf, t, s):
