@@ -177,19 +177,54 @@ def _free_islands(kind: np.ndarray, centre_radius: float, fraction: float, islan
     offsets = np.stack(np.meshgrid(*[np.arange(-half, island - half)] * len(shape), indexing="ij"), -1)
     offsets = offsets.reshape(-1, len(shape))
     order = rng.permutation(candidates)
+    _mark_islands(free.reshape(-1), measured.reshape(-1), radius.reshape(-1), order, offsets,
+                  np.array(shape, np.int64), float(target), float(centre_radius))
+    kind = kind.copy()
+    kind[free] = alg.FREE
+    return kind
+
+
+def _np_mark_islands(free, measured, radius, order, offsets, shape, target, centre_radius):
+    full = tuple(int(n) for n in shape)
+    f, m, r = free.reshape(full), measured.reshape(full), radius.reshape(full)
     count = 0
     for flat in order:
         if count >= target:
             break
-        c = np.array(np.unravel_index(flat, shape))
+        c = np.array(np.unravel_index(flat, full))
         for sign in (1, -1):
-            pts = tuple((((sign * c)[None, :] + offsets) % np.array(shape)).T)
-            ok = measured[pts] & ~free[pts] & (radius[pts] > centre_radius)
-            free[tuple(p[ok] for p in pts)] = True
+            pts = tuple((((sign * c)[None, :] + offsets) % shape).T)
+            ok = m[pts] & ~f[pts] & (r[pts] > centre_radius)
+            f[tuple(p[ok] for p in pts)] = True
             count += int(np.count_nonzero(ok))
-    kind = kind.copy()
-    kind[free] = alg.FREE
-    return kind
+    return count
+
+
+@kernels.kernel(_np_mark_islands, kernels.EXACT)
+def _mark_islands(free, measured, radius, order, offsets, shape, target, centre_radius):  # pragma: no cover
+    """Islands around the candidates in `order` (flat indices), each with its centro-symmetric mate,
+    until `target` pixels are free: a pixel joins when measured, not yet free and beyond
+    `centre_radius` (flat arrays of an array of `shape`; `offsets` (k, ndim) span one island)."""
+    ndim = shape.size
+    c = np.empty(ndim, np.int64)
+    count = 0
+    for flat in order:
+        if count >= target:
+            break
+        rem = flat
+        for ax in range(ndim - 1, -1, -1):
+            c[ax] = rem % shape[ax]
+            rem //= shape[ax]
+        for sign in (1, -1):
+            for k in range(offsets.shape[0]):
+                idx = 0
+                for ax in range(ndim):
+                    v = (sign * c[ax] + offsets[k, ax]) % shape[ax]
+                    idx = idx * shape[ax] + v
+                if measured[idx] and not free[idx] and radius[idx] > centre_radius:
+                    free[idx] = True
+                    count += 1
+    return count
 
 
 def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = None) -> Problem:
