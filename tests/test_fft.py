@@ -86,3 +86,20 @@ def test_good_size():
     assert fft.good_size(1021) == 1008
     assert fft.good_size(1021, smaller=False) == 1024
     assert fft.good_size(210) == 210
+
+
+def test_import_skips_pyfftw_interfaces_we_do_not_use():
+    """`import pyfftw` loads its scipy.fftpack and dask interfaces (0.7 s of each command's start-up):
+    cxdi_cli.fft imports it without them, and they import normally afterwards."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from cxdi_cli import fft\n"
+            "assert 'scipy.fftpack' not in sys.modules and 'dask.array' not in sys.modules, 'loaded'\n"
+            "import numpy as np\n"
+            "x = np.arange(12, dtype=np.complex64).reshape(3, 4)\n"
+            "assert np.allclose(fft.fftn(x), np.fft.fftn(x), atol=1e-4)\n"
+            "import scipy.fftpack\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
