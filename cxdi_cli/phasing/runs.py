@@ -89,8 +89,10 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   1.5x the time. Point-sampled (truly coherent) 256^2 hard data: fitted 0.58 px, dropped, /entry_1
   0.053/0.056 against 0.059/0.057; on nearly noise-free 64^2 discs (exact transform) the ML block
   fits 0.84 px and the error goes from 0.0015 to 0.0106, well below what noise leaves on real data.
-  A fitted width above BLURRED_DATA_FWHM (1.5 px) is reported (`blurred_data`): the search itself
-  stays coherent and stalls on strongly blurred data. Off for 3D volumes (anisotropic blur) and for photon-limited
+  Before any search, `psf.estimate_blur` reads the data's own blur (the widest PSF under which a
+  non-negative coherent pattern still fits the bright pixels within Poisson noise); from 1.5 px on,
+  the search runs on the data deconvolved by it (`_deconvolved_pass`), else it stays coherent and
+  a fitted width above BLURRED_DATA_FWHM (1.5 px) is only reported (`blurred_data`). Off for 3D volumes (anisotropic blur) and for photon-limited
   patterns (noise fraction above 1e-3: on 2e6-photon cells the fitted 0.86 px deconvolved noise,
   average 0.20 against 0.15). Cost: an iteration with a PSF is 3.1 HIO iterations, an ML one 8.8.
   The search stays coherent. Measured before: the PSF on from a third of the recipe turned
@@ -373,25 +375,15 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
     ex = executor if executor is not None else exe.choose(jobs)
     try:
         given = _given_psf(problem, options)
+        estimate = _blur_estimate(problem, options) if given is None else None
+        if estimate is not None and (estimate["fwhm"] or 0) >= psfm.BLUR_LADDER[0]:
+            given = psfm.PsfSpec("gaussian", float(estimate["fwhm"]), 0.0)
         if given is not None:                 # a known PSF: search the deconvolved data from the start
             runs, info = _deconvolved_pass(pattern, problem, options, given, ex, on_progress, support)
         else:
             runs, info = _stages(problem, options, ex, on_progress)
-            width = _fitted_blur(runs)
-            if width is not None and width > BLURRED_DATA_FWHM and _auto_psf(options) and len(problem.shape) == 2:
-                # the pixel's own area (about 1 px; psf.deconvolve divides it out separately) is taken out
-                # in quadrature: deconvolving by the whole fitted width (2.3 px on a 2-px blur) lost 3 of 4
-                # starts, by 2.0 none. At 512^2 (tests/ROBUSTNESS.md) deconvolving by 2.0 or 2.48 px
-                # converged 2 of 4 starts, by 1.4 or 2.25 none
-                spec = psfm.PsfSpec("gaussian", round(math.sqrt(width ** 2 - PIXEL_BLUR_FWHM ** 2), 3), 0.0)
-                again, info2 = _deconvolved_pass(pattern, problem, options, spec, ex, on_progress, support)
-                first, second = _best_score(runs), _best_score(again)
-                info2["deconvolved"]["first_pass_llk_free"] = first
-                info2["deconvolved"]["kept"] = bool(second < first)
-                if second < first:
-                    runs, info = again, info2
-                else:
-                    info["deconvolved"] = info2["deconvolved"]
+        if estimate is not None:
+            info["blur_estimate"] = estimate
     finally:
         if own:
             ex.close()
@@ -404,11 +396,9 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
     blur = ordered[0].metrics.get("psf_fwhm_px") if ordered else None
     dec = info.get("deconvolved")
     if dec is not None:
-        how = ("searched on the data deconvolved by it, kept (free LLK {:.4g} against {:.4g} from the coherent "
-               "search)" if dec.get("kept", True) else "searched again on the data deconvolved by it, not kept "
-               "(free LLK {:.4g} against {:.4g} from the coherent search)")
-        info["blurred_data"] = (f"partially coherent data: PSF {dec['psf']}, " +
-                                how.format(dec["llk_free"], dec.get("first_pass_llk_free", math.nan)))
+        found = ("estimated from the data" if "blur_estimate" in info else "given")
+        info["blurred_data"] = (f"partially coherent data: PSF {dec['psf']} ({found}); the search ran on the "
+                                f"data deconvolved by it, the refinement on the measured data with it")
     elif blur is not None and math.isfinite(blur) and blur > BLURRED_DATA_FWHM:
         info["blurred_data"] = (f"the best run's fitted PSF is {blur:.2g} px wide (a pixel's area alone gives about 1): "
                                 f"the data look partially coherent, and the coherent search may have stalled")
@@ -422,14 +412,9 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
                                            **info}})
 
 
-#: A fitted PSF wider than this (FWHM, pixels) flags partially coherent data: pixel integration alone
-#: fits 0.86-0.95 px, 2-px-blurred simulations 1.7-3.3 px. With `--psf auto` the job then runs again
-#: with its search on the data deconvolved by the fitted PSF (`_deconvolved_pass`).
+#: A fitted PSF wider than this (FWHM, pixels) in the final refinement of a coherent search says the
+#: data may be partially coherent after all: pixel integration alone fits 0.86-0.95 px.
 BLURRED_DATA_FWHM = 1.5
-
-
-#: The blur (FWHM, pixels) a pixel's area alone gives a fitted Gaussian PSF (0.86-0.95 px measured).
-PIXEL_BLUR_FWHM = 1.0
 
 
 def _auto_psf(options: Options) -> bool:
@@ -447,13 +432,15 @@ def _given_psf(problem: Problem, options: Options) -> psfm.PsfSpec | None:
     return spec if isinstance(spec, psfm.PsfSpec) else None
 
 
-def _fitted_blur(runs: list[Any]) -> float | None:
-    """The median fitted PSF width (FWHM) of the usable runs that have one: after a coherent search
-    that stalled on blurred data the runs' widths scatter (1.7-3.3 px on a 2-px blur at 512^2), and
-    the best run's alone (1.7) deconvolved too little to help."""
-    widths = [float(r.metrics["psf_fwhm_px"]) for r in runs if not r.metrics.get("failed")
-              and r.metrics.get("psf_fwhm_px") is not None and math.isfinite(r.metrics["psf_fwhm_px"])]
-    return float(np.median(widths)) if widths else None
+def _blur_estimate(problem: Problem, options: Options) -> dict[str, Any] | None:
+    """`--psf auto` on a 2D pattern it is not vetoed for: the data's own blur (`psf.estimate_blur`),
+    decided before any search. A 2-px-blurred pattern reads 1.94 (252^2) and 2.10 px (504^2); the
+    coherent family reads "under 1.5". The median width fitted by a coherent search's runs had
+    scattered from 1.7 to 3.3 px on the same 504^2 data, and deconvolving by 2.25 px lost every start."""
+    if len(problem.shape) != 2 or not _auto_psf(options) or problem.info.get("psf") is None:
+        return None
+    measured = problem.kind != alg.MASKED
+    return psfm.estimate_blur(problem.amp.astype(np.float32) ** 2, measured)
 
 
 def _best_score(runs: list[Any]) -> float:
