@@ -293,6 +293,8 @@ def run_one(problem: Problem, options: Options, index: int,
         metrics["psf_fwhm_px"] = retired.fwhm()
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 3)
     obj = np.fft.fftshift(state.rho).astype(np.complex64, copy=False)
+    if start is not None and start.handed_over:
+        start.rho = start.support = None    # they were this run's arrays: the stage's task list drops them now
     params = options.as_dict()
     params.update(seed=problem.seed, run_index=index, effective_recipe=rcp.format_recipe(problem.steps),
                   support_smooth=problem.info["support_smooth"])
