@@ -122,6 +122,19 @@ def default_recipe_for(support_px: int) -> str:
     return f"hio**{int(round(600 * scale / 10.0)) * 10},er**200,ml**100"
 
 
+#: 3D default recipe: the default one, then this cut-off (regularise.make_cut): the unmeasured voxels
+#: of the shells whose measured voxels hold under 1 photon on average are zeroed. There nothing
+#: constrains them and ML fills them with noise: a photon-starved tilt series (96^3, 3e5 photons per
+#: frame, +-70 deg; 6 starts from one search) 0.567 -> 0.320 median start, average 0.520 -> 0.242.
+#: On bright volumes only the corners beyond the largest measured radius go.
+CUT_3D = "cut(photons=1)"
+
+
+def default_recipe_3d() -> str:
+    """The default recipe for a 3D volume: DEFAULT_RECIPE, then the low-signal cut-off `CUT_3D`."""
+    return f"{DEFAULT_RECIPE},{CUT_3D}"
+
+
 #: "auto" leaves the PSF off on data whose measured power is more than this share photon noise
 #: (`noise_fraction`): there the fitted blur (0.86 px on 2e6-photon cells) deconvolves the noise
 #: (NRMSE 0.22 against 0.21, the average 0.20 against 0.15); the bright cases lie at 1e-5 to 1.4e-4.
@@ -299,6 +312,9 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
     if options.recipe == DEFAULT_RECIPE and support is None and data.ndim == 2:
         steps = parse_recipe(default_recipe_for(info["initial_support_size"]))
         info["recipe_scaled"] = rcp.format_recipe(steps)
+    elif options.recipe == DEFAULT_RECIPE and data.ndim == 3:
+        steps = parse_recipe(default_recipe_3d())
+        info["recipe_3d"] = rcp.format_recipe(steps)
     if psf_spec is not None and options.psf.strip().lower() == "auto":
         why = auto_psf_veto(data.ndim, info["noise_fraction"])
         if why:

@@ -1,4 +1,4 @@
-"""Regularised steps for noisy and missing data: GPS, total variation, constrained power, OSS.
+"""Regularised steps for noisy and missing data: GPS, total variation, constrained power, OSS, cut.
 
 Each step is one iteration over the shared `algorithms.State` (FFT order, the pair's buffer holds
 rho at the start and the end of every iteration), built from the same pieces as ER/HIO: the
@@ -33,6 +33,12 @@ lives in `state.ml` under the step's own keys, so a checkpointed run continues e
   J. Appl. Cryst. 46, 312): HIO, then the off-support part smoothed by the Fourier filter
   W(k) = exp(-k^2 / (2 alpha^2)), k in pixels of the largest axis N; alpha goes down from N to
   1/N in 10 stages over `n` iterations (0: the rest of the recipe from the block's start).
+- ``cut(photons)`` -- a resolution cut-off of the unmeasured pixels (not an iteration): the object's
+  transform is set to 0 in the masked pixels of every shell from the first one whose measured pixels
+  hold fewer than `photons` photons on average outward (`low_signal_shells`). Nothing constrains
+  those pixels (a missing wedge, the corners beyond the detector) and the data around them are below
+  the noise, so what ER and ML leave there is noise; the 3D default recipe ends with it
+  (`problem.CUT_3D`).
 """
 from __future__ import annotations
 
@@ -340,6 +346,63 @@ def make_oss(beta: float = 0.9, n: float = 0) -> Callable[[alg.State], None]:
     return step
 
 
+# --------------------------------------------------------------------------- low-signal cut-off
+
+
+def low_signal_shells(amp: np.ndarray, kind: np.ndarray, photons: float) -> np.ndarray:
+    """Flat indices (FFT order) of the masked pixels beyond the data's signal: in every shell r = |q|
+    (integer pixels) from the first one whose measured pixels hold on average fewer than `photons`
+    photons outward (shells with no measured pixel count as empty, except those inside the first
+    measured shell: behind a beamstop the signal is strongest).
+
+    There the Poisson count's signal-to-noise ratio sqrt(photons) is below 1, and an unmeasured pixel
+    (a missing wedge, the corners beyond the detector) has nothing to be extrapolated from: what the
+    iterations leave there is noise."""
+    r = np.rint(_radius(amp.shape)).astype(np.int64).reshape(-1)
+    k = kind.reshape(-1)
+    measured = k != alg.MASKED
+    nshell = int(r.max()) + 1
+    count = np.bincount(r[measured], minlength=nshell)
+    total = np.bincount(r[measured], weights=amp.reshape(-1)[measured].astype(np.float64) ** 2, minlength=nshell)
+    mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    if not np.any(count > 0):
+        return np.zeros(0, np.int64)
+    first = int(np.argmax(count > 0))            # the shells behind a beamstop are not "low signal"
+    low = np.flatnonzero((mean < photons) & (np.arange(nshell) > first))
+    if low.size == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~measured & (r >= int(low[0])))
+
+
+def _cut_index(state: alg.State, photons: float) -> np.ndarray:
+    """`low_signal_shells` of the state's data, computed once per run and threshold."""
+    if state.ml.get("cut_photons") != photons or "cut_index" not in state.ml:
+        state.ml["cut_index"] = low_signal_shells(state.amp, state.kind, photons)
+        state.ml["cut_photons"] = photons
+    return state.ml["cut_index"]
+
+
+def make_cut(photons: float = 1.0) -> Callable[[alg.State], None]:
+    """Zero the object's transform in the masked pixels of the low-signal shells (`low_signal_shells`):
+    the resolution cut-off of the unmeasured pixels where the data hold less than `photons` per pixel.
+    Not an iteration (like `sup`): one transform pair, rho replaced by its cut version."""
+    if photons < 0:
+        raise ValueError("cut: photons must not be negative")
+
+    def step(state: alg.State) -> None:
+        idx = _cut_index(state, photons)
+        if idx.size == 0:
+            return
+        buf = state.buf
+        state.pair.forward(scale=False)
+        buf.reshape(-1)[idx] = 0
+        state.pair.inverse(scale=False)
+        buf *= np.float32(1.0 / buf.size)
+        state.rho[...] = buf
+
+    return step
+
+
 # --------------------------------------------------------------------------- registration
 # algorithms.py cannot import this module (it imports algorithms): the steps register themselves;
 # runs.py imports this module, so every recipe parsed there knows them.
@@ -348,5 +411,6 @@ alg.STEPS.update({
     "tv": (make_tv, ("weight", "beta", "n"), "total-variation regularised projection, Chang et al. 2016"),
     "cpower": (make_cpower, ("kappa", "beta", "shells"), "HIO with constrained power in masked pixels, Thibault et al. 2006"),
     "oss": (make_oss, ("beta", "n"), "oversampling smoothness, Rodriguez et al. 2013"),
+    "cut": (make_cut, ("photons",), "zero the unmeasured pixels of the shells below the noise"),
 })
 alg.ITERATIVE.update({"gps", "tv", "cpower", "oss"})
