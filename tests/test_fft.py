@@ -103,3 +103,20 @@ def test_import_skips_pyfftw_interfaces_we_do_not_use():
             "import scipy.fftpack\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_plan_cache_stays_within_its_budget_and_evicted_plans_give_the_same_results(monkeypatch):
+    """Registration transforms boxes of many shapes: the cached plans' buffers stay within
+    `_CACHE_BUDGET`, and a plan made again after eviction (from the wisdom) gives bitwise the same result."""
+    monkeypatch.setattr(fft, "_CACHE_BUDGET", 1 << 18)
+    monkeypatch.setattr(fft, "_PLANS", type(fft._PLANS)())
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(60, 50)) + 1j * rng.normal(size=(60, 50))).astype(np.complex64)
+    first = fft.fftn(x)
+    key = ((60, 50), "<c8", (0, 1), False, 1)
+    assert key in fft._PLANS
+    for n in range(40, 72, 2):                 # other shapes push the first plan out
+        fft.fftn(np.ones((n, n + 1), np.complex64))
+    total = sum(p.input_array.nbytes + p.output_array.nbytes for p in fft._PLANS.values())
+    assert total <= 1 << 18 and key not in fft._PLANS
+    assert np.array_equal(fft.fftn(x), first)
