@@ -21,7 +21,8 @@ def average(
                                                "Lower is better.")] = "llk-free",
     consensus: Annotated[bool, typer.Option(
         "--consensus/--all", help="Average only the largest group of the selected runs that agree with each "
-                                  "other after alignment (--all: every selected run).")] = True,
+                                  "other after alignment, drawn from the runs whose metric is within 2x of "
+                                  "the best (--all: every selected run).")] = True,
     agree: Annotated[float, typer.Option(
         "--agree", min=0.0, max=1.0, help="Two runs agree when their normalised RMS distance after alignment "
                                           "is at most this, or up to 0.6 when photon noise spreads every run "
@@ -41,7 +42,8 @@ def average(
     Runs flagged failed, or without the metric, are skipped; the best --best by the metric are
     compared pairwise after alignment and only the largest group that agrees (distance at most
     --agree) is averaged, so a stagnated start never enters the average, even with a likelihood close
-    to the good ones'. The group's best run is the reference; every run is aligned to it (sub-pixel
+    to the good ones'. The group is drawn from the runs whose metric is at most twice the best's, as
+    `phase` draws /entry_1's: stalled starts that agree with each other never outvote a run that fits. The group's best run is the reference; every run is aligned to it (sub-pixel
     translation by upsampled cross-correlation, twin, linear phase ramp, global phase), then to the
     provisional average, and scaled onto it. Runs far from the others after alignment are rejected,
     with the reason. The aligned stack is decomposed into orthogonal modes (SVD): the weight of mode
@@ -85,5 +87,5 @@ def average(
         c.say(f"{row['run'][-40:]:<40} {metric} {shift:>18} {'yes' if row['twin'] else ' no'}  "
               f"{row['phase_rad']:+6.2f} {row['residual']:6.3f} {'yes' if row['used'] else 'NO'}")
     for row in extra["skipped"]:
-        if row["reason"].startswith("disagrees"):
+        if row["reason"].startswith("disagrees") or "stalled start" in row["reason"]:
             c.say(f"{row['run'][-40:]:<40} not averaged: {row['reason']}")

@@ -29,7 +29,7 @@ import numpy as np
 from cxdi_cli import registration
 from cxdi_cli.model import DataError
 
-__all__ = ["DEFAULT_THRESHOLD", "MAX_THRESHOLD", "effective_threshold", "Consensus", "boxes", "box_index", "compact", "pairwise_distances", "largest_agreeing_group", "find_consensus"]
+__all__ = ["DEFAULT_THRESHOLD", "MAX_THRESHOLD", "SCORE_FACTOR", "score_candidates", "effective_threshold", "Consensus", "boxes", "box_index", "compact", "pairwise_distances", "largest_agreeing_group", "find_consensus"]
 
 #: Two runs agree when their normalised distance after alignment is at most this (at least; see
 #: `effective_threshold`).
@@ -38,6 +38,24 @@ DEFAULT_THRESHOLD = 0.3
 MAX_THRESHOLD = 0.6
 #: ... as this multiple of the median nearest-neighbour distance.
 SPREAD_FACTOR = 1.25
+
+
+#: The consensus group is drawn from the runs whose score (free LLK) is at most this many times the best
+#: one: converged starts of one data set are within 1.2x of each other (hard tungsten: 2.18-2.64),
+#: stagnated ones 50x or more above; a group of stagnated starts that agree must not outvote a run
+#: that fits (2-px-blurred 504^2 tungsten: two stalled runs at 69.5 and 70.0 agreed, the run that fit
+#: best had 15.2).
+SCORE_FACTOR = 2.0
+
+
+def score_candidates(scores: Sequence[float], factor: float = SCORE_FACTOR) -> list[int]:
+    """Indices of the runs the consensus group may come from: finite score at most `factor` times the
+    best (lower is better). Every index when no score is finite."""
+    finite = [float(v) for v in scores if v is not None and np.isfinite(v)]
+    if not finite:
+        return list(range(len(scores)))
+    best = min(finite)
+    return [i for i, v in enumerate(scores) if v is not None and np.isfinite(v) and v <= factor * best + 1e-12]
 
 
 def effective_threshold(distance: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> float:

@@ -109,8 +109,8 @@ def run_files(tmp_path):
     truth = blob(seed=21)
     runs = noisy_copies(truth, 6, seed=3, noise=0.2)
     a, b = tmp_path / "a.cxi", tmp_path / "b.cxi"
-    write_runs(a, runs[:3], [{"llk_free": 1.0 + k, "llk": 1.0} for k in range(3)])
-    write_runs(b, runs[3:], [{"llk_free": 1.5 + k, "llk": 1.0} for k in range(3)])
+    write_runs(a, runs[:3], [{"llk_free": 1.0 + 0.1 * k, "llk": 1.0} for k in range(3)])   # converged runs:
+    write_runs(b, runs[3:], [{"llk_free": 1.05 + 0.1 * k, "llk": 1.0} for k in range(3)])  # within 2x of the best
     return truth, a, b
 
 
@@ -124,7 +124,7 @@ def test_cli_average(cli, run_files, tmp_path):
     assert rep["metric"] == "llk_free" and rep["n_used"] == 5
     assert rep["reference"] == f"{a}::entry_1"
     labels = [row["run"] for row in rep["runs"]]
-    assert labels[:2] == [f"{a}::entry_1", f"{b}::entry_1"]   # best first (1.0, 1.5)
+    assert labels[:2] == [f"{a}::entry_1", f"{b}::entry_1"]   # best first (1.0, 1.05)
     assert any(s["run"] == f"{b}::entry_3" and "best 5" in s["reason"] for s in rep["skipped"])
     rec = io.read_reconstruction(str(out))
     assert len(rec.runs) == 1 and rec.pixel_size == pytest.approx((10e-9, 10e-9))

@@ -93,6 +93,14 @@ def test_agreeing_stalled_runs_do_not_outvote_a_run_that_fits():
     ordered, info = phasing._consensus_order(runs, phasing.Options())
     assert ordered[0].params["run_index"] == 0 and info["size"] == 1
     assert ordered[1].metrics["consensus_group"] == 2 and ordered[1].metrics["consensus_group_size"] == 2
+    # `average` draws its group the same way: the lone run that fits, not the agreeing stalled pair
+    # (it had averaged the pair: 2-px-blurred 504^2 tungsten, average 0.885 where /entry_1 was 0.30)
+    rec = Reconstruction(runs=ordered, pixel_size=(1e-8, 1e-8), geometry=Geometry())
+    out = averaging.average_runs([("runs.cxi", rec)])
+    assert out.runs[0].metrics["n_runs"] == 1 and out.runs[0].metrics["reference"] == "runs.cxi::entry_1"
+    reasons = [s["reason"] for s in out.extra["skipped"]]
+    assert len(reasons) == 2 and all("stalled start" in r for r in reasons)
+    assert align.nrms_error(out.runs[0].obj, truth) < 0.2
 
 
 def test_threshold_follows_photon_noise_but_not_stagnation():

@@ -304,7 +304,8 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     Reconstructions. Failed runs and runs without the metric are skipped; the best `best` by `by`
     (lower is better) are kept; with `consensus`, only their largest agreeing group (pairwise
     distance after alignment <= `agree`, or up to 0.6 when photon noise spreads the runs:
-    `consensus.effective_threshold`) is averaged, the reference being its
+    `consensus.effective_threshold`), drawn from the runs within `consensus.SCORE_FACTOR` of the best
+    score as `phase` draws it, is averaged, the reference being its
     best run. Then `average_objects` (two alignment passes, outlier rejection, SVD modes).
 
     Returns a one-run Reconstruction: the average and its support; metrics n_runs, n_rejected,
@@ -330,13 +331,20 @@ def average_runs(recs: Sequence[tuple[str, Reconstruction] | Reconstruction], *,
     cons_info: dict[str, Any] = {"used": False}
     why = f"the best {len(order)} by {key}" if key != "none" else f"the first {len(order)}"
     if n_pairs:
+        cands = (cns.score_candidates([metrics[i].get(key) for i in order]) if key != "none"
+                 else list(range(len(order))))
         con = cns.find_consensus([objs[i] for i in order], list(range(len(order))), threshold=agree,
                                  supports=[entries[i][2].support for i in order], twin=twin, ramp=ramp,
-                                 on_progress=tick)
+                                 candidates=cands, on_progress=tick)
         group = [order[k] for k in con.group]
         thr = con.threshold
         for k, i in enumerate(order):
-            if i not in group:
+            if i in group:
+                continue
+            if k not in cands:
+                skipped.append((i, f"{key} {metrics[i].get(key):.4g} more than {cns.SCORE_FACTOR:g} times the "
+                                   "best's: a stalled start, whoever it agrees with"))
+            else:
                 skipped.append((i, f"disagrees with the consensus group of {len(group)} run(s) (median distance "
                                    f"{con.agreement[k]:.3f} after alignment > {thr:.3g})"))
         cons_info = {"used": True, "size": len(group), "compared": len(order), "threshold": thr,

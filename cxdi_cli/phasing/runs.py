@@ -451,6 +451,12 @@ def _best_score(runs: list[Any]) -> float:
     return min(vals) if vals else math.inf
 
 
+#: The default recipe's HIO search on deconvolved data is the one of a support this many times the
+#: initial one: blurred data constrain the object less. 2-px-blurred 504^2 tungsten, 8 starts, seeds
+#: 1 and 2: HIO 1220 (the coherent default for its support) converged 0/8 and 8/8.
+DECONVOLVED_SEARCH_SCALE = 2
+
+
 def _deconvolved_pass(pattern: Pattern, problem: Problem, options: Options, spec: psfm.PsfSpec, ex: Executor,
                       on_progress: Callable[[dict[str, Any]], None] | None,
                       support: np.ndarray | None) -> tuple[list[Run], dict[str, Any]]:
@@ -459,7 +465,8 @@ def _deconvolved_pass(pattern: Pattern, problem: Problem, options: Options, spec
     pixels are `problem`'s, so free LLKs compare. The initial support and the recipe are `problem`'s
     too (from the measured data's autocorrelation): the deconvolved data's is 2.5-3.2 times the object
     (its noise amplified at large distances), and from it 0 of 4 starts converged on 2-px-blurred 504^2
-    tungsten deconvolved by 2.1 px; from the measured one (1.13 times the object), 3 of 4.
+    tungsten deconvolved by 2.1 px; from the measured one (1.13 times the object), 3 of 4. The default
+    recipe's HIO search is scaled as for a support DECONVOLVED_SEARCH_SCALE times larger.
     Next to a masked region the deconvolved values are poor (the masked light spilled there cannot
     be put back), yet masking a ring of 1.5 FWHM around the masks lost every start of the 2-px-blurred
     256^2 case (8/8 converged without it): the low-q pixels matter more to the search."""
@@ -472,9 +479,13 @@ def _deconvolved_pass(pattern: Pattern, problem: Problem, options: Options, spec
     amp[problem.kind == alg.MASKED] = 0
     search = dataclasses.replace(search, amp=amp, kind=problem.kind, seed=problem.seed)
     if support is None:
-        search = dataclasses.replace(search, support=problem.support, steps=problem.steps,
-                                     n_iterations=problem.n_iterations,
-                                     info={**search.info, "initial_support_size": problem.info["initial_support_size"]})
+        size = problem.info["initial_support_size"]
+        steps = problem.steps
+        if options.recipe == DEFAULT_RECIPE:
+            steps = parse_recipe(default_recipe_for(DECONVOLVED_SEARCH_SCALE * size))
+        search = dataclasses.replace(search, support=problem.support, steps=steps,
+                                     n_iterations=count_iterations(steps),
+                                     info={**search.info, "initial_support_size": size})
     switch = psf_switch_on(search.steps)
     measured_problem = dataclasses.replace(search, amp=problem.amp, info={**search.info, "psf": str(spec),
                                                                           "psf_from_iteration": switch,
@@ -487,11 +498,6 @@ def _deconvolved_pass(pattern: Pattern, problem: Problem, options: Options, spec
     return runs, info
 
 
-#: The consensus group is drawn from the runs whose free LLK is at most this many times the best one:
-#: converged starts of one data set are within 1.2x of each other (hard tungsten: 2.18-2.64), stagnated
-#: ones 50x or more above; a group of stagnated starts that agree must not outvote a run that fits.
-CONSENSUS_SCORE_FACTOR = 2.0
-
 
 def _consensus_order(runs: list[Run], options: Options) -> tuple[list[Run], dict[str, Any]]:
     """Runs best first: the consensus group of the usable runs by free LLK, then the other usable runs
@@ -502,8 +508,7 @@ def _consensus_order(runs: list[Run], options: Options) -> tuple[list[Run], dict
     usable = [r for r in ranked if not r.metrics.get("failed") and math.isfinite(_score(r.metrics))]
     if not options.consensus or len(usable) < 2:
         return ranked, {"used": False, "compared": len(usable)}
-    best = _score(usable[0].metrics)
-    candidates = [i for i, r in enumerate(usable) if _score(r.metrics) <= CONSENSUS_SCORE_FACTOR * best + 1e-12]
+    candidates = cns.score_candidates([_score(r.metrics) for r in usable])
     con = cns.find_consensus([r.obj for r in usable], list(range(len(usable))), threshold=options.agree,
                              supports=[r.support for r in usable], candidates=candidates)
     for i, run in enumerate(usable):
