@@ -267,7 +267,8 @@ def run_one(problem: Problem, options: Options, index: int,
             psf_from = None                 # switched on before the checkpoint (and perhaps dropped)
     state.report_every = options.report_every if report is not None else 0   # history keeps its own period
     first, done = start.position if start is not None else (0, 0)
-    for k, step in enumerate(rcp.flatten(problem.steps)):
+    flat = rcp.flatten(problem.steps)
+    for k, step in enumerate(flat):
         if k < first:
             continue
         fn = alg.build(step.name, dict(step.params))
@@ -287,6 +288,10 @@ def run_one(problem: Problem, options: Options, index: int,
         end = getattr(fn, "end", None)      # a block with a closing action (detwin restores the support)
         if end is not None:
             end(state)
+        nxt = flat[k + 1].name if k + 1 < len(flat) else None
+        if step.name == "ml" and nxt != "ml" and (nxt in alg.ITERATIVE or all(s.name != "ml" for s in flat[k + 1:])):
+            for key in ("psi", "d", "gprev", "block_start"):   # the ml block is over for good (the next ml block,
+                state.ml.pop(key, None)                        # if any, starts afresh): its three work arrays go
     state.ml.clear()                          # free the ML work arrays before the output copy
     metrics = final_metrics(state, options, problem.info["noise_fraction"])
     if retired is not None and state.psf is None:
