@@ -16,6 +16,23 @@ Targets (issue 13): ratio <= 1.3; memory <= 8 arrays + the data (9).
 
 On a loaded machine multi-threaded FFTW times are noise: there, compare with --threads 1.
 
+Measured (issue 13, `--threads 1`, on a 2-core host shared with other jobs at load 4-6: ratios move by
++-0.2 from one run to the next; ratio / RSS arrays):
+- before: 512^2 x 8 runs 1.73 / 46; 128^3 1.92-2.07 / 10.2-11.4; 256^3 not run.
+- after: 512^2 x 8 runs 1.72-1.88 / 43-44; 128^3 1.77-1.95 / 8.2 (with the default recipe's closing
+  cut step: 11.2 before the ml work arrays were freed at the end of their block); 256^3 (90 it.)
+  2.07-2.30 / 7.3-7.4. Per step (`--steps`): ER 1.06-1.15 pairs, HIO 1.07-1.23, ML 1.75-1.96,
+  shrink-wrap 1.33-1.37 (512^2 3.6 on the busiest run).
+- 512^3 by hand (hio**4,er**2,ml**2, 1 run, --threads 2; pair 2.8 s): 194 s wall, peak RSS 7.13 GiB =
+  6.9 arrays over the tiny run. FFTW planning of the pair (FFTW_MEASURE, once per machine: wisdom)
+  took 84 s before it. In process: read 13 s, prepare 51 s (oversampling estimate 26 s, free-pixel
+  permutation 15 s), final metrics 14 s, positivity probe 2 of the 10 iterations.
+What keeps the ratio above 1.3 (cProfile): positivity auto's probe (1 run: the other variant to half
+the search, 300 of 900 iterations: +33 %; 8 runs: 2 probes, +10 %); in 2D the PSF model of the final
+ml block (`psf.ml_psf_iteration`, about 7 HIO iterations each: its 100 iterations cost as much as 700
+HIO ones, +24 % at 512^2); the element-wise passes (update, modulus: 0.06-0.15 of a pair), shrink-wrap
+(1.35 pairs every 20 iterations), the ml step (1.9 pairs), start-up, reading and writing (2-4 s).
+
 Usage: python -m tests.bench [--sizes 512x512,128x128x128,256x256x256] [--threads N] [--repeat R] [--steps]
 """
 from __future__ import annotations
