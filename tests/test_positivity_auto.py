@@ -51,3 +51,21 @@ def test_auto_compares_the_variants_not_an_absolute_misfit():
     pattern.intensity = ndimage.gaussian_filter(pattern.intensity, 2.0 / 2.355).astype(np.float32)
     rec = phasing.phase(pattern, phasing.Options(runs=2, seed=2))
     assert rec.extra["phase"]["positivity"].startswith("auto: on")
+
+
+def test_recipes_of_a_few_iterations_run():
+    """A recipe shorter than any decision point (positivity auto, generations, the deconvolved search's
+    hand-over) runs to its end: `er**1` had crashed ('Run' object has no attribute 'index')."""
+    pattern, _ = specimen(0.2, n=64)
+    cases = [("er**1", "auto", 1, "off"), ("hio**1", "auto", 3, "off"), ("ml**1", "auto", 3, "off"),
+             ("hio**1", True, 1, "gaussian:2"), ("hio**1", "auto", 1, "gaussian:2"), ("hio**2,er**1", "auto", 3, "off")]
+    for recipe, positivity, generations, psf in cases:
+        opt = phasing.Options(recipe=recipe, runs=3, seed=1, positivity=positivity, generations=generations, psf=psf,
+                              check_oversampling=False)
+        rec = phasing.phase(pattern, opt)
+        total = phasing.count_iterations(phasing.parse_recipe(recipe))
+        assert sorted(r.params["run_index"] for r in rec.runs) == [0, 1, 2], recipe
+        assert all(r.metrics["iterations"] == total and r.params["positivity"] is True for r in rec.runs), recipe
+        assert all(np.isfinite(r.metrics["llk"]) for r in rec.runs), recipe
+        if positivity == "auto" and total == 1:
+            assert rec.extra["phase"]["positivity"].startswith("auto: on (a recipe of 1 iteration")

@@ -544,28 +544,38 @@ def _stages(problem: Problem, options: Options, ex: Executor,
     stops: list[int | None] = list(gen.boundaries(search, options.generations))
     info: dict[str, Any] = {"generations": max(1, options.generations)}
     indices = list(range(options.runs))
-    if options.positivity == "auto":
+    opts = options
+    cps: list[Any] = []
+    if options.positivity == "auto" and total >= 2:   # every decision point below lies inside the recipe
         decide = stops[0] if stops else (search if 0 < search < total else max(1, (2 * total) // 3))
         opts, cps, text = _decide_positivity(problem, options, ex, decide, on_progress)
         info["positivity"] = text
         if not stops:
             stops = [decide]
-    else:
-        opts = options
-        cps = []
+    elif options.positivity == "auto":      # no iteration to compare the variants at before the end
+        opts = dataclasses.replace(options, positivity=True)
+        info["positivity"] = f"auto: on (a recipe of {total} iteration(s) ends before the variants can be compared)"
     stops.append(None if finish is None else finish[2])
     lost: list[dict[str, Any]] = []       # runs whose task failed for good: the others go on
+
+    def go_on(prob: Problem, o: Options, cps: list[Any], stop: int | None) -> list[Any]:
+        """Continue the checkpoints to `stop`; runs that already ended (a stop at or past the recipe's
+        end: `er**1`) pass through as they are."""
+        ended = [cp for cp in cps if not isinstance(cp, Checkpoint)]
+        return ended + _map(ex, prob, [(o, cp.index, _hand_over(cp), stop) for cp in cps if isinstance(cp, Checkpoint)],
+                            on_progress, lost=lost)
+
     if not cps:  # the first stage: every start
         cps = _map(ex, problem, [(opts, i, None, stops[0]) for i in indices], on_progress, lost=lost)
     best_runs = []
     for stop in stops[1:]:
-        if options.generations > 1:
+        if options.generations > 1 and all(isinstance(cp, Checkpoint) for cp in cps):
             cps, k = gen.guide(cps, options.guide_above)
             best_runs.append(cps[k].index)
-        cps = _map(ex, problem, [(opts, cp.index, _hand_over(cp), stop) for cp in cps], on_progress, lost=lost)
+        cps = go_on(problem, opts, cps, stop)
     if finish is not None:
         fopts = dataclasses.replace(finish[1], positivity=opts.positivity)
-        cps = _map(ex, finish[0], [(fopts, cp.index, _hand_over(cp), None) for cp in cps], on_progress, lost=lost)
+        cps = go_on(finish[0], fopts, cps, None)
     if best_runs:
         info["generation_best_runs"] = best_runs
     if lost:
