@@ -404,8 +404,9 @@ def phase(pattern: Pattern, options: Options, *, support: np.ndarray | None = No
     dec = info.get("deconvolved")
     if dec is not None:
         found = ("estimated from the data" if "blur_estimate" in info else "given")
-        info["blurred_data"] = (f"partially coherent data: PSF {dec['psf']} ({found}); the search ran on the "
-                                f"data deconvolved by it, the refinement on the measured data with it")
+        info["blurred_data"] = (f"partially coherent data: PSF {dec['psf']} ({found}); the search "
+                                f"({dec['recipe']}) ran on the data deconvolved by it, from iteration "
+                                f"{dec['handover']} on the measured data with it")
     elif blur is not None and math.isfinite(blur) and blur > BLURRED_DATA_FWHM:
         info["blurred_data"] = (f"the best run's fitted PSF is {blur:.2g} px wide (a pixel's area alone gives about 1): "
                                 f"the data look partially coherent, and the coherent search may have stalled")
