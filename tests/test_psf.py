@@ -362,3 +362,74 @@ def test_auto_psf_deconvolves_the_search_when_the_data_are_blurred():
     assert rec.extra["phase"]["deconvolved"]["psf"] == f"gaussian:{est['fwhm']:g}"
     e = min(align.nrms_error(r.obj, truth) for r in rec.runs)
     assert e < 0.35, e
+
+
+def test_ml_iteration_kernels_match_their_numpy_twins():
+    """The fused passes of `ml_psf_iteration` and the chunked metric sums against their numpy twins
+    (random inputs over more than one chunk), and the chunked sums against `_sums`' one pass."""
+    rng = np.random.default_rng(4)
+    n = psfm._CHUNK + 999
+    c = lambda scale=3.0: (rng.normal(0, scale, n) + 1j * rng.normal(0, scale, n)).astype(np.complex64)  # noqa: E731
+    a = rng.uniform(0, 50, n).astype(np.float32)
+    a[:7] = 0
+    amp = np.sqrt(rng.poisson(a)).astype(np.float32)
+    kind = rng.integers(0, 3, n).astype(np.int8)
+    sup = rng.random(n) < 0.4
+    bc = (rng.normal(0, 1, n) + 1j * rng.uniform(0, 0.5, n)).astype(np.complex64)
+    s, eps, t = np.float32(0.01), np.float32(1e-2), 0.3
+    calls = {
+        "_psf_weight": (np.zeros(n, np.complex64), a, amp, kind, eps),
+        "_psf_times_otf": (c(), c(), True),
+        "_psf_gradient": (np.zeros(n, np.complex64), c(), c(), s),
+        "_psf_direction": (c(), sup, c(), c(), False),
+        "_psf_line_terms": (np.zeros(n, np.complex64), c(30.0), c(), s),
+        "_psf_line_sums": (a, bc, amp, kind, t, eps),
+        "_psf_apply": (c(), c(), c(), c(), a.copy(), bc, np.float32(t), s),
+    }
+    for name, args in calls.items():
+        k = getattr(psfm, name)
+        x = tuple(v.copy() if isinstance(v, np.ndarray) else v for v in args)
+        y = tuple(v.copy() if isinstance(v, np.ndarray) else v for v in args)
+        rx, ry = k(*x), k.fallback(*y)
+        if rx is not None:
+            assert np.allclose(rx, ry, rtol=1e-4), name
+        for u, v in zip(x, y):
+            if isinstance(u, np.ndarray):
+                assert np.allclose(u, v, rtol=1e-4, atol=1e-4 * float(np.abs(v).max())), name
+    for want in (psfm._sums(a, amp, kind), psfm._sums.fallback(a, amp, kind)):   # float64 sums, other orders
+        assert np.allclose(psfm._chunked_sums(a, amp, kind), want, rtol=1e-8)
+    # the safeguard's L(t) - L(0), as the whole-array float32 expression it replaces
+    m = kind == 1
+    m_t = np.maximum(a + np.float32(2 * t) * bc.real + np.float32(t * t) * bc.imag, eps)
+    a0 = np.maximum(a, eps)
+    direct = float(np.sum((m_t - a0 - amp * amp * np.log(m_t / a0))[m], dtype=np.float64))
+    assert np.isclose(psfm._psf_delta(a, bc, amp, kind, t, eps), direct, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec", [psfm.PsfSpec("gaussian", 2.3, 0.0), psfm.PsfSpec("pseudo-voigt", 1.7, 0.4)])
+def test_width_search_blurs_as_the_kernel_does(spec):
+    """`ml_width`'s trials (the transform of |Psi|^2 taken once, times each width's transfer function;
+    a Gaussian's built from 1D transforms) give the blur `set_kernel` + `blur_model` give, on a 48 x 40
+    array, and the search finds the width that made the data."""
+    rng = np.random.default_rng(5)
+    shape = (48, 40)
+    psf = psfm.Psf(shape, spec, update_every=0)
+    psf.ic[...] = rng.gamma(0.5, 200.0, shape).astype(np.float32)
+    psf.blur_model()
+    want = psf.model.copy()
+    buf = psf.pair.buffer
+    buf[...] = psf.ic
+    psf.pair.forward(scale=False)
+    spectrum = buf.copy()
+    k0 = psf._trial_otf(spec.fwhm, spec.eta, spectrum, psfm._radius2(shape))
+    psf.pair.inverse(scale=False)
+    got = np.maximum(buf.real, k0 * psf.ic)
+    assert np.isclose(k0, psf.kernel.flat[0], rtol=1e-5)
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.max()))
+    amp = np.sqrt(rng.poisson(want)).astype(np.float32)
+    kind = np.ones(shape, np.int8)
+    start = psfm.PsfSpec(spec.model, 1.0, spec.eta)
+    fit = psfm.Psf(shape, start, update_every=0)
+    fit.ic[...] = psf.ic
+    fit.ml_width(amp, kind)
+    assert abs(fit.fwhm() - spec.fwhm) < 0.1 * spec.fwhm, fit.fwhm()

@@ -11,7 +11,8 @@ and the Poisson metrics use Ic. The PSF keeps its start's shape (Gaussian, Loren
 pseudo-Voigt) and its width is refined during the run, every k projections, by one of:
 
 - "ml" (default): the width that minimises the Poisson negative log-likelihood of PSF (*) |Psi|^2
-  against the measured pixels, a golden-section search on log FWHM (about 26 FFTs per update);
+  against the measured pixels, a golden-section search on log FWHM (16 FFTs per update: one
+  transform of |Psi|^2, then one inverse per trial width);
 - "rl": Richardson-Lucy steps,
 PSF <- PSF * [(I / Ic) (x) |Psi|^2] / sum |Psi|^2 ((x): correlation), then replaced by the
 pseudo-Voigt of the start's shape (its Lorentzian share eta) that fits it best: the data fix the
@@ -212,7 +213,274 @@ def _sums(model, amp, kind):  # pragma: no cover - compiled
 
 def metrics_of(model: np.ndarray, amp: np.ndarray, kind: np.ndarray) -> dict[str, float]:
     """llk, llk_free, chi2 and scale of a blurred model intensity (the formulas of `fourier_metrics`)."""
-    return metrics_from_sums(_sums(model.reshape(-1), amp.reshape(-1), kind.reshape(-1)))
+    return metrics_from_sums(_chunked_sums(model.reshape(-1), amp.reshape(-1), kind.reshape(-1)))
+
+
+#: pixels per chunk of the chunked passes (a cache-sized scratch)
+_CHUNK = 1 << 16
+
+
+def _chunked_sums(model: np.ndarray, amp: np.ndarray, kind: np.ndarray) -> tuple:
+    """`_sums` chunk by chunk with numpy's vectorised float64 log of I / Ic on a cache-sized scratch
+    (`_sums`' scalar log cost 1.5 FFT pairs per call at 512^2, and the ML width search calls it 14
+    times per update); the same float64 formulas, the log rounded by another library."""
+    n = model.size
+    scratch = np.empty(min(n, _CHUNK), np.float64)
+    acc = np.zeros(7)
+    for start in range(0, n, _CHUNK):
+        y = scratch[: min(n, start + _CHUNK) - start]
+        _psf_ratio_chunk(model, amp, y, start)
+        np.log(y, out=y)
+        _psf_sums_chunk(model, amp, kind, y, start, acc)
+    llk, nm, llkf, nf, chi2, sic, si = acc
+    return float(llk), int(nm), float(llkf), int(nf), float(chi2), float(sic), float(si)
+
+
+def _np_psf_ratio_chunk(model, amp, y, start):
+    ic = model[start:start + y.size].astype(np.float64)
+    obs = amp[start:start + y.size].astype(np.float64) ** 2
+    y[:] = np.where(obs > 0, obs / np.maximum(ic, 1e-12), 1.0)
+
+
+@kernel(_np_psf_ratio_chunk, EXACT)
+def _psf_ratio_chunk(model, amp, y, start):  # pragma: no cover - compiled
+    """y <- I / max(Ic, 1e-12) over model[start : start + y.size] (1 where I = 0), float64."""
+    model = model[start:start + y.size]
+    amp = amp[start:start + y.size]
+    for j in range(y.size):
+        obs = float(amp[j]) ** 2
+        y[j] = obs / max(float(model[j]), 1e-12) if obs > 0.0 else 1.0
+
+
+def _np_psf_sums_chunk(model, amp, kind, logy, start, acc):
+    sl = slice(start, start + logy.size)
+    ic = model[sl].astype(np.float64)
+    obs = amp[sl].astype(np.float64) ** 2
+    term = ic - obs + obs * logy
+    m, f = kind[sl] == 1, kind[sl] == 2
+    acc += (term[m].sum(), m.sum(), term[f].sum(), f.sum(),
+            np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1.0)), ic[m].sum(), obs[m].sum())
+
+
+@kernel(_np_psf_sums_chunk, EXACT)
+def _psf_sums_chunk(model, amp, kind, logy, start, acc):  # pragma: no cover - compiled
+    """Adds the sums of `_sums` over model[start : start + logy.size] to acc; logy = ln(I / Ic)."""
+    model = model[start:start + logy.size]
+    amp = amp[start:start + logy.size]
+    kind = kind[start:start + logy.size]
+    llk, nm, llkf, nf, chi2, sic, si = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
+    for j in range(logy.size):
+        k = kind[j]
+        if k == 0:
+            continue
+        ic = float(model[j])
+        obs = float(amp[j]) ** 2
+        term = ic - obs + obs * logy[j]
+        if k == 1:
+            llk += term
+            nm += 1.0
+            chi2 += (obs - ic) ** 2 / max(ic, 1.0)
+            sic += ic
+            si += obs
+        else:
+            llkf += term
+            nf += 1.0
+    acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6] = llk, nm, llkf, nf, chi2, sic, si
+
+
+# ----------------------------------------------------------- the passes of `ml_psf_iteration`
+
+
+def _np_psf_weight(out, model, amp, kind, eps):
+    m = kind == 1
+    out[:] = np.where(m, np.float32(1) - amp * amp / np.maximum(model, eps), np.float32(0)).astype(np.float32)
+
+
+@kernel(_np_psf_weight)
+def _psf_weight(out, model, amp, kind, eps):  # pragma: no cover - compiled
+    """out (complex) <- 1 - I / max(Ic, eps) on measured pixels, 0 elsewhere: dL/dIc."""
+    for i in range(out.size):
+        m = np.float32(kind[i] == 1)
+        out[i] = m * (np.float32(1.0) - amp[i] * amp[i] / max(model[i], eps))
+
+
+def _np_psf_times_otf(buf, otf, conj):
+    buf *= np.conj(otf) if conj else otf
+
+
+@kernel(_np_psf_times_otf)
+def _psf_times_otf(buf, otf, conj):  # pragma: no cover - compiled
+    """buf *= otf (a convolution's transform), or its conjugate (a correlation's), in place."""
+    if conj:
+        for i in range(buf.size):
+            buf[i] = buf[i] * np.conj(otf[i])
+    else:
+        for i in range(buf.size):
+            buf[i] = buf[i] * otf[i]
+
+
+def _np_psf_gradient(buf, psi, corr, s):
+    buf[:] = psi * (corr.real * s)
+
+
+@kernel(_np_psf_gradient)
+def _psf_gradient(buf, psi, corr, s):  # pragma: no cover - compiled
+    """buf <- Psi [PSF (x) dL/dIc] (the real part of `corr`) prescaled by s for the unscaled inverse."""
+    for i in range(buf.size):
+        buf[i] = psi[i] * (corr[i].real * s)
+
+
+def _np_psf_direction(buf, support, d, gprev, first):
+    g = buf * support.astype(np.float32)
+    num = float(np.sum(g.real.astype(np.float64) * (g.real - gprev.real) + g.imag.astype(np.float64) * (g.imag - gprev.imag)))
+    den = float(np.sum(gprev.real.astype(np.float64) ** 2 + gprev.imag.astype(np.float64) ** 2))
+    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
+    d[:] = -g + np.float32(gamma) * d
+    gprev[:] = g
+    buf[:] = d
+    return gamma
+
+
+@kernel(_np_psf_direction)
+def _psf_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
+    """G = P_S buf; Polak-Ribiere+: d <- -G + gamma d; gprev <- G; buf <- d (`algorithms._ml_direction`'s
+    pass: psf.py sits below algorithms.py and cannot import it). Returns gamma."""
+    num = 0.0
+    den = 0.0
+    for i in range(buf.size):
+        g = buf[i] * np.float32(support[i])
+        gp = gprev[i]
+        num += float((g.real * (g.real - gp.real) + g.imag * (g.imag - gp.imag)))
+        den += float(gp.real * gp.real + gp.imag * gp.imag)
+    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
+    gm = np.float32(gamma)
+    for i in range(buf.size):
+        g = buf[i] * np.float32(support[i])
+        v = -g + gm * d[i]
+        d[i] = v
+        gprev[i] = g
+        buf[i] = v
+    return gamma
+
+
+def _np_psf_line_terms(out, psi, buf, s):
+    dd = buf * s
+    out.real = psi.real * dd.real + psi.imag * dd.imag
+    out.imag = dd.real * dd.real + dd.imag * dd.imag
+
+
+@kernel(_np_psf_line_terms)
+def _psf_line_terms(out, psi, buf, s):  # pragma: no cover - compiled
+    """out <- Re(Psi* D) + i |D|^2, D = buf * s (buf: the unscaled transform of the direction): the two
+    real arrays whose blurs (one FFT pair) give Ic(t) = A + 2t B + t^2 C."""
+    for i in range(out.size):
+        q = buf[i] * s
+        p = psi[i]
+        out[i] = complex(p.real * q.real + p.imag * q.imag, q.real * q.real + q.imag * q.imag)
+
+
+def _np_psf_line_sums(a, bc, amp, kind, t, eps):
+    m = kind == 1
+    b, c, am = bc.real[m], bc.imag[m], a[m]
+    tf = np.float32(t)
+    m_t = np.maximum(am + np.float32(2) * tf * b + tf * tf * c, eps)
+    dm = np.float32(2) * b + np.float32(2) * tf * c
+    r = amp[m] * amp[m] / m_t
+    return (float(np.sum(dm * (1 - r), dtype=np.float64)),
+            float(np.sum(np.float32(2) * c * (1 - r) + r * dm * dm / m_t, dtype=np.float64)))
+
+
+@kernel(_np_psf_line_sums)
+def _psf_line_sums(a, bc, amp, kind, t, eps):  # pragma: no cover - compiled
+    """First and second derivatives in t of L(t) = sum_measured Ic(t) - I ln Ic(t), Ic(t) = A + 2t B +
+    t^2 C floored at eps (B, C: the real and imaginary parts of `bc`)."""
+    d1 = 0.0
+    d2 = 0.0
+    tf = np.float32(t)
+    for i in range(a.size):
+        m = np.float32(kind[i] == 1)
+        b = bc[i].real
+        c = bc[i].imag
+        m_t = max(a[i] + np.float32(2.0) * tf * b + tf * tf * c, eps)
+        dm = np.float32(2.0) * b + np.float32(2.0) * tf * c
+        r = amp[i] * amp[i] / m_t
+        d1 += m * (dm * (np.float32(1.0) - r))
+        d2 += m * (np.float32(2.0) * c * (np.float32(1.0) - r) + r * dm * dm / m_t)
+    return d1, d2
+
+
+def _psf_delta(a: np.ndarray, bc: np.ndarray, amp: np.ndarray, kind: np.ndarray, t: float, eps: np.float32) -> float:
+    """L(t) - L(0) over the measured pixels, L(t) = sum Ic(t) - I ln Ic(t) (the terms of the former
+    whole-array numpy expression: float32, summed in float64), chunk by chunk with numpy's vectorised
+    log of Ic(t) / Ic(0) on a cache-sized scratch."""
+    n = a.size
+    scratch = np.empty(min(n, _CHUNK), np.float32)
+    acc = np.zeros(1)
+    tf = np.float32(t)
+    for start in range(0, n, _CHUNK):
+        y = scratch[: min(n, start + _CHUNK) - start]
+        _psf_step_ratio_chunk(a, bc, tf, eps, y, start)
+        np.log(y, out=y)
+        _psf_delta_chunk(a, bc, amp, kind, tf, eps, y, start, acc)
+    return float(acc[0])
+
+
+def _np_psf_step_ratio_chunk(a, bc, t, eps, y, start):
+    sl = slice(start, start + y.size)
+    a0 = np.maximum(a[sl], eps)
+    y[:] = np.maximum(a[sl] + np.float32(2) * t * bc[sl].real + t * t * bc[sl].imag, eps) / a0
+
+
+@kernel(_np_psf_step_ratio_chunk)
+def _psf_step_ratio_chunk(a, bc, t, eps, y, start):  # pragma: no cover - compiled
+    """y <- Ic(t) / Ic(0) over a[start : start + y.size], both floored at eps."""
+    a = a[start:start + y.size]
+    bc = bc[start:start + y.size]
+    for j in range(y.size):
+        a0 = max(a[j], eps)
+        y[j] = max(a[j] + np.float32(2.0) * t * bc[j].real + t * t * bc[j].imag, eps) / a0
+
+
+def _np_psf_delta_chunk(a, bc, amp, kind, t, eps, logy, start, acc):
+    sl = slice(start, start + logy.size)
+    m = kind[sl] == 1
+    a0 = np.maximum(a[sl], eps)
+    m_t = np.maximum(a[sl] + np.float32(2) * t * bc[sl].real + t * t * bc[sl].imag, eps)
+    acc[0] += float(np.sum((m_t - a0 - amp[sl] * amp[sl] * logy)[m], dtype=np.float64))
+
+
+@kernel(_np_psf_delta_chunk)
+def _psf_delta_chunk(a, bc, amp, kind, t, eps, logy, start, acc):  # pragma: no cover - compiled
+    """Adds sum_measured Ic(t) - Ic(0) - I ln(Ic(t) / Ic(0)) over a[start : start + logy.size] to acc[0]."""
+    a = a[start:start + logy.size]
+    bc = bc[start:start + logy.size]
+    amp = amp[start:start + logy.size]
+    kind = kind[start:start + logy.size]
+    out = 0.0
+    for j in range(logy.size):
+        m = np.float32(kind[j] == 1)
+        a0 = max(a[j], eps)
+        m_t = max(a[j] + np.float32(2.0) * t * bc[j].real + t * t * bc[j].imag, eps)
+        out += m * (m_t - a0 - amp[j] * amp[j] * logy[j])
+    acc[0] += out
+
+
+def _np_psf_apply(rho, d, psi, buf, a, bc, t, s):
+    psi += t * (buf * s)
+    a += np.float32(2) * t * bc.real + t * t * bc.imag
+    rho += t * d
+    buf[:] = rho
+
+
+@kernel(_np_psf_apply)
+def _psf_apply(rho, d, psi, buf, a, bc, t, s):  # pragma: no cover - compiled
+    """The step t: rho += t d; Psi += t D (D = buf * s); Ic += 2t B + t^2 C; buf <- rho."""
+    for i in range(rho.size):
+        psi[i] = psi[i] + t * (buf[i] * s)
+        a[i] = a[i] + (np.float32(2.0) * t * bc[i].real + t * t * bc[i].imag)
+        v = rho[i] + t * d[i]
+        rho[i] = v
+        buf[i] = v
 
 
 class Psf:
@@ -254,6 +522,7 @@ class Psf:
         """Adopt a kernel (FFT order; normalised to unit sum here) and its transfer function."""
         k = np.maximum(np.asarray(kernel, np.float32), 0)
         self.kernel = (k / k.sum()).astype(np.float32)
+        self._fwhm = None                                  # `fwhm()` fits it once per kernel
         buf = self.pair.buffer
         buf[...] = self.kernel
         self.pair.forward(scale=False)
@@ -348,13 +617,20 @@ class Psf:
 
     def ml_width(self, amp: np.ndarray, kind: np.ndarray) -> None:
         """The width (start's shape) that minimises the Poisson llk of PSF (*) `self.ic` against the
-        measured pixels: a golden-section search on log FWHM (two FFTs per trial)."""
-        r2 = _radius2(self.shape)
+        measured pixels: a golden-section search on log FWHM. The transform of `self.ic` is taken once;
+        each trial multiplies it by the trial's transfer function (`_trial_otf`) and transforms back
+        (one FFT a trial, from three)."""
         eta = self.spec.eta
+        buf = self.pair.buffer
+        buf[...] = self.ic
+        self.pair.forward(scale=False)
+        spectrum = buf.copy()
+        r2 = None if eta == 0 else _radius2(self.shape)
 
         def cost(logw: float) -> float:
-            self.set_kernel(profile(r2, math.exp(logw), eta))
-            self.blur_model()
+            k0 = self._trial_otf(math.exp(logw), eta, spectrum, r2)
+            self.pair.inverse(scale=False)
+            np.maximum(buf.real, k0 * self.ic, out=self.model)   # as `blur_model`
             return metrics_of(self.model, amp, kind)["llk"]
 
         lo, hi = math.log(0.2), math.log(max(2.0, 3.0 * self.fwhm()))
@@ -370,8 +646,40 @@ class Psf:
                 lo, a, fa = a, b, fb
                 b = lo + g * (hi - lo)
                 fb = cost(b)
-        self.set_kernel(profile(r2, math.exp((lo + hi) / 2), eta))
+        del spectrum
+        self.set_kernel(profile(_radius2(self.shape), math.exp((lo + hi) / 2), eta))
         self.updates += 1
+
+    def _trial_otf(self, fwhm: float, eta: float, spectrum: np.ndarray, r2: np.ndarray | None) -> np.float32:
+        """The pair's buffer <- `spectrum` times the transfer function of the unit-sum profile of `fwhm`
+        (`make_kernel`'s, in `set_kernel`'s scaling); returns the kernel's centre weight. A Gaussian
+        (eta = 0) is separable: its transfer function is the outer product of 1D transforms (float64),
+        no FFT of the array; other shapes transform their profile (`r2`: `_radius2`)."""
+        buf = self.pair.buffer
+        if eta == 0:
+            c = -4.0 * math.log(2.0) / float(fwhm) ** 2
+            k0 = 1.0
+            for ax, m in enumerate(self.shape):
+                f = np.fft.fftfreq(m, 1.0 / m)
+                g1 = np.exp(c * f * f)                     # the 1D profile, centre 1
+                k0 /= g1.sum()
+                h = np.fft.fft(g1).real / g1.sum()         # real: the profile is symmetric
+                if ax == 0:
+                    h /= self.n                            # set_kernel's 1/N
+                sh = [1] * len(self.shape)
+                sh[ax] = m
+                if ax == 0:
+                    np.multiply(spectrum, h.astype(np.float32).reshape(sh), out=buf)
+                else:
+                    buf *= h.astype(np.float32).reshape(sh)
+            return np.float32(k0)
+        k = profile(r2, fwhm, eta)
+        k /= k.sum()
+        buf[...] = k
+        self.pair.forward(scale=False)
+        buf *= np.float32(1.0 / self.n)
+        buf *= spectrum
+        return np.float32(k.flat[0])
 
     def _rl_step(self, amp: np.ndarray, kind: np.ndarray) -> None:
         measured = kind == 1
@@ -401,8 +709,10 @@ class Psf:
         self.updates += 1
 
     def fwhm(self) -> float:
-        """FWHM (pixels) of the kernel (a pseudo-Voigt of the start's shape)."""
-        return fit_fwhm(self.kernel, eta=self.spec.eta)[0]
+        """FWHM (pixels) of the kernel (a pseudo-Voigt of the start's shape), fitted once per kernel."""
+        if getattr(self, "_fwhm", None) is None:
+            self._fwhm = fit_fwhm(self.kernel, eta=self.spec.eta)[0]
+        return self._fwhm
 
     def centred_crop(self, radius: int = 8) -> np.ndarray:
         """The kernel's central (2 radius + 1)^N pixels, centred, for the output file."""
@@ -588,7 +898,9 @@ def ml_psf_iteration(state: Any, rec: bool) -> None:
     """One conjugate-gradient iteration on the Poisson likelihood of the blurred model (the `ml` step
     when a PSF is on): L = sum_measured (Ic - I ln Ic), Ic = PSF (*) |Psi|^2, dL/dPsi* = Psi [PSF (x)
     (1 - I/Ic)], an exact Newton line search on Ic(t) = A + 2tB + t^2 C (A, B, C: the blurs of |Psi|^2,
-    Re(Psi* D), |D|^2). Six FFTs per iteration (the coherent `ml` needs two). `rec`: the metrics of this
+    Re(Psi* D), |D|^2: B and C in one FFT pair, A carried along as A + 2tB + t^2 C). Six FFTs per
+    iteration (the coherent `ml` needs two), each pass over the arrays a fused kernel (no temporaries):
+    at 512^2 10.0 -> 4.4 FFT pairs per iteration with the width refinement. `rec`: the metrics of this
     iteration are wanted (`algorithms._recording`)."""
     psf: Psf = state.psf
     pair = state.pair
@@ -597,65 +909,57 @@ def ml_psf_iteration(state: Any, rec: bool) -> None:
     s = np.float32(1.0 / math.sqrt(n))
     ml = state.ml
     sup = state.support
-    measured = state.kind == 1
-    obs = np.where(measured, state.amp.astype(np.float32) ** 2, np.float32(0))
     eps = np.float32(1e-2)
+    amp, kind = state.amp.reshape(-1), state.kind.reshape(-1)
     first = ml.get("psf_block_start") != state.iteration or "ppsi" not in ml
     if first:
         state.rho *= sup
         buf[...] = state.rho
         pair.forward(scale=False)
         ml["ppsi"] = (buf * s).astype(np.complex64)
-        ml["pA"] = psf.blur((np.abs(ml["ppsi"]) ** 2).astype(np.float32))
+        np.multiply(ml["ppsi"].real, ml["ppsi"].real, out=psf.ic)
+        psf.ic += ml["ppsi"].imag * ml["ppsi"].imag
+        ml["pA"] = psf.blur(psf.ic)
         ml["pd"] = np.zeros(buf.shape, np.complex64)
         ml["pg"] = np.zeros(buf.shape, np.complex64)
     psi, a_ic, d, gprev = ml["ppsi"], ml["pA"], ml["pd"], ml["pg"]
     if rec:
         state.last.update(metrics_of(a_ic, state.amp, state.kind))
-    w = np.where(measured, 1 - obs / np.maximum(a_ic, eps), np.float32(0)).astype(np.float32)
-    buf[...] = psi * psf.correlate(w) * s          # dL/dPsi*, prescaled for the unscaled inverse
+    pbuf = psf.pair.buffer.reshape(-1)
+    flat_psi, flat_a = psi.reshape(-1), a_ic.reshape(-1)
+    _psf_weight(pbuf, flat_a, amp, kind, eps)          # dL/dIc, then correlated with the PSF
+    psf.pair.forward(scale=False)
+    _psf_times_otf(pbuf, psf.otf.reshape(-1), True)
+    psf.pair.inverse(scale=False)
+    flat = buf.reshape(-1)
+    _psf_gradient(flat, flat_psi, pbuf, s)           # dL/dPsi*, prescaled for the unscaled inverse
     pair.inverse(scale=False)
-    g = buf * sup
-    den = float(np.vdot(gprev, gprev).real)
-    gamma = 0.0 if (first or den <= 0) else max(0.0, float(np.vdot(g, g - gprev).real) / den)
-    d *= np.float32(gamma)
-    d -= g
-    gprev[...] = g
-    buf[...] = d
-    pair.forward(scale=False)
-    dd = (buf * s).astype(np.complex64)            # D = F d
-    b_ic, c_ic = psf.blur_pair((psi.real * dd.real + psi.imag * dd.imag).astype(np.float32),
-                               (np.abs(dd) ** 2).astype(np.float32))
-    bm, cm, am, om = b_ic[measured], c_ic[measured], a_ic[measured], obs[measured]
+    _psf_direction(flat, sup.reshape(-1), d.reshape(-1), gprev.reshape(-1), first)
+    pair.forward(scale=False)                          # buf = sqrt(N) D, D = F d
+    _psf_line_terms(pbuf, flat_psi, flat, s)
+    psf.pair.forward(scale=False)
+    _psf_times_otf(pbuf, psf.otf.reshape(-1), False)
+    psf.pair.inverse(scale=False)                      # pbuf = blur(B) + i blur(C)
     t = 0.0
     for _ in range(2):                             # Newton's method from t = 0
-        m_t = np.maximum(am + 2 * t * bm + t * t * cm, eps)
-        dm = 2 * bm + 2 * t * cm
-        r = om / m_t
-        d1 = float(np.sum(dm * (1 - r), dtype=np.float64))
-        d2 = float(np.sum(2 * cm * (1 - r) + r * dm * dm / m_t, dtype=np.float64))
+        d1, d2 = _psf_line_sums(flat_a, pbuf, amp, kind, t, eps)
         if not (d2 > 0 and math.isfinite(d1)):
             break
         t -= d1 / d2
-    a0 = np.maximum(am, eps)
     for _ in range(5):                             # safeguard: the step must lower L
-        m_t = np.maximum(am + 2 * t * bm + t * t * cm, eps)
-        if float(np.sum(m_t - a0 - om * np.log(m_t / a0), dtype=np.float64)) <= 0:
+        if _psf_delta(flat_a, pbuf, amp, kind, t, eps) <= 0:
             break
         t *= 0.5
     else:
         t = 0.0
-    tf = np.float32(t)
-    state.rho += tf * d
-    psi += tf * dd
-    a_ic += 2 * tf * b_ic + tf * tf * c_ic
+    _psf_apply(state.rho.reshape(-1), d.reshape(-1), flat_psi, flat, flat_a, pbuf, np.float32(t), s)
     psf.projections += 1
     if psf.update_every > 0 and psf.projections % psf.update_every == 0:
-        psf.ic[...] = np.abs(psi) ** 2
+        np.multiply(psi.real, psi.real, out=psf.ic)
+        psf.ic += psi.imag * psi.imag
         psf.model[...] = a_ic
         psf.refine(state.amp, state.kind)
         psf.blur(psf.ic, a_ic)
-    buf[...] = state.rho
     ml["psf_block_start"] = state.iteration + 1
     state.iteration += 1
     if rec:
