@@ -92,10 +92,11 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   Before any search, `psf.estimate_blur` reads the data's own blur (the widest PSF under which a
   non-negative coherent pattern still fits the bright pixels within Poisson noise); from 1.5 px on,
   the search runs on the data deconvolved by it (`_deconvolved_pass`), else it stays coherent and
-  a fitted width above BLURRED_DATA_FWHM (1.5 px) is only reported (`blurred_data`). Off for 3D volumes (anisotropic blur) and for photon-limited
-  patterns (noise fraction above 1e-3: on 2e6-photon cells the fitted 0.86 px deconvolved noise,
-  average 0.20 against 0.15). Cost: an iteration with a PSF is 3.1 HIO iterations, an ML one 8.8.
-  The search stays coherent. Measured before: the PSF on from a third of the recipe turned
+  a fitted width above BLURRED_DATA_FWHM (1.5 px) is only reported (`blurred_data`). Off for 3D
+  volumes (anisotropic blur) and for photon-limited patterns (noise fraction above 1e-3: on
+  2e6-photon cells the fitted 0.86 px deconvolved noise, average 0.20 against 0.15). Cost: an
+  iteration with a PSF is 3.1 HIO iterations, an ML one 8.8. Measured before: the PSF on from a
+  third of the recipe turned
   positivity off on a nearly real 128^2 specimen (free LLK 5.8e4 with positivity against 740
   without) and did not rescue a 2-px-blurred pattern (hard tungsten 256: 0.91-0.98 with or without,
   0.93 with the exact PSF fixed from iteration 0 whatever the initial support: the blurred
