@@ -38,6 +38,7 @@ Usage: python -m tests.bench [--sizes 512x512,128x128x128,256x256x256] [--thread
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -214,11 +215,12 @@ def steps_table(sizes=((512, 512), (128, 128, 128)), repeat: int = 7) -> None:
     """One iteration of each step and one shrink-wrap update, against the pair (in process)."""
     from cxdi_cli import fft
     from cxdi_cli.phasing import algorithms as alg
+    from cxdi_cli.phasing import psf as psfm
     from cxdi_cli.phasing import runs as phasing
     from cxdi_cli.phasing.support import shrink_wrap
 
-    print(f"\nper step, in process: {'size':>12} {'pair ms':>8} {'ER':>6} {'HIO':>6} {'RAAR':>6} {'ML':>6} {'SW':>6}"
-          "  (ratios to the pair)")
+    print(f"\nper step, in process: {'size':>12} {'pair ms':>8} {'ER':>6} {'HIO':>6} {'RAAR':>6} {'ML':>6} {'ML+PSF':>6} "
+          f"{'SW':>6}  (ratios to the pair; ML+PSF: the 2D final block's ml with `--psf auto`, width updates included)")
     for shape in sizes:
         pattern = _pattern(shape)
         options = phasing.Options(recipe="er**10", runs=1, seed=1, support_update=0, check_oversampling=False)
@@ -230,13 +232,18 @@ def steps_table(sizes=((512, 512), (128, 128, 128)), repeat: int = 7) -> None:
         n = max(5, int(0.15 / _median_time(zero_pair, 3, 1)))
         rho = np.fft.ifftshift(_object(shape, np.random.default_rng(1)))
         states = {}
-        for name in ("er", "hio", "raar", "ml"):
+        for name in ("er", "hio", "raar", "ml", "mlpsf"):
             p = fft.FFTPair(shape)
             p.buffer[...] = rho
             states[name] = alg.State(pair=p, rho=rho.copy(), amp=problem.amp, kind=problem.kind,
                                      support=problem.support.copy(), positivity=True, support_update=0,
                                      record_every=0)
-        steps = {name: alg.build(name, {}) for name in states}
+        if len(shape) == 2:         # the PSF of `--psf auto` (runs.run_one): refined every psf_update steps
+            states["mlpsf"].psf = psfm.Psf(shape, phasing.AUTO_PSF, phasing.Options().psf_update, "ml",
+                                           off_below=phasing.AUTO_PSF_OFF)
+        else:
+            del states["mlpsf"]
+        steps = {name: alg.build(name.replace("psf", ""), {}) for name in states}
         for name, step in steps.items():
             for _ in range(3):
                 step(states[name])
@@ -252,7 +259,8 @@ def steps_table(sizes=((512, 512), (128, 128, 128)), repeat: int = 7) -> None:
         ms["sw"] = _median_time(lambda: shrink_wrap(st), max(2, n // 5), repeat) * 1e3
         p = ms["pair"]
         print(f"{'':21} {'x'.join(map(str, shape)):>12} {p:8.2f} {ms['er'] / p:6.2f} {ms['hio'] / p:6.2f} "
-              f"{ms['raar'] / p:6.2f} {ms['ml'] / p:6.2f} {ms['sw'] / p:6.2f}", flush=True)
+              f"{ms['raar'] / p:6.2f} {ms['ml'] / p:6.2f} {ms['mlpsf'] / p if 'mlpsf' in ms else math.nan:6.2f} "
+              f"{ms['sw'] / p:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
