@@ -51,7 +51,7 @@ CASES: dict[str, tuple[str, dict[str, Any], bool, str]] = {
 #: what a user gets (in 3D the default recipe closes with the low-signal cut-off, problem.CUT_3D)
 ALGORITHMS: dict[str, str] = {
     "default": "",
-    "hio": "hio**600,er**200,ml**100",
+    "hio": "hio(beta=0.9)**600,er**200,ml**100",  # not the default text: no 3D cut
     "raar": "raar**600,er**200,ml**100",
     "gps": "gps**600,er**200,ml**100",
     "oss": "oss(n=600)**600,er**200,ml**100",
