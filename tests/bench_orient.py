@@ -23,7 +23,9 @@ and frame). --full with the default stages (level 6, 50 iterations): 307-367 s; 
 error 9.8 deg), phase NRMSE 0.410 (true volume 0.275; frames merged at their true rotations 0.399) for
 the run ranked first; with 8 runs and `cxdi average` (what a user keeps): /entry_1 0.413, average 0.316
 (true volume 0.272/0.182, true rotations 0.381/0.240); the recovered volume's average over phase seeds
-1-3: 0.327, 0.326, 0.380. EMC
+1-3: 0.327, 0.326, 0.380. Since the 3D default recipe closes with the low-signal cut-off (`cut`,
+phasing/regularise.py): /entry_1 0.299, average 0.262 (true volume 0.115/0.114, true rotations
+0.253/0.201); the recovered volume's average over phase seeds 1-3: 0.262, 0.266, 0.266. EMC
 is at the photon limit: 6e6 photons in all leave a noisy 64^3 volume (per-shell correlation with the truth
 0.87 at 12-15 voxels and 0.33 at 24-27, against 0.90 and 0.42 at the true rotations). Level 7 (17220
 rotations): 646 s, 98.7 %, NRMSE 0.398. With particle3d's particle (an ellipsoidal body whose intensity
