@@ -148,6 +148,37 @@ def test_free_pixels_are_islands_outside_the_central_speckle():
     assert np.mean(nb[free] >= 2) > 0.8
 
 
+@pytest.mark.parametrize("n", [64, 24])
+def test_free_pixels_of_a_large_array_are_drawn_not_permuted(n, monkeypatch):
+    """Above FREE_PERMUTE_MAX pixels (a 512^3 permutation took 15 s) the island centres are drawn at
+    random: the same fraction, mates and exclusion radius as the permutation gives (here the limit
+    lowered below a 64^2 and a 24^3 array)."""
+    from cxdi_cli.phasing import problem
+
+    shape = (n,) * (2 if n == 64 else 3)
+    kind = np.full(shape, alg.MEASURED, np.int8)
+    kind[(0,) * len(shape)] = alg.MASKED
+    monkeypatch.setattr(problem, "FREE_PERMUTE_MAX", 100)
+
+    class NoPermutation:                     # the draws alone must reach the fraction
+        def __init__(self):
+            self.rng = np.random.default_rng(1)
+
+        def integers(self, *args, **kw):
+            return self.rng.integers(*args, **kw)
+
+        def permutation(self, x):
+            raise AssertionError("fell back to the permutation")
+
+    out = problem._free_islands(kind, 4.0, 0.05, 3, NoPermutation())
+    free = out == alg.FREE
+    assert 0.045 < free.sum() / (kind == alg.MEASURED).sum() < 0.07
+    axes = tuple(range(len(shape)))
+    assert np.array_equal(free, np.roll(np.flip(free), 1, axis=axes))      # centro-symmetric mates
+    q = np.sqrt(sum(f ** 2 for f in np.meshgrid(*[np.fft.fftfreq(n, 1 / n)] * len(shape), indexing="ij")))
+    assert q[free].min() > 4.0 and not free[(0,) * len(shape)]
+
+
 def test_reconstruction_2d_reaches_the_truth_and_is_reproducible():
     pattern, truth = synthetic(n=64, seed=1)
     # a sparse cluster of discs: its autocorrelation spans ~10x its area (4x for a convex object),

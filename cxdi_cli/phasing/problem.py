@@ -182,19 +182,50 @@ def _free_islands(kind: np.ndarray, centre_radius: float, fraction: float, islan
         return kind
     freqs = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij", sparse=True)  # broadcast: no full-size grids
     radius = np.sqrt(sum(f.astype(np.float32) ** 2 for f in freqs))
-    candidates = np.flatnonzero(measured & (radius > centre_radius))
-    if candidates.size == 0:
-        return kind
     free = np.zeros(shape, bool)
     half = island // 2
     offsets = np.stack(np.meshgrid(*[np.arange(-half, island - half)] * len(shape), indexing="ij"), -1)
     offsets = offsets.reshape(-1, len(shape))
-    order = rng.permutation(candidates)
-    _mark_islands(free.reshape(-1), measured.reshape(-1), radius.reshape(-1), order, offsets,
-                  np.array(shape, np.int64), float(target), float(centre_radius))
+    args = (measured.reshape(-1), radius.reshape(-1))
+    dims = np.array(shape, np.int64)
+    count = 0
+    if kind.size > FREE_PERMUTE_MAX:        # draw candidates instead of permuting every pixel (below)
+        for _ in range(20):
+            order = _draw_candidates(args[0], args[1], centre_radius, target - count, island ** kind.ndim, rng)
+            count += _mark_islands(free.reshape(-1), *args, order, offsets, dims, float(target - count),
+                                   float(centre_radius))
+            if count >= target:
+                break
+    if count < target:
+        candidates = np.flatnonzero(measured & (radius > centre_radius))
+        if candidates.size == 0:
+            return kind
+        order = rng.permutation(candidates)
+        _mark_islands(free.reshape(-1), *args, order, offsets, dims, float(target - count), float(centre_radius))
     kind = kind.copy()
     kind[free] = alg.FREE
     return kind
+
+
+#: `_free_islands` permutes every candidate pixel up to this many pixels (the free pixels of every
+#: array up to 256^3 as before); larger arrays draw random candidates (a 512^3 permutation took 15 s)
+FREE_PERMUTE_MAX = 1 << 25
+
+
+def _draw_candidates(measured: np.ndarray, radius: np.ndarray, centre_radius: float, target: float,
+                     island_pixels: int, rng: np.random.Generator) -> np.ndarray:
+    """Random flat indices of measured pixels beyond `centre_radius` (uniform, drawn with replacement:
+    a repeat adds no free pixel), about twice as many as islands of `island_pixels` (each with its
+    mate) need to make `target` free pixels."""
+    want = int(2 * target / max(1, 2 * island_pixels)) + 64
+    out = np.empty(0, np.int64)
+    for _ in range(50):
+        idx = rng.integers(0, measured.size, size=4 * want, dtype=np.int64)
+        idx = idx[measured[idx] & (radius[idx] > centre_radius)]
+        out = np.concatenate([out, idx])
+        if out.size >= want:
+            break
+    return out[:want]
 
 
 def _np_mark_islands(free, measured, radius, order, offsets, shape, target, centre_radius):
