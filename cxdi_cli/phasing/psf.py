@@ -900,7 +900,7 @@ def ml_psf_iteration(state: Any, rec: bool) -> None:
     (1 - I/Ic)], an exact Newton line search on Ic(t) = A + 2tB + t^2 C (A, B, C: the blurs of |Psi|^2,
     Re(Psi* D), |D|^2: B and C in one FFT pair, A carried along as A + 2tB + t^2 C). Six FFTs per
     iteration (the coherent `ml` needs two), each pass over the arrays a fused kernel (no temporaries):
-    at 512^2 10.0 -> 4.4 FFT pairs per iteration with the width refinement. `rec`: the metrics of this
+    at 512^2 10.0-10.6 -> 5.2 FFT pairs per iteration, width updates included. `rec`: the metrics of this
     iteration are wanted (`algorithms._recording`)."""
     psf: Psf = state.psf
     pair = state.pair
