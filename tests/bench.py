@@ -27,11 +27,18 @@ Measured (issue 13, `--threads 1`, on a 2-core host shared with other jobs at lo
   6.9 arrays over the tiny run. FFTW planning of the pair (FFTW_MEASURE, once per machine: wisdom)
   took 84 s before it. In process: read 13 s, prepare 51 s (oversampling estimate 26 s, free-pixel
   permutation 15 s), final metrics 14 s, positivity probe 2 of the 10 iterations.
+After the fused PSF ML iteration (psf.ml_psf_iteration) and the big-volume preparation (`--threads 1`):
+`--steps` ML+PSF 11.8 -> 5.0 pairs per iteration (512^2). 512^2 x 8 runs: ratio 1.95-2.00 (pair 1.39-1.43
+ms) -> 1.43-1.48 (pair 1.83-2.04 ms: a busier machine, which flatters the ratio), RSS 43-44 -> 33.5-33.7
+arrays; the same command's user CPU time, two invocations each alternated: 56.4-60.5 s -> 50.1-54.7 s.
+512^3 `prepare` in process (a sigma-4 speckle volume): 33.1 -> 11.7-13.1 s (oversampling estimate 13.5
+-> 0.8 s on the central 256^3, free islands 15.2 -> 1.0 s from drawn centres).
 What keeps the ratio above 1.3 (cProfile): positivity auto's probe (1 run: the other variant to half
 the search, 300 of 900 iterations: +33 %; 8 runs: 2 probes, +10 %); in 2D the PSF model of the final
-ml block (`psf.ml_psf_iteration`, about 7 HIO iterations each: its 100 iterations cost as much as 700
-HIO ones, +24 % at 512^2); the element-wise passes (update, modulus: 0.06-0.15 of a pair), shrink-wrap
-(1.35 pairs every 20 iterations), the ml step (1.9 pairs), start-up, reading and writing (2-4 s).
+ml block (`psf.ml_psf_iteration`, about 7 HIO iterations each before its passes were fused, about 4.5
+after: six FFTs an iteration and 16 per width update); the element-wise passes (update, modulus:
+0.06-0.15 of a pair), shrink-wrap (1.35 pairs every 20 iterations), the ml step (1.9 pairs),
+start-up, reading and writing (2-4 s).
 
 Usage: python -m tests.bench [--sizes 512x512,128x128x128,256x256x256] [--threads N] [--repeat R] [--steps]
 """
