@@ -36,8 +36,11 @@ Defaults, chosen by measurement on `cxdi simulate` data (tungsten letters and we
   +-70 deg, 8 runs): /entry_1 0.52 -> 0.29, average 0.52 -> 0.24 (seed 2: 0.34, 0.25); the EMC volume
   of bench_orient --full: average 0.26-0.27 over 3 seeds (0.32-0.38); bright volumes lose only the
   corners beyond the data (+-60 deg wedge, average 0.20). Without ML (er**300) the starved runs were
-  0.50 (median), the cut is what counts; a 40-iteration `tv` block before it gave 0.25 but diverged
-  after 60-80 iterations and costs 6x the finishing time.
+  0.50 (median), the cut is what counts. Not (yet) the default: ``er**200,tv**40,cut`` instead of
+  ER + ML (6 starts from one search, median start/average): starved 0.25/0.21 (seeds 1, 2), +-60 deg
+  wedge 0.21/0.12, bright 0.11/0.08 against 0.32/0.24, 0.32/0.20, 0.28/0.17 -- the simulated particle
+  is piecewise constant, TV's own prior -- but its free LLK is 3-8x worse (the ranking then disagrees
+  with the error) and a tv block of 60-80 iterations or more diverged (shrink-wrap collapses).
 - 2D: the default recipe's HIO block grows with the initial autocorrelation support, 600 x
   clip(pixels / 5000, 1, 4) (`default_recipe_for`; a given recipe is run as written). The 512^2
   hard tungsten case (gap cross through the beam, beamstop 1.5 speckles, oversampling 3, pixel-
