@@ -31,7 +31,7 @@ def _inputs(name, rng):
         "_outside_sums": (_c(rng), sup),
         "_scaled_copy": (np.zeros(N, np.complex64), _c(rng), s),
         "_ml_gradient": (np.zeros(N, np.complex64), _c(rng), amp, kind, s, eps),
-        "_ml_direction": (_c(rng), sup, _c(rng), _c(rng), False),
+        "ml_direction": (_c(rng), sup, _c(rng), _c(rng), False),
         "_ml_line_sums": (_c(rng), _c(rng), amp, kind, 0.1, s, eps),
         "_ml_ratio_chunk": (_c(rng), _c(rng), np.float32(0.1), s, eps, np.zeros(N - 7, np.float32), 7),
         "_ml_delta_chunk": (_c(rng), _c(rng), amp, kind, np.float32(0.1), s, eps,
@@ -60,15 +60,15 @@ def _close(x, y):
 
 
 OURS = sorted(n for n, k in kernels.KERNELS.items()
-              if k.__module__ in ("cxdi_cli.phasing.algorithms", "cxdi_cli.phasing.support"))
+              if k.__module__ in ("cxdi_cli.phasing.algorithms", "cxdi_cli.phasing.support", "cxdi_cli.phasing.kernels"))
 
 
 @pytest.mark.parametrize("name", OURS)
 def test_kernel_matches_numpy_twin(name):
-    """The kernels of algorithms.py and support.py (other modules test their own)."""
+    """The kernels of algorithms.py, support.py and kernels.py (other modules test their own)."""
     if name not in {
             "_modulus", "_ratio_chunk", "_sums_chunk", "_fourier_ratio_chunk", "_fourier_sums_chunk", "_update",
-            "_update_bounded", "_update_sums", "_outside_sums", "_scaled_copy", "_ml_gradient", "_ml_direction",
+            "_update_bounded", "_update_sums", "_outside_sums", "_scaled_copy", "_ml_gradient", "ml_direction",
             "_ml_line_sums", "_ml_ratio_chunk", "_ml_delta_chunk",
             "_ml_apply", "_abs_into", "_gaussian_product", "_max_real", "_count_above", "_set_support"}:
         pytest.fail(f"kernel {name} has no inputs in this test: add them to _inputs")

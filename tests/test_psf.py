@@ -381,7 +381,6 @@ def test_ml_iteration_kernels_match_their_numpy_twins():
         "_psf_weight": (np.zeros(n, np.complex64), a, amp, kind, eps),
         "_psf_times_otf": (c(), c(), True),
         "_psf_gradient": (np.zeros(n, np.complex64), c(), c(), s),
-        "_psf_direction": (c(), sup, c(), c(), False),
         "_psf_line_terms": (np.zeros(n, np.complex64), c(30.0), c(), s),
         "_psf_line_sums": (a, bc, amp, kind, t, eps),
         "_psf_apply": (c(), c(), c(), c(), a.copy(), bc, np.float32(t), s),

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cxdi_cli import fft
-from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums
+from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums, ml_direction
 from cxdi_cli.phasing.detwin import half_support
 from cxdi_cli.phasing.psf import make_switch as make_psf_switch, ml_psf_iteration
 from cxdi_cli.phasing.support import shrink_wrap
@@ -386,40 +386,6 @@ def _ml_gradient(buf, psi, amp, kind, s, eps):  # pragma: no cover - compiled
         buf[i] = z * (m * (np.float32(1.0) - amp[i] * amp[i] / r2) * s)
 
 
-def _np_ml_direction(buf, support, d, gprev, first):
-    g = buf * support.astype(np.float32)
-    num = float(np.sum(g.real.astype(np.float64) * (g.real - gprev.real) + g.imag.astype(np.float64) * (g.imag - gprev.imag)))
-    den = float(np.sum(gprev.real.astype(np.float64) ** 2 + gprev.imag.astype(np.float64) ** 2))
-    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
-    d[:] = -g + np.float32(gamma) * d
-    gprev[:] = g
-    buf[:] = d
-    return gamma
-
-
-@kernel(_np_ml_direction)
-def _ml_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
-    """G = P_S buf (gradient on rho); Polak-Ribiere: d <- -G + gamma d; gprev <- G; buf <- d.
-
-    Returns gamma (0 on the first iteration of a block, or when PR+ restarts)."""
-    num = 0.0
-    den = 0.0
-    for i in range(buf.size):
-        g = buf[i] * np.float32(support[i])
-        gp = gprev[i]
-        num += float((g.real * (g.real - gp.real) + g.imag * (g.imag - gp.imag)))
-        den += float(gp.real * gp.real + gp.imag * gp.imag)
-    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
-    gm = np.float32(gamma)
-    for i in range(buf.size):
-        g = buf[i] * np.float32(support[i])
-        v = -g + gm * d[i]
-        d[i] = v
-        gprev[i] = g
-        buf[i] = v
-    return gamma
-
-
 def _np_ml_line_sums(psi, dd, amp, kind, t, s, eps):
     m = (kind == MEASURED)
     q = dd[m] * s
@@ -725,7 +691,7 @@ def make_ml() -> Callable[[State], None]:
             state.last.update(fourier_metrics(state, psi))
         _ml_gradient(buf, psi, amp, kind, s, np.float32(eps))
         state.pair.inverse(scale=False)      # buf = F^H dL/dPsi*
-        _ml_direction(buf, sup, d, gprev, first)
+        ml_direction(buf, sup, d, gprev, first)
         state.pair.forward(scale=False)      # buf = sqrt(N) D, D = F d
         t = 0.0
         for _ in range(2):                   # Newton's method on L(Psi + t D), from t = 0

@@ -116,3 +116,37 @@ def metrics_from_sums(sums: tuple) -> dict[str, float]:
         "chi2": chi2 / nm if nm else nan,
         "scale": sic / si if si > 0 else nan,
     }
+
+
+def _np_ml_direction(buf, support, d, gprev, first):
+    g = buf * support.astype(np.float32)
+    num = float(np.sum(g.real.astype(np.float64) * (g.real - gprev.real) + g.imag.astype(np.float64) * (g.imag - gprev.imag)))
+    den = float(np.sum(gprev.real.astype(np.float64) ** 2 + gprev.imag.astype(np.float64) ** 2))
+    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
+    d[:] = -g + np.float32(gamma) * d
+    gprev[:] = g
+    buf[:] = d
+    return gamma
+
+
+@kernel(_np_ml_direction)
+def ml_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
+    """G = P_S buf (the gradient on rho); Polak-Ribiere+: d <- -G + gamma d; gprev <- G; buf <- d.
+    Returns gamma (0 on the first iteration of a block, or when PR+ restarts). The one conjugate
+    direction of the ML steps, coherent (algorithms) and with a PSF (psf)."""
+    num = 0.0
+    den = 0.0
+    for i in range(buf.size):
+        g = buf[i] * np.float32(support[i])
+        gp = gprev[i]
+        num += float((g.real * (g.real - gp.real) + g.imag * (g.imag - gp.imag)))
+        den += float(gp.real * gp.real + gp.imag * gp.imag)
+    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
+    gm = np.float32(gamma)
+    for i in range(buf.size):
+        g = buf[i] * np.float32(support[i])
+        v = -g + gm * d[i]
+        d[i] = v
+        gprev[i] = g
+        buf[i] = v
+    return gamma

@@ -38,7 +38,7 @@ import numpy as np
 
 from cxdi_cli import fft
 from cxdi_cli.model import UsageError
-from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums
+from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums, ml_direction
 
 MODELS = ("gaussian", "lorentzian", "pseudo-voigt")
 #: PSF refinement methods: the Poisson maximum-likelihood width, or Richardson-Lucy steps
@@ -328,39 +328,6 @@ def _psf_gradient(buf, psi, corr, s):  # pragma: no cover - compiled
     """buf <- Psi [PSF (x) dL/dIc] (the real part of `corr`) prescaled by s for the unscaled inverse."""
     for i in range(buf.size):
         buf[i] = psi[i] * (corr[i].real * s)
-
-
-def _np_psf_direction(buf, support, d, gprev, first):
-    g = buf * support.astype(np.float32)
-    num = float(np.sum(g.real.astype(np.float64) * (g.real - gprev.real) + g.imag.astype(np.float64) * (g.imag - gprev.imag)))
-    den = float(np.sum(gprev.real.astype(np.float64) ** 2 + gprev.imag.astype(np.float64) ** 2))
-    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
-    d[:] = -g + np.float32(gamma) * d
-    gprev[:] = g
-    buf[:] = d
-    return gamma
-
-
-@kernel(_np_psf_direction)
-def _psf_direction(buf, support, d, gprev, first):  # pragma: no cover - compiled
-    """G = P_S buf; Polak-Ribiere+: d <- -G + gamma d; gprev <- G; buf <- d (`algorithms._ml_direction`'s
-    pass: psf.py sits below algorithms.py and cannot import it). Returns gamma."""
-    num = 0.0
-    den = 0.0
-    for i in range(buf.size):
-        g = buf[i] * np.float32(support[i])
-        gp = gprev[i]
-        num += float((g.real * (g.real - gp.real) + g.imag * (g.imag - gp.imag)))
-        den += float(gp.real * gp.real + gp.imag * gp.imag)
-    gamma = 0.0 if (first or den <= 0.0) else max(0.0, num / den)
-    gm = np.float32(gamma)
-    for i in range(buf.size):
-        g = buf[i] * np.float32(support[i])
-        v = -g + gm * d[i]
-        d[i] = v
-        gprev[i] = g
-        buf[i] = v
-    return gamma
 
 
 def _np_psf_line_terms(out, psi, buf, s):
@@ -934,7 +901,7 @@ def ml_psf_iteration(state: Any, rec: bool) -> None:
     flat = buf.reshape(-1)
     _psf_gradient(flat, flat_psi, pbuf, s)           # dL/dPsi*, prescaled for the unscaled inverse
     pair.inverse(scale=False)
-    _psf_direction(flat, sup.reshape(-1), d.reshape(-1), gprev.reshape(-1), first)
+    ml_direction(flat, sup.reshape(-1), d.reshape(-1), gprev.reshape(-1), first)
     pair.forward(scale=False)                          # buf = sqrt(N) D, D = F d
     _psf_line_terms(pbuf, flat_psi, flat, s)
     psf.pair.forward(scale=False)
