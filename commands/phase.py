@@ -294,6 +294,9 @@ def phase(
     auto = rec.extra.get("phase", {}).get("positivity", "")
     if auto.startswith("auto: off"):
         c.warn(f"positivity {auto}")
+    few = few_agree(rec.extra.get("phase", {}).get("consensus", {}))
+    if few:
+        c.warn(few)
     failed = sum(1 for r in rec.runs if r.metrics.get("failed"))
     if rec.runs[0].metrics.get("failed"):
         c.warn("every run was flagged as failed (more of |P_M rho|^2 off the support than photon noise explains)")
@@ -305,6 +308,17 @@ def phase(
              free_pixels=problem.info["free_pixels"], measured_pixels=problem.info["measured_pixels"],
              runs=[{"entry": k, "run_index": r.params["run_index"], **_clean(r.metrics)}
                    for k, r in enumerate(rec.runs, start=1)])
+
+
+def few_agree(consensus: dict) -> str:
+    """The warning when /entry_1 rests on few starts: fewer than half of 4 or more compared runs in its
+    consensus group ("" otherwise). The others stalled or found something else; more starts make the
+    result trustworthy (2-px-blurred 504^2 tungsten: one start of eight fitted in one seed of three)."""
+    size, compared = int(consensus.get("size") or 0), int(consensus.get("compared") or 0)
+    if not consensus.get("used") or compared < 4 or 2 * size >= compared:
+        return ""
+    return (f"only {size} of {compared} runs agree with /entry_1 (its consensus group); the others stalled or "
+            f"found something else: the result rests on few starts, run more (--runs {2 * compared})")
 
 
 def _phase_series(input: str, output: str, options, pool, jobs: int, support: Optional[str],  # noqa: ANN001

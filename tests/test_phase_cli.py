@@ -168,3 +168,14 @@ def test_same_seed_same_runs_whatever_jobs(small, tmp_path):
     for k in outs[0]:
         a, b = outs[0][k], outs[1][k]
         assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4
+
+
+def test_few_agreeing_runs_are_warned_about():
+    """`phase` warns when /entry_1's consensus group holds fewer than half of 4 or more runs (the
+    2-px-blurred 504^2 case of issue 12: one run of eight fitted, the others stalled) and suggests
+    more starts; a group of half or more, or too few runs to tell, says nothing."""
+    text = phase_cmd.few_agree({"used": True, "size": 1, "compared": 8})
+    assert "only 1 of 8 runs agree" in text and "--runs 16" in text
+    assert phase_cmd.few_agree({"used": True, "size": 4, "compared": 8}) == ""
+    assert phase_cmd.few_agree({"used": True, "size": 1, "compared": 3}) == ""
+    assert phase_cmd.few_agree({"used": False, "compared": 8}) == ""
