@@ -43,9 +43,10 @@ def average(
     compared pairwise after alignment and only the largest group that agrees (distance at most
     --agree) is averaged, so a stagnated start never enters the average, even with a likelihood close
     to the good ones'. The group is drawn from the runs whose metric is at most twice the best's, as
-    `phase` draws /entry_1's: stalled starts that agree with each other never outvote a run that fits. The group's best run is the reference; every run is aligned to it (sub-pixel
-    translation by upsampled cross-correlation, twin, linear phase ramp, global phase), then to the
-    provisional average, and scaled onto it. Runs far from the others after alignment are rejected,
+    `phase` draws /entry_1's: stalled starts that agree with each other never outvote a run that fits.
+    The group's best run is the reference; every run is aligned to it (sub-pixel translation by
+    upsampled cross-correlation, twin, linear phase ramp, global phase), then to the provisional
+    average, and scaled onto it. Runs far from the others after alignment are rejected,
     with the reason. The aligned stack is decomposed into orthogonal modes (SVD): the weight of mode
     1 is the quality figure (1 when all runs agree).
 
