@@ -44,7 +44,6 @@ pyfftw = _import_pyfftw()
 _LOCK = threading.Lock()
 _THREADS: int | None = None
 _WISDOM_LOADED = False
-_CACHE_BYTES = 1 << 23  # arrays from 8 MB up (a 128^3 volume is 16 MB) get a plan of their own
 
 
 def wisdom_path() -> Path:
@@ -216,8 +215,9 @@ def _transform(x: np.ndarray, inverse: bool, axes: tuple[int, ...] | None, norm:
     with _LOCK:
         # small arrays: threads only add synchronisation (10 ms per 64x64 transform on a loaded host)
         nt = threads() if x.size >= 65536 else 1
-        # a cached plan keeps two full-size buffers for the life of the process: only for small arrays
-        make = _plan if x.nbytes < _CACHE_BYTES else _new_plan
+        # a cached plan keeps two buffers of x's size: only plans that fit the cache's budget are cached
+        # (a bigger one would evict every other plan and be evicted by the next)
+        make = _plan if 2 * x.nbytes <= _CACHE_BUDGET else _new_plan
         plan = make(x.shape, dtype.str, ax, inverse, nt)
         plan.input_array[...] = x  # never plan(x): that would rebind the shared plan to x
         plan.execute()             # raw, unnormalised FFTW transform; scaling is done below
