@@ -89,7 +89,7 @@ def test_chunked_sums_equal_one_pass_formulas():
     """`_fourier_sums` and `_ml_delta` go through the array in chunks (a vectorised log between two passes):
     over several chunks they give the one-pass float64 formulas (the metrics' definitions)."""
     rng = np.random.default_rng(3)
-    n = 3 * alg._CHUNK + 11
+    n = 3 * kernels.CHUNK + 11
     z, dd = _c(rng, n, 30.0), _c(rng, n, 3.0)
     amp = rng.uniform(0, 40, n).astype(np.float32)
     amp[rng.random(n) < 0.1] = 0

@@ -11,6 +11,7 @@ from cxdi_cli import fft, model
 from cxdi_cli.analysis import align
 from cxdi_cli.model import UsageError
 from cxdi_cli.phasing import algorithms as alg
+from cxdi_cli.phasing import kernels
 from cxdi_cli.phasing import psf as psfm
 from cxdi_cli.phasing import runs as phasing
 
@@ -147,6 +148,17 @@ def test_psf_on_a_blurred_pattern_fits_the_width_and_lowers_the_error():
     assert "psf_fwhm_px" not in off.runs[0].metrics
 
 
+def one_pass_sums(model, amp, kind):
+    """The metric sums of a blurred model in one float64 pass (the reference of `psf._chunked_sums`):
+    (llk_measured, n_measured, llk_free, n_free, chi2, sum Ic, sum I)."""
+    ic = model.astype(np.float64)
+    obs = amp.astype(np.float64) ** 2
+    term = ic - obs + np.where(obs > 0, obs * np.log(np.maximum(obs, 1e-300) / np.maximum(ic, 1e-12)), 0.0)
+    m, f = kind == 1, kind == 2
+    return (term[m].sum(), m.sum(), term[f].sum(), f.sum(), np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1.0)),
+            ic[m].sum(), obs[m].sum())
+
+
 def test_compiled_kernels_match_their_numpy_twins():
     rng = np.random.default_rng(2)
     n = 500
@@ -156,15 +168,15 @@ def test_compiled_kernels_match_their_numpy_twins():
     amp = np.sqrt(rng.poisson(5, n)).astype(np.float32)
     kind = rng.integers(0, 3, n).astype(np.int8)
     ic = (np.abs(buf) ** 2).astype(np.float32)
-    for k in (psfm._project,):
-        a, b = buf.copy(), buf.copy()
-        ma, mb = model.copy(), model.copy()
-        k(a, ma, ic, amp, kind, np.float32(1 / n), np.float32(0.3), np.float32(1e-12))
-        k.fallback(b, mb, ic, amp, kind, np.float32(1 / n), np.float32(0.3), np.float32(1e-12))
-        assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
-        assert np.allclose(ma, mb) and np.all(ma >= 0.3 * ic * (1 - 1e-6))   # Ic >= k0 |Psi|^2
-    got, want = psfm._sums(model, amp, kind), psfm._sums.fallback(model, amp, kind)
-    assert np.allclose(got, want, rtol=1e-6)
+    k = psfm._project
+    if k.compiled is None:
+        pytest.skip("numba is not available: only the numpy twins run")
+    a, b = buf.copy(), buf.copy()
+    ma, mb = model.copy(), model.copy()
+    k.compiled(a, ma, ic, amp, kind, np.float32(1 / n), np.float32(0.3), np.float32(1e-12))
+    k.fallback(b, mb, ic, amp, kind, np.float32(1 / n), np.float32(0.3), np.float32(1e-12))
+    assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert np.allclose(ma, mb) and np.all(ma >= 0.3 * ic * (1 - 1e-6))   # Ic >= k0 |Psi|^2
 
 
 def _cli(*args):
@@ -365,10 +377,11 @@ def test_auto_psf_deconvolves_the_search_when_the_data_are_blurred():
 
 
 def test_ml_iteration_kernels_match_their_numpy_twins():
-    """The fused passes of `ml_psf_iteration` and the chunked metric sums against their numpy twins
-    (random inputs over more than one chunk), and the chunked sums against `_sums`' one pass."""
+    """The fused passes of `ml_psf_iteration` and the chunked metric sums: compiled against their
+    numpy twins (random inputs over more than one chunk), and the chunked sums, by either, against
+    the one-pass float64 formulas."""
     rng = np.random.default_rng(4)
-    n = psfm._CHUNK + 999
+    n = kernels.CHUNK + 999
     c = lambda scale=3.0: (rng.normal(0, scale, n) + 1j * rng.normal(0, scale, n)).astype(np.complex64)  # noqa: E731
     a = rng.uniform(0, 50, n).astype(np.float32)
     a[:7] = 0
@@ -380,23 +393,33 @@ def test_ml_iteration_kernels_match_their_numpy_twins():
     calls = {
         "_psf_weight": (np.zeros(n, np.complex64), a, amp, kind, eps),
         "_psf_times_otf": (c(), c(), True),
+        "_psf_times_otf_plain": (c(), c(), False),
         "_psf_gradient": (np.zeros(n, np.complex64), c(), c(), s),
         "_psf_line_terms": (np.zeros(n, np.complex64), c(30.0), c(), s),
         "_psf_line_sums": (a, bc, amp, kind, t, eps),
         "_psf_apply": (c(), c(), c(), c(), a.copy(), bc, np.float32(t), s),
     }
+    ms = np.abs(c()).astype(np.float32)
+    logy = np.log(rng.uniform(0.1, 3, n - 7))
+    calls.update({"_psf_ratio_chunk": (ms, amp, np.zeros(n - 7), 7),
+                  "_psf_sums_chunk": (ms, amp, kind, logy, 7, np.arange(7.0)),
+                  "_psf_step_ratio_chunk": (a, bc, np.float32(t), eps, np.zeros(n - 7, np.float32), 7),
+                  "_psf_delta_chunk": (a, bc, amp, kind, np.float32(t), eps, logy.astype(np.float32), 7,
+                                       np.ones(1))})
+    compiled = getattr(psfm, "_psf_weight").compiled is not None
     for name, args in calls.items():
-        k = getattr(psfm, name)
+        k = getattr(psfm, name.replace("_plain", ""))
         x = tuple(v.copy() if isinstance(v, np.ndarray) else v for v in args)
         y = tuple(v.copy() if isinstance(v, np.ndarray) else v for v in args)
-        rx, ry = k(*x), k.fallback(*y)
+        if not compiled:
+            break                       # numba missing: only the twins run (the formulas below still hold)
+        rx, ry = k.compiled(*x), k.fallback(*y)
         if rx is not None:
             assert np.allclose(rx, ry, rtol=1e-4), name
         for u, v in zip(x, y):
             if isinstance(u, np.ndarray):
                 assert np.allclose(u, v, rtol=1e-4, atol=1e-4 * float(np.abs(v).max())), name
-    for want in (psfm._sums(a, amp, kind), psfm._sums.fallback(a, amp, kind)):   # float64 sums, other orders
-        assert np.allclose(psfm._chunked_sums(a, amp, kind), want, rtol=1e-8)
+    assert np.allclose(psfm._chunked_sums(a, amp, kind), one_pass_sums(a, amp, kind), rtol=1e-8)  # float64, other order
     # the safeguard's L(t) - L(0), as the whole-array float32 expression it replaces
     m = kind == 1
     m_t = np.maximum(a + np.float32(2 * t) * bc.real + np.float32(t * t) * bc.imag, eps)

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cxdi_cli import fft
-from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums, ml_direction
+from cxdi_cli.phasing.kernels import EXACT, kernel, log_pass, metrics_from_sums, ml_direction
 from cxdi_cli.phasing.detwin import half_support
 from cxdi_cli.phasing.psf import make_switch as make_psf_switch, ml_psf_iteration
 from cxdi_cli.phasing.support import shrink_wrap
@@ -83,15 +83,10 @@ def _fourier_sums(buf, amp, kind, s2):
     (the running sums go through the chunks in pixel order, as one loop would add them). numba's scalar
     log made one call cost as much as an FFT pair at 128^3 (a call per stage and per run, and every
     history period of an ml block)."""
-    n = buf.size
-    scratch = np.empty(min(n, _CHUNK), np.float64)
     acc = np.zeros(7)
     s2 = float(s2)
-    for start in range(0, n, _CHUNK):
-        y = scratch[: min(n, start + _CHUNK) - start]
-        _fourier_ratio_chunk(buf, amp, s2, y, start)
-        np.log(y, out=y)
-        _fourier_sums_chunk(buf, amp, kind, s2, y, start, acc)
+    log_pass(buf.size, np.float64, lambda y, start: _fourier_ratio_chunk(buf, amp, s2, y, start),
+             lambda y, start: _fourier_sums_chunk(buf, amp, kind, s2, y, start, acc))
     llk, nm, llkf, nf, chi2, sic, si = acc
     return float(llk), int(nm), float(llkf), int(nf), float(chi2), float(sic), float(si)
 
@@ -156,9 +151,6 @@ def _fourier_sums_chunk(buf, amp, kind, s2, logy, start, acc):  # pragma: no cov
     acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6] = llk, nm, llkf, nf, chi2, sic, si
 
 
-_CHUNK = 1 << 16  # pixels per chunk of the metric sums (a 256 kB float32 scratch, in cache)
-
-
 def _modulus_sums(buf, amp, kind, s, s2):
     """`_fourier_sums(buf, amp, kind, s^2)` and `_modulus`, chunk by chunk (the recording iterations):
     the metrics cost no extra pass over the array.
@@ -167,16 +159,15 @@ def _modulus_sums(buf, amp, kind, s, s2):
     cost as much as an FFT pair per call); the Poisson term Ic - I - I ln(Ic/I) = I (x - ln(1 + x)),
     x = Ic/I - 1, is taken from its series when |x| is small (no float32 cancellation near a fit)
     and summed in float64."""
-    n = buf.size
-    scratch = np.empty(min(n, _CHUNK), np.float32)
     tot = np.zeros(7)
-    for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
-        y = scratch[: stop - start]
-        _ratio_chunk(buf, amp, s2, y, start)
-        np.log(y, out=y)
+
+    def accumulate(y: np.ndarray, start: int) -> None:
+        nonlocal tot
+        stop = start + y.size
         tot += np.asarray(_sums_chunk(buf, amp, kind, s2, y, start))
         _modulus(buf[start:stop], amp[start:stop], kind[start:stop], s, s2)  # the chunk is still in cache
+
+    log_pass(buf.size, np.float32, lambda y, start: _ratio_chunk(buf, amp, s2, y, start), accumulate)
     llk, nm, llkf, nf, chi2, sic, si = tot
     return llk, int(nm), llkf, int(nf), chi2, sic, si
 
@@ -425,15 +416,10 @@ def _ml_delta(psi, dd, amp, kind, t, s, eps):
     small steps of a converging run (an error floor of ~1e-7 I per pixel), so the sign the line-search
     safeguard needs would be noise. Chunk by chunk, the logarithms by numpy's vectorised float32 log
     on a cache-sized scratch: numba's scalar log made this pass cost 0.4 FFT pairs at 128^3."""
-    n = psi.size
-    scratch = np.empty(min(n, _CHUNK), np.float32)
     acc = np.zeros(1)
     tf, s, eps = np.float32(t), np.float32(s), np.float32(eps)
-    for start in range(0, n, _CHUNK):
-        y = scratch[: min(n, start + _CHUNK) - start]
-        _ml_ratio_chunk(psi, dd, tf, s, eps, y, start)
-        np.log(y, out=y)
-        _ml_delta_chunk(psi, dd, amp, kind, tf, s, eps, y, start, acc)
+    log_pass(psi.size, np.float32, lambda y, start: _ml_ratio_chunk(psi, dd, tf, s, eps, y, start),
+             lambda y, start: _ml_delta_chunk(psi, dd, amp, kind, tf, s, eps, y, start, acc))
     return float(acc[0])
 
 

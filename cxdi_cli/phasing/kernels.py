@@ -9,7 +9,7 @@ never prints). A test compares every kernel with its twin on random inputs (`KER
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -103,6 +103,29 @@ _PROBE = numba.njit(cache=True)(_probe_loop) if numba is not None else None
 def _probe() -> None:
     if _PROBE is not None:
         _PROBE(np.zeros(4, np.float32))
+
+
+#: Pixels per chunk of the passes that take a logarithm or a sum over a whole array through a
+#: cache-sized scratch (256 kB of float32).
+CHUNK = 1 << 16
+
+
+def chunk_bounds(n: int, size: int = CHUNK) -> Iterator[tuple[int, int]]:
+    """(start, stop) of the consecutive chunks that cover range(n)."""
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def log_pass(n: int, dtype: Any, ratio: Callable[[np.ndarray, int], Any],
+             accumulate: Callable[[np.ndarray, int], Any]) -> None:
+    """Chunk by chunk of range(n): `ratio(y, start)` fills the scratch y, y <- ln y (numpy's vectorised
+    log: numba's scalar one cost as much as an FFT pair per pass), then `accumulate(y, start)`."""
+    scratch = np.empty(min(n, CHUNK), dtype)
+    for start, stop in chunk_bounds(n):
+        y = scratch[: stop - start]
+        ratio(y, start)
+        np.log(y, out=y)
+        accumulate(y, start)
 
 
 def metrics_from_sums(sums: tuple) -> dict[str, float]:

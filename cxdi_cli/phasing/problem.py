@@ -379,6 +379,11 @@ def _sqrt_poisson_table() -> tuple[np.ndarray, np.ndarray]:
     return lam, np.sqrt(lam) - mean
 
 
+def _chunk_slices(n: int) -> list[slice]:
+    """The data-level sums (`amplitude_misfit`, `noise_fraction`) chunk by chunk: no full-size float64."""
+    return [slice(a, b) for a, b in kernels.chunk_bounds(n)]
+
+
 def amplitude_misfit(transform: np.ndarray, amp: np.ndarray, kind: np.ndarray, scale: float) -> float:
     """Amplitude misfit over the constrained measured pixels beyond what photon noise explains.
 
@@ -391,7 +396,7 @@ def amplitude_misfit(transform: np.ndarray, amp: np.ndarray, kind: np.ndarray, s
     t = transform.reshape(-1)
     a_all, k_all = amp.reshape(-1), kind.reshape(-1)
     total = misfit = expected = 0.0
-    for sl in _chunks(t.size):                 # chunk by chunk: no full-size float64 temporaries (3D)
+    for sl in _chunk_slices(t.size):                 # chunk by chunk: no full-size float64 temporaries (3D)
         measured = k_all[sl] == alg.MEASURED
         f = np.abs(t[sl][measured]).astype(np.float64) * scale
         a = a_all[sl][measured].astype(np.float64)
@@ -406,19 +411,11 @@ def amplitude_misfit(transform: np.ndarray, amp: np.ndarray, kind: np.ndarray, s
     return (misfit - expected) / total
 
 
-#: Pixels per chunk of the data-level sums (`amplitude_misfit`, `noise_fraction`): a few MB of float64.
-_CHUNK = 1 << 18
-
-
-def _chunks(n: int) -> list[slice]:
-    return [slice(i, min(n, i + _CHUNK)) for i in range(0, n, _CHUNK)]
-
-
 def noise_fraction(amp: np.ndarray, kind: np.ndarray) -> float:
     """Share of the measured amplitudes' power that is photon noise: sum v(I) / sum I, v(I) = I/(1+4I)."""
     a_all, k_all = amp.reshape(-1), kind.reshape(-1)
     total = noise = 0.0
-    for sl in _chunks(a_all.size):
+    for sl in _chunk_slices(a_all.size):
         a = a_all[sl][k_all[sl] == alg.MEASURED].astype(np.float64)
         i = a * a
         total += float(i.sum())

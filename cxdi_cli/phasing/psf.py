@@ -38,7 +38,7 @@ import numpy as np
 
 from cxdi_cli import fft
 from cxdi_cli.model import UsageError
-from cxdi_cli.phasing.kernels import EXACT, kernel, metrics_from_sums, ml_direction
+from cxdi_cli.phasing.kernels import EXACT, kernel, log_pass, metrics_from_sums, ml_direction
 
 MODELS = ("gaussian", "lorentzian", "pseudo-voigt")
 #: PSF refinement methods: the Poisson maximum-likelihood width, or Richardson-Lucy steps
@@ -170,68 +170,19 @@ def _project(buf, model, ic, amp, kind, s2, k0, floor):  # pragma: no cover - co
         buf[i] = buf[i] * (f * s2)
 
 
-def _np_sums(model, amp, kind):
-    ic = model.astype(np.float64)
-    obs = amp.astype(np.float64) ** 2
-    term = ic - obs + np.where(obs > 0, obs * np.log(np.maximum(obs, 1e-300) / np.maximum(ic, 1e-12)), 0.0)
-    m, f = kind == 1, kind == 2
-    chi2 = float(np.sum((obs[m] - ic[m]) ** 2 / np.maximum(ic[m], 1.0)))
-    return (float(term[m].sum()), int(m.sum()), float(term[f].sum()), int(f.sum()), chi2,
-            float(ic[m].sum()), float(obs[m].sum()))
-
-
-@kernel(_np_sums, EXACT)
-def _sums(model, amp, kind):  # pragma: no cover - compiled
-    """(llk_measured, n_measured, llk_free, n_free, chi2, sum Ic, sum I) of the blurred model Ic."""
-    llk = 0.0
-    llkf = 0.0
-    chi2 = 0.0
-    nm = 0
-    nf = 0
-    sic = 0.0
-    si = 0.0
-    for i in range(model.size):
-        k = kind[i]
-        if k == 0:
-            continue
-        ic = float(model[i])
-        obs = float(amp[i]) ** 2
-        term = ic - obs
-        if obs > 0.0:
-            term += obs * math.log(obs / max(ic, 1e-12))
-        if k == 1:
-            llk += term
-            nm += 1
-            chi2 += (obs - ic) ** 2 / max(ic, 1.0)
-            sic += ic
-            si += obs
-        else:
-            llkf += term
-            nf += 1
-    return llk, nm, llkf, nf, chi2, sic, si
-
-
 def metrics_of(model: np.ndarray, amp: np.ndarray, kind: np.ndarray) -> dict[str, float]:
     """llk, llk_free, chi2 and scale of a blurred model intensity (the formulas of `fourier_metrics`)."""
     return metrics_from_sums(_chunked_sums(model.reshape(-1), amp.reshape(-1), kind.reshape(-1)))
 
 
-#: pixels per chunk of the chunked passes (a cache-sized scratch)
-_CHUNK = 1 << 16
-
-
 def _chunked_sums(model: np.ndarray, amp: np.ndarray, kind: np.ndarray) -> tuple:
-    """`_sums` chunk by chunk with numpy's vectorised float64 log of I / Ic on a cache-sized scratch
-    (`_sums`' scalar log cost 1.5 FFT pairs per call at 512^2, and the ML width search calls it 14
-    times per update); the same float64 formulas, the log rounded by another library."""
-    n = model.size
-    scratch = np.empty(min(n, _CHUNK), np.float64)
+    """(llk_measured, n_measured, llk_free, n_free, chi2, sum Ic, sum I) of the blurred model Ic, chunk
+    by chunk with numpy's vectorised float64 log of I / Ic on a cache-sized scratch (a one-pass
+    kernel's scalar log cost 1.5 FFT pairs per call at 512^2, and the ML width search calls it 14
+    times per update)."""
     acc = np.zeros(7)
-    for start in range(0, n, _CHUNK):
-        y = scratch[: min(n, start + _CHUNK) - start]
-        _psf_ratio_chunk(model, amp, y, start)
-        np.log(y, out=y)
-        _psf_sums_chunk(model, amp, kind, y, start, acc)
+    log_pass(model.size, np.float64, lambda y, start: _psf_ratio_chunk(model, amp, y, start),
+             lambda y, start: _psf_sums_chunk(model, amp, kind, y, start, acc))
     llk, nm, llkf, nf, chi2, sic, si = acc
     return float(llk), int(nm), float(llkf), int(nf), float(chi2), float(sic), float(si)
 
@@ -264,7 +215,7 @@ def _np_psf_sums_chunk(model, amp, kind, logy, start, acc):
 
 @kernel(_np_psf_sums_chunk, EXACT)
 def _psf_sums_chunk(model, amp, kind, logy, start, acc):  # pragma: no cover - compiled
-    """Adds the sums of `_sums` over model[start : start + logy.size] to acc; logy = ln(I / Ic)."""
+    """Adds the sums of `_chunked_sums` over model[start : start + logy.size] to acc; logy = ln(I / Ic)."""
     model = model[start:start + logy.size]
     amp = amp[start:start + logy.size]
     kind = kind[start:start + logy.size]
@@ -380,15 +331,10 @@ def _psf_delta(a: np.ndarray, bc: np.ndarray, amp: np.ndarray, kind: np.ndarray,
     """L(t) - L(0) over the measured pixels, L(t) = sum Ic(t) - I ln Ic(t) (the terms of the former
     whole-array numpy expression: float32, summed in float64), chunk by chunk with numpy's vectorised
     log of Ic(t) / Ic(0) on a cache-sized scratch."""
-    n = a.size
-    scratch = np.empty(min(n, _CHUNK), np.float32)
     acc = np.zeros(1)
     tf = np.float32(t)
-    for start in range(0, n, _CHUNK):
-        y = scratch[: min(n, start + _CHUNK) - start]
-        _psf_step_ratio_chunk(a, bc, tf, eps, y, start)
-        np.log(y, out=y)
-        _psf_delta_chunk(a, bc, amp, kind, tf, eps, y, start, acc)
+    log_pass(a.size, np.float32, lambda y, start: _psf_step_ratio_chunk(a, bc, tf, eps, y, start),
+             lambda y, start: _psf_delta_chunk(a, bc, amp, kind, tf, eps, y, start, acc))
     return float(acc[0])
 
 
