@@ -7,7 +7,7 @@ import pytest
 from cxdi_cli import io
 from cxdi_cli.phasing import algorithms as alg, problem, regularise as reg, runs as phasing
 from cxdi_cli.registration import nrms_error
-from tests.test_phasing import synthetic
+from tests.test_phasing import state_at_truth, synthetic
 
 
 def test_low_signal_shells_known_answer():
@@ -29,11 +29,34 @@ def test_low_signal_shells_known_answer():
     assert reg.low_signal_shells(amp, kind, photons=0.1).size == 0   # every shell above 0.1 photons
 
 
+def test_cut_step_zeroes_the_transform_there_and_nowhere_else():
+    """One `cut` step on a 3D state at the truth (few photons, a beamstop and a missing wedge masked):
+    the object's transform is 0 on the pixels `low_signal_shells` names, unchanged on every other
+    pixel, and rho stays in the FFT buffer."""
+    pattern, truth = synthetic(n=24, ndim=3, photons=2e4, seed=2)
+    g = np.meshgrid(*[np.arange(24) - 12] * 3, indexing="ij")
+    wedge = g[0] > 2 * np.abs(g[2])
+    pattern.mask[wedge] |= np.uint32(1)
+    pattern.intensity[wedge] = 0
+    state, _ = state_at_truth(pattern, truth, positivity=False)
+    before = np.fft.fftn(state.rho)
+    idx = reg.low_signal_shells(state.amp, state.kind, photons=1.0)
+    assert 0 < idx.size < before.size // 2
+    reg.make_cut(photons=1.0)(state)
+    after = np.fft.fftn(state.rho).reshape(-1)
+    scale = np.abs(before).max()
+    assert np.abs(after[idx]).max() < 1e-5 * scale
+    keep = np.ones(after.size, bool)
+    keep[idx] = False
+    assert np.allclose(after[keep], before.reshape(-1)[keep], atol=1e-5 * scale)
+    assert np.array_equal(state.buf, state.rho)
+
+
 def test_default_recipe_3d_ends_with_the_cut():
     """3D volumes get the cut-off after the default recipe; 2D patterns and given recipes do not."""
     p3, _ = synthetic(n=24, ndim=3, photons=1e6, seed=1)
     prob = phasing.prepare(p3, phasing.Options(seed=1, check_oversampling=False))
-    assert prob.info["recipe_3d"] == problem.default_recipe_3d()
+    assert prob.info["recipe_3d"] == problem.DEFAULT_RECIPE_3D
     assert prob.steps[-1].name == "cut" and prob.n_iterations == 900
     own = phasing.prepare(p3, phasing.Options(seed=1, recipe="hio**10,er**5", check_oversampling=False))
     assert own.steps[-1].name == "er"

@@ -128,11 +128,8 @@ def default_recipe_for(support_px: int) -> str:
 #: frame, +-70 deg; 6 starts from one search) 0.567 -> 0.320 median start, average 0.520 -> 0.242.
 #: On bright volumes only the corners beyond the largest measured radius go.
 CUT_3D = "cut(photons=1)"
-
-
-def default_recipe_3d() -> str:
-    """The default recipe for a 3D volume: DEFAULT_RECIPE, then the low-signal cut-off `CUT_3D`."""
-    return f"{DEFAULT_RECIPE},{CUT_3D}"
+#: The default recipe for a 3D volume: DEFAULT_RECIPE, then the low-signal cut-off `CUT_3D`.
+DEFAULT_RECIPE_3D = f"{DEFAULT_RECIPE},{CUT_3D}"
 
 
 #: "auto" leaves the PSF off on data whose measured power is more than this share photon noise
@@ -344,7 +341,7 @@ def prepare(pattern: Pattern, options: Options, support: np.ndarray | None = Non
         steps = parse_recipe(default_recipe_for(info["initial_support_size"]))
         info["recipe_scaled"] = rcp.format_recipe(steps)
     elif options.recipe == DEFAULT_RECIPE and data.ndim == 3:
-        steps = parse_recipe(default_recipe_3d())
+        steps = parse_recipe(DEFAULT_RECIPE_3D)
         info["recipe_3d"] = rcp.format_recipe(steps)
     if psf_spec is not None and options.psf.strip().lower() == "auto":
         why = auto_psf_veto(data.ndim, info["noise_fraction"])

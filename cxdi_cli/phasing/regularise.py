@@ -374,14 +374,6 @@ def low_signal_shells(amp: np.ndarray, kind: np.ndarray, photons: float) -> np.n
     return np.flatnonzero(~measured & (r >= int(low[0])))
 
 
-def _cut_index(state: alg.State, photons: float) -> np.ndarray:
-    """`low_signal_shells` of the state's data, computed once per run and threshold."""
-    if state.ml.get("cut_photons") != photons or "cut_index" not in state.ml:
-        state.ml["cut_index"] = low_signal_shells(state.amp, state.kind, photons)
-        state.ml["cut_photons"] = photons
-    return state.ml["cut_index"]
-
-
 def make_cut(photons: float = 1.0) -> Callable[[alg.State], None]:
     """Zero the object's transform in the masked pixels of the low-signal shells (`low_signal_shells`):
     the resolution cut-off of the unmeasured pixels where the data hold less than `photons` per pixel.
@@ -390,7 +382,7 @@ def make_cut(photons: float = 1.0) -> Callable[[alg.State], None]:
         raise ValueError("cut: photons must not be negative")
 
     def step(state: alg.State) -> None:
-        idx = _cut_index(state, photons)
+        idx = low_signal_shells(state.amp, state.kind, photons)   # once per run: the step closes the recipe
         if idx.size == 0:
             return
         buf = state.buf
