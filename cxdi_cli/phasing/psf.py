@@ -453,16 +453,6 @@ class Psf:
         out[...] = buf.real
         return out
 
-    def blur_pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(PSF (*) a, PSF (*) b) of two real arrays with one FFT pair (a + ib: the PSF is real)."""
-        buf = self.pair.buffer
-        buf.real = a
-        buf.imag = b
-        self.pair.forward(scale=False)
-        buf *= self.otf
-        self.pair.inverse(scale=False)
-        return buf.real.copy(), buf.imag.copy()
-
     def blur_model(self) -> np.ndarray:
         """self.model <- PSF (*) self.ic, raised to its exact lower bound k0 self.ic (k0: the kernel's
         centre weight): float32 FFT roundoff (~1e-7 of a peak 1e9 times the faintest pixel) must not
