@@ -1,4 +1,6 @@
-"""Shared test helpers: run the CLI in-process with stdout and stderr kept apart."""
+"""Shared test helpers: run the CLI in-process with stdout and stderr kept apart; a simulated tilt
+series assembled into a volume as a user does it."""
+import json
 import os
 
 import pytest
@@ -20,6 +22,26 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return run
+
+
+@pytest.fixture
+def assembled(cli):
+    """assembled(folder, *simulate_options) -> (sim folder, volume path): `cxdi simulate particle3d`
+    into folder/sim, then `cxdi assemble3d` of its tilt series with the logbook values of
+    experiment.json into folder/vol.cxi."""
+
+    def make(folder, *options):
+        sim = folder / "sim"
+        r = cli("simulate", "particle3d", "-o", sim, *options, "-q")
+        assert r.exit_code == 0, r.stderr
+        exp = json.loads((sim / "experiment.json").read_text())
+        tilts, vol = sim / "tilts.h5", folder / "vol.cxi"
+        r = cli("assemble3d", tilts, "-o", vol, "--energy", exp["energy_kev"], "--distance", exp["distance_m"],
+                "--pixel", exp["pixel_m"], "--angles", f"{tilts}::/entry_0000/measurement/omega", "-q")
+        assert r.exit_code == 0, r.stderr
+        return sim, vol
+
+    return make
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,4 @@
 """End to end in 3D: simulate particle3d -> assemble3d -> mask -> phase, against the known particle."""
-import json
 
 import pytest
 
@@ -8,19 +7,11 @@ from cxdi_cli import io
 
 
 @pytest.mark.slow
-def test_tilt_series_reconstructs_the_particle(cli, tmp_path):
+def test_tilt_series_reconstructs_the_particle(cli, assembled, tmp_path):
     """Default 3D experiment (128-pixel frames, ±70° in 1° steps, 1e8 photons per frame, Ewald curvature
     about 2 voxels at the edge): the best run by free log-likelihood is within 0.30 normalised RMS of the
     truth (the 40° missing wedge alone costs about 0.2; measured 0.26)."""
-    sim = tmp_path / "sim"
-    r = cli("simulate", "particle3d", "-o", sim, "--seed", 0, "-q")
-    assert r.exit_code == 0, r.stderr
-    exp = json.loads((sim / "experiment.json").read_text())
-    tilts = sim / "tilts.h5"
-    r = cli("assemble3d", tilts, "-o", tmp_path / "vol.cxi", "--energy", exp["energy_kev"],
-            "--distance", exp["distance_m"], "--pixel", exp["pixel_m"],
-            "--angles", f"{tilts}::/entry_0000/measurement/omega", "-q")
-    assert r.exit_code == 0, r.stderr
+    sim, _ = assembled(tmp_path, "--seed", 0)
     r = cli("mask", tmp_path / "vol.cxi", "-o", tmp_path / "data.cxi", "-q")
     assert r.exit_code == 0, r.stderr
     r = cli("phase", tmp_path / "data.cxi", "-o", tmp_path / "runs.cxi", "--runs", 2, "--seed", 1, "-q")
